@@ -1,0 +1,397 @@
+//! The site config: one TOML file, checked completely before the daemon acts on it.
+//!
+//! Every error names the file, line and column, and the key when there is one, so store IT can
+//! fix it from `logread` alone.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A config problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this router is: part of every MQTT topic and message.
+    pub gateway: GatewayConfig,
+    /// Where probe requests come from (the `replay` command overrides it).
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// Pseudonym keys and what is dropped before hashing.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// The back office's broker.
+    pub mqtt: MqttConfig,
+    /// Limits that apply to every plugin.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The plugins to run, in order.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    /// Log verbosity, e.g. "info" or "probegate=debug" (overridden by RUST_LOG).
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// The directory of the config file: relative plugin paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The store, e.g. "store-0042": the second level of the topic tree.
+    pub site: Spanned<String>,
+    /// This router within the store, e.g. "gw-1".
+    pub id: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Monitor-mode interface to capture on, e.g. "phy0-mon0".
+    pub interface: Option<String>,
+    /// Kernel capture buffer in KiB: bursts larger than this are lost (and counted).
+    #[serde(default = "default_buffer_kib")]
+    pub buffer_kib: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Devices received weaker than this (dBm) are dropped before hashing: they are outside
+    /// the store, and not counting them is both more accurate and more private.
+    #[serde(default = "spanned_floor")]
+    pub signal_floor_dbm: Spanned<i32>,
+    /// Local time of day ("HH:MM") at which pseudonym keys rotate.
+    #[serde(default = "spanned_rotate_at")]
+    pub rotate_at: Spanned<String>,
+    /// Rotate this often, in hours, counting from `rotate_at`: 1 to 24 (never longer).
+    #[serde(default = "spanned_rotate_hours")]
+    pub rotate_every_hours: Spanned<u32>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            signal_floor_dbm: spanned_floor(),
+            rotate_at: spanned_rotate_at(),
+            rotate_every_hours: spanned_rotate_hours(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Defaults to "probegate-{site}-{id}"; must be unique per broker.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Wasm fuel (roughly instructions) one plugin call may use before it is stopped.
+    #[serde(default = "default_fuel")]
+    pub fuel_per_call: u64,
+    /// Linear memory one plugin may grow to, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// Largest JSON payload one publish may carry, in bytes.
+    #[serde(default = "default_output_bytes")]
+    pub max_output_bytes: u32,
+    /// Most publishes one plugin call may make.
+    #[serde(default = "default_outputs_per_call")]
+    pub max_outputs_per_call: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            fuel_per_call: default_fuel(),
+            memory_mib: default_memory_mib(),
+            max_output_bytes: default_output_bytes(),
+            max_outputs_per_call: default_outputs_per_call(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin's name: its MQTT namespace and pseudonym space. `a-z0-9-_`, at most 32.
+    pub name: Spanned<String>,
+    /// The component file (.wasm), relative to the config file's directory.
+    pub path: PathBuf,
+    /// Handed to the plugin's `init` as a JSON object.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+fn default_buffer_kib() -> u32 {
+    2048
+}
+// Defaults are valid by construction, so their (empty) span is never shown in an error.
+fn spanned_floor() -> Spanned<i32> {
+    Spanned::new(0..0, -90)
+}
+fn spanned_rotate_at() -> Spanned<String> {
+    Spanned::new(0..0, "04:00".into())
+}
+fn spanned_rotate_hours() -> Spanned<u32> {
+    Spanned::new(0..0, 24)
+}
+fn default_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_fuel() -> u64 {
+    50_000_000
+}
+fn default_memory_mib() -> u32 {
+    32
+}
+fn default_output_bytes() -> u32 {
+    16 * 1024
+}
+fn default_outputs_per_call() -> u32 {
+    64
+}
+
+/// A name that is safe as one MQTT topic level and one log field.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path` (used in messages and for relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let locate = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = line_col(text, span.map_or(0, |s| s.start));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| locate(e.span(), e.message().trim().to_owned()))?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config
+            .validate()
+            .map_err(|Invalid { span, message }| locate(Some(span), message))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_name("gateway.site", &self.gateway.site)?;
+        check_name("gateway.id", &self.gateway.id)?;
+        let p = &self.privacy;
+        let floor = *p.signal_floor_dbm.get_ref();
+        if !(-127..=0).contains(&floor) {
+            return Err(Invalid::at(
+                &p.signal_floor_dbm,
+                "privacy.signal_floor_dbm must be between -127 and 0",
+            ));
+        }
+        let hours = *p.rotate_every_hours.get_ref();
+        if !(1..=24).contains(&hours) || 24 % hours != 0 {
+            return Err(Invalid::at(
+                &p.rotate_every_hours,
+                "privacy.rotate_every_hours must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24): keys may never live longer than a day",
+            ));
+        }
+        if parse_hh_mm(p.rotate_at.get_ref()).is_none() {
+            return Err(Invalid::at(
+                &p.rotate_at,
+                "privacy.rotate_at must be a local time \"HH:MM\"",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for plugin in &self.plugins {
+            check_name("plugin.name", &plugin.name)?;
+            if !seen.insert(plugin.name.get_ref().as_str()) {
+                return Err(Invalid::at(&plugin.name, "two plugins share this name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the plugin's component lives on disk.
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.base_dir.join(&plugin.path)
+    }
+
+    pub fn site(&self) -> &str {
+        self.gateway.site.get_ref()
+    }
+
+    pub fn gateway_id(&self) -> &str {
+        self.gateway.id.get_ref()
+    }
+}
+
+impl PluginConfig {
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// The plugin's config table as the JSON object `init` receives.
+    pub fn config_json(&self) -> String {
+        match &self.config {
+            Some(table) => serde_json::to_string(table).unwrap_or_else(|_| "{}".into()),
+            None => "{}".into(),
+        }
+    }
+}
+
+/// "HH:MM" → minutes after midnight.
+pub fn parse_hh_mm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+}
+
+struct Invalid {
+    span: std::ops::Range<usize>,
+    message: String,
+}
+
+impl Invalid {
+    fn at<T>(value: &Spanned<T>, message: impl fmt::Display) -> Invalid {
+        Invalid {
+            span: value.span(),
+            message: message.to_string(),
+        }
+    }
+}
+
+fn check_name(key: &str, value: &Spanned<String>) -> Result<(), Invalid> {
+    if is_valid_name(value.get_ref()) {
+        Ok(())
+    } else {
+        Err(Invalid::at(
+            value,
+            format!(
+                "{key} must be 1-32 characters of a-z, 0-9, '-' or '_' (it is an MQTT topic level)"
+            ),
+        ))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gateway]
+site = "store-1"
+id = "gw-1"
+
+[mqtt]
+host = "localhost"
+
+[[plugin]]
+name = "visitor-counter"
+path = "visitor_counter.wasm"
+config = { interval_secs = 60 }
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("site.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_minimal_config_gets_safe_defaults() {
+        let c = Config::parse(Path::new("/etc/probegate/site.toml"), GOOD).unwrap();
+        assert_eq!(*c.privacy.rotate_every_hours.get_ref(), 24);
+        assert_eq!(c.plugins[0].config_json(), r#"{"interval_secs":60}"#);
+        assert_eq!(
+            c.plugin_path(&c.plugins[0]),
+            Path::new("/etc/probegate/visitor_counter.wasm")
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_with_its_line() {
+        let text = GOOD.replace("host = \"localhost\"", "host = \"localhost\"\nhots = 1");
+        let e = err(&text);
+        assert!(e.starts_with("site.toml:8:1:"), "{e}");
+        assert!(e.contains("hots"), "{e}");
+    }
+
+    #[test]
+    fn a_key_lifetime_over_a_day_is_refused_at_its_line() {
+        let text = format!("{GOOD}\n[privacy]\nrotate_every_hours = 48\n");
+        let e = err(&text);
+        assert!(e.starts_with("site.toml:15:22:"), "{e}");
+        assert!(e.contains("never live longer than a day"), "{e}");
+    }
+
+    #[test]
+    fn a_name_that_would_escape_its_topic_level_is_refused() {
+        let e = err(&GOOD.replace("gw-1", "gw/#"));
+        assert!(e.starts_with("site.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_points_at_the_line() {
+        let e = err(&GOOD.replace("[mqtt]", "[mqtt"));
+        assert!(e.starts_with("site.toml:6:"), "{e}");
+    }
+
+    #[test]
+    fn hh_mm_is_strict() {
+        assert_eq!(parse_hh_mm("04:30"), Some(270));
+        assert_eq!(parse_hh_mm("4:30"), None);
+        assert_eq!(parse_hh_mm("24:00"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The daemon's main job, shared by `run` (live radio) and `replay` (recorded capture).
+
+use crate::capture::{CaptureError, PcapSource};
+use crate::config::{Config, parse_hh_mm};
+use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
+use crate::plugins::{PluginError, PluginSet};
+use crate::privacy::{Gate, RotationSchedule, TimeZone};
+use crate::publish::{Identity, Session, SessionReport};
+use crate::telemetry::{Counters, Snapshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long a stopping daemon waits for the broker to acknowledge what it sent.
+const CLOSE_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What a run did; `capture` holds the error that ended it early, if one did.
+#[derive(Debug)]
+pub struct RunReport {
+    pub counters: Snapshot,
+    pub session: SessionReport,
+    pub capture: Result<(), CaptureError>,
+    pub boot_id: String,
+}
+
+/// Builds the gate the config describes.
+pub fn gate(config: &Config) -> Gate {
+    let schedule = RotationSchedule {
+        at_minute: parse_hh_mm(config.privacy.rotate_at.get_ref()).unwrap_or(240),
+        every_hours: *config.privacy.rotate_every_hours.get_ref(),
+        zone: TimeZone::Local,
+    };
+    let floor = (*config.privacy.signal_floor_dbm.get_ref()).clamp(-127, 0) as i8;
+    Gate::new(schedule, floor)
+}
+
+/// Runs the whole pipeline over `source` until it ends or `stop` is set.
+pub fn serve(
+    config: &Config,
+    source: PcapSource,
+    stop: Arc<AtomicBool>,
+) -> Result<RunReport, DaemonError> {
+    let plugins = PluginSet::load(config)?;
+    tracing::info!(
+        plugins = plugins.runners.len(),
+        source = source.name(),
+        site = config.site(),
+        gateway = config.gateway_id(),
+        "probegate starting"
+    );
+    let counters = Arc::new(Counters::default());
+    let identity = Identity::new(config.site(), config.gateway_id());
+    let boot_id = identity.boot_id.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+
+    let (event_tx, event_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+    let (output_tx, output_rx) = tokio::sync::mpsc::channel(256);
+    let gate = gate(config);
+
+    let capture = {
+        let (counters, stop) = (counters.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || pipeline::run_capture(source, gate, &counters, event_tx, &stop))
+            .map_err(DaemonError::Runtime)?
+    };
+    let plugin_thread = {
+        let stage = PluginStage::new(plugins.runners, counters.clone());
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("plugins".into())
+            .spawn(move || pipeline::run_plugins(stage, event_rx, output_tx, &stop))
+            .map_err(DaemonError::Runtime)?
+    };
+
+    let session = runtime.block_on(async {
+        let mut session = Session::start(&config.mqtt, identity);
+        session.publish_all(output_rx).await;
+        session.close(CLOSE_GRACE).await
+    });
+    let _ = plugin_thread.join();
+    // A stop signal can find the capture thread blocked reading a pipe; it holds nothing that
+    // needs saving, so it is left to end with the process.
+    let capture = if capture.is_finished() || !stop.load(Ordering::Relaxed) {
+        capture.join().unwrap_or(Ok(()))
+    } else {
+        Ok(())
+    };
+    Ok(RunReport {
+        counters: counters.snapshot(),
+        session,
+        capture,
+        boot_id,
+    })
+}

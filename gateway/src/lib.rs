@@ -1,0 +1,15 @@
+//! probegate: probe requests in, pseudonyms, WebAssembly plugins, results on MQTT.
+//!
+//! The data path, one stage per module:
+//! [`capture`] → [`dot11`] → [`privacy`] → [`plugins`] → [`publish`], wired by [`pipeline`]
+//! and started by [`daemon`].
+
+pub mod capture;
+pub mod config;
+pub mod daemon;
+pub mod dot11;
+pub mod pipeline;
+pub mod plugins;
+pub mod privacy;
+pub mod publish;
+pub mod telemetry;

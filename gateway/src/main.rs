@@ -1,0 +1,175 @@
+//! The `probegate` command.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use probegate::capture::PcapSource;
+use probegate::config::Config;
+use probegate::daemon::{self, RunReport};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Parser)]
+#[command(
+    name = "probegate",
+    version,
+    about = "Privacy-respecting footfall sensor with WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture live from the monitor-mode interface in the config (the daemon).
+    Run {
+        #[arg(long, short, default_value = "/etc/probegate/probegate.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file and exit: 0 if it is valid, 2 with the line of the problem if not.
+    CheckConfig { config: PathBuf },
+    /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
+    /// live, publishing to the configured broker.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        capture: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (site {}, gateway {}, {} plugins)",
+                    config.display(),
+                    c.site(),
+                    c.gateway_id(),
+                    c.plugins.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => serve(&config, None),
+        Command::Replay { config, capture } => serve(&config, Some(&capture)),
+    }
+}
+
+fn serve(config_path: &Path, capture: Option<&Path>) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    match serve_config(&config, capture) {
+        Ok(report) => {
+            let ok = report.capture.is_ok();
+            log_report(&report);
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_config(config: &Config, capture: Option<&Path>) -> anyhow::Result<RunReport> {
+    let source = match capture {
+        Some(path) => PcapSource::open_file(path)?,
+        None => {
+            let interface = config
+                .capture
+                .interface
+                .as_deref()
+                .context("no [capture] interface in the config: name the monitor-mode interface, e.g. interface = \"phy0-mon0\"")?;
+            PcapSource::open_live(interface, config.capture.buffer_kib)?
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_stop_handler(stop.clone())?;
+    Ok(daemon::serve(config, source, stop)?)
+}
+
+fn log_report(report: &RunReport) {
+    let c = &report.counters;
+    tracing::info!(
+        boot_id = %report.boot_id,
+        frames = c.frames,
+        sightings = c.sightings,
+        dropped_signal_floor = c.dropped_signal_floor,
+        dropped_malformed = c.dropped_malformed,
+        dropped_bad_fcs = c.dropped_bad_fcs,
+        dropped_multicast = c.dropped_multicast,
+        dropped_backpressure = c.dropped_backpressure,
+        plugin_calls = c.plugin_calls,
+        plugin_traps = c.plugin_traps,
+        published = report.session.published,
+        acknowledged = report.session.acknowledged,
+        "probegate stopped"
+    );
+    if let Err(e) = &report.capture {
+        tracing::error!("capture failed: {e}");
+        eprintln!("error: {e}");
+    }
+}
+
+/// SIGINT/SIGTERM ask for a clean stop: plugins flush, the broker gets everything and a clean
+/// "offline" status. A second signal stops at once.
+fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                for _ in 0..2 {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if stop.swap(true, Ordering::SeqCst) {
+                        std::process::exit(130);
+                    }
+                    tracing::info!("stop requested; flushing plugins and the broker");
+                }
+            });
+        })?;
+    Ok(())
+}
+
+fn init_logging(config_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(config_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,213 @@
+//! Wires the stages: capture → parse → privacy gate → plugins → publisher.
+//!
+//! Capture and gate share one thread (parsing and hashing cost well under a microsecond a
+//! frame); the plugins run on a second thread so wasm never blocks the async runtime that
+//! speaks MQTT. A bounded channel joins the two: a recorded capture waits for the plugins, a
+//! live one counts what it cannot hand over.
+
+use crate::capture::{CaptureError, Next, PcapSource};
+use crate::dot11;
+use crate::plugins::{CallOutcome, Output, PluginRunner};
+use crate::privacy::{Gate, Sighting};
+use crate::telemetry::Counters;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+/// Sightings delivered to plugins in one call, at most.
+pub const MAX_BATCH: usize = 256;
+/// Room between the capture thread and the plugin thread.
+pub const CHANNEL_DEPTH: usize = 4096;
+/// How long a partial batch may wait for more sightings before it is delivered anyway.
+const BATCH_LINGER: Duration = Duration::from_millis(200);
+const TICK_MS: u64 = 1000;
+
+/// What the capture thread tells the plugin thread.
+pub enum Event {
+    Sighting(Sighting),
+    /// A live source is idle; pipeline time may advance to this wall-clock time.
+    Idle(u64),
+}
+
+/// Reads `source` to its end (or until `stop`), gating every probe, and sends the sightings.
+pub fn run_capture(
+    mut source: PcapSource,
+    mut gate: Gate,
+    counters: &Counters,
+    tx: SyncSender<Event>,
+    stop: &AtomicBool,
+) -> Result<(), CaptureError> {
+    let link = source.link_type();
+    let live = source.is_live();
+    while !stop.load(Ordering::Relaxed) {
+        let event = match source.next()? {
+            Next::End => break,
+            Next::Idle => Event::Idle(wall_ms()),
+            Next::Frame(frame) => {
+                Counters::add(&counters.frames, 1);
+                let probe = match dot11::parse(link, frame.data) {
+                    Ok(probe) => probe,
+                    Err(reason) => {
+                        counters.reject(reason);
+                        continue;
+                    }
+                };
+                match gate.admit(probe, frame.time_ms) {
+                    Ok(sighting) => Event::Sighting(sighting),
+                    Err(_) => {
+                        Counters::add(&counters.dropped_signal_floor, 1);
+                        continue;
+                    }
+                }
+            }
+        };
+        if live {
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Event::Sighting(_))) => {
+                    Counters::add(&counters.dropped_backpressure, 1)
+                }
+                Err(TrySendError::Full(Event::Idle(_))) => {}
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        } else if tx.send(event).is_err() {
+            break;
+        }
+    }
+    if let Some(loss) = source.loss() {
+        tracing::info!(?loss, "capture closed");
+    }
+    Ok(())
+}
+
+/// The plugin stage as a state machine: sightings and time in, plugin calls and outputs out.
+pub struct PluginStage {
+    runners: Vec<PluginRunner>,
+    batch: Vec<Sighting>,
+    next_tick_ms: Option<u64>,
+    now_ms: u64,
+    outputs: Vec<Output>,
+    counters: Arc<Counters>,
+}
+
+impl PluginStage {
+    pub fn new(runners: Vec<PluginRunner>, counters: Arc<Counters>) -> PluginStage {
+        PluginStage {
+            runners,
+            batch: Vec::with_capacity(MAX_BATCH),
+            next_tick_ms: None,
+            now_ms: 0,
+            outputs: Vec::new(),
+            counters,
+        }
+    }
+
+    pub fn sighting(&mut self, s: Sighting) {
+        Counters::add(&self.counters.sightings, 1);
+        self.advance(s.time_ms);
+        self.batch.push(s);
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Pipeline time moved to `now_ms` without a sighting (a live capture's idle wake-up).
+    pub fn idle(&mut self, now_ms: u64) {
+        self.advance(now_ms);
+        self.flush();
+    }
+
+    /// Delivers the pending batch to every plugin.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        for runner in &mut self.runners {
+            let outcome = runner.on_sightings(&self.batch, self.now_ms, &mut self.outputs);
+            count_call(&self.counters, &outcome);
+        }
+        self.batch.clear();
+    }
+
+    /// The source ended or the daemon stops: deliver what is pending and let plugins flush.
+    pub fn finish(&mut self) {
+        self.flush();
+        for runner in &mut self.runners {
+            let outcome = runner.on_stop(self.now_ms, &mut self.outputs);
+            count_call(&self.counters, &outcome);
+        }
+    }
+
+    /// Takes what plugins published so far.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        Counters::add(&self.counters.outputs, self.outputs.len() as u64);
+        self.outputs.drain(..)
+    }
+
+    /// Ticks fall on whole seconds of pipeline time; a sighting at or past the next tick first
+    /// closes the batch before it, so `on-tick(now)` follows every sighting older than `now`.
+    fn advance(&mut self, time_ms: u64) {
+        self.now_ms = self.now_ms.max(time_ms);
+        let next = *self
+            .next_tick_ms
+            .get_or_insert(time_ms - time_ms % TICK_MS + TICK_MS);
+        if self.now_ms < next {
+            return;
+        }
+        self.flush();
+        let tick = self.now_ms - self.now_ms % TICK_MS;
+        for runner in &mut self.runners {
+            let outcome = runner.on_tick(tick, &mut self.outputs);
+            count_call(&self.counters, &outcome);
+        }
+        self.next_tick_ms = Some(tick + TICK_MS);
+    }
+}
+
+fn count_call(counters: &Counters, outcome: &CallOutcome) {
+    match outcome {
+        CallOutcome::Ok => Counters::add(&counters.plugin_calls, 1),
+        CallOutcome::Trapped(_) => {
+            Counters::add(&counters.plugin_calls, 1);
+            Counters::add(&counters.plugin_traps, 1);
+        }
+        CallOutcome::NotRunning => {}
+    }
+}
+
+/// Runs the plugin stage until the capture side hangs up or `stop` is set, sending outputs on.
+pub fn run_plugins(
+    mut stage: PluginStage,
+    rx: Receiver<Event>,
+    out: tokio::sync::mpsc::Sender<Output>,
+    stop: &AtomicBool,
+) {
+    let send = |stage: &mut PluginStage| -> bool {
+        stage.drain_outputs().all(|o| out.blocking_send(o).is_ok())
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match rx.recv_timeout(BATCH_LINGER) {
+            Ok(Event::Sighting(s)) => stage.sighting(s),
+            Ok(Event::Idle(now)) => stage.idle(now),
+            // A recorded stream that pauses still gets its sightings delivered promptly.
+            Err(RecvTimeoutError::Timeout) => stage.flush(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if !send(&mut stage) {
+            tracing::error!("publisher is gone; stopping the plugin stage");
+            return;
+        }
+    }
+    stage.finish();
+    send(&mut stage);
+}
+
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,157 @@
+//! The sandbox: engine settings, resource limits, and the two host functions plugins may call.
+
+use super::PluginError;
+use super::bindings::{self, LogLevel, PublishError};
+use crate::config::{LimitsConfig, is_valid_name};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config as EngineConfig, Engine, StoreLimits, StoreLimitsBuilder};
+
+/// Deep recursion must end in a trap long before the thread's own stack is in danger.
+const MAX_WASM_STACK: usize = 256 * 1024;
+
+/// What one plugin may use; the same for every plugin of a site for now.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub fuel_per_call: u64,
+    pub memory_bytes: usize,
+    pub max_output_bytes: u32,
+    pub max_outputs_per_call: u32,
+}
+
+impl Limits {
+    pub fn from_config(c: &LimitsConfig) -> Limits {
+        Limits {
+            fuel_per_call: c.fuel_per_call,
+            memory_bytes: (c.memory_mib as usize) << 20,
+            max_output_bytes: c.max_output_bytes,
+            max_outputs_per_call: c.max_outputs_per_call,
+        }
+    }
+}
+
+/// One message a plugin published, checked and ready for the envelope.
+#[derive(Debug)]
+pub struct Output {
+    pub plugin: Arc<str>,
+    pub stream: String,
+    pub payload: Box<RawValue>,
+    /// Pipeline time when it was published.
+    pub time_ms: u64,
+}
+
+/// The data a plugin's store carries: its limits and what it published during the call.
+pub struct HostState {
+    pub plugin: Arc<str>,
+    pub limits: Limits,
+    pub store_limits: StoreLimits,
+    pub outputs: Vec<Output>,
+    pub refused: u64,
+    pub now_ms: u64,
+    published_this_call: u32,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, limits: Limits) -> HostState {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .table_elements(10_000)
+            .instances(1)
+            .tables(4)
+            .memories(1)
+            .build();
+        HostState {
+            plugin,
+            limits,
+            store_limits,
+            outputs: Vec::new(),
+            refused: 0,
+            now_ms: 0,
+            published_this_call: 0,
+        }
+    }
+
+    pub fn begin_call(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.published_this_call = 0;
+    }
+
+    fn check(&self, stream: &str, payload: String) -> Result<Box<RawValue>, PublishError> {
+        if !is_valid_name(stream) {
+            return Err(PublishError::BadStreamName);
+        }
+        if self.published_this_call >= self.limits.max_outputs_per_call {
+            return Err(PublishError::RateLimited(self.limits.max_outputs_per_call));
+        }
+        if payload.len() > self.limits.max_output_bytes as usize {
+            return Err(PublishError::TooLarge(self.limits.max_output_bytes));
+        }
+        RawValue::from_string(payload).map_err(|e| PublishError::NotJson(e.to_string()))
+    }
+}
+
+impl bindings::probegate::plugin::types::Host for HostState {}
+
+impl bindings::probegate::plugin::host::Host for HostState {
+    fn publish(&mut self, stream_name: String, payload: String) -> Result<(), PublishError> {
+        match self.check(&stream_name, payload) {
+            Ok(payload) => {
+                self.published_this_call += 1;
+                self.outputs.push(Output {
+                    plugin: self.plugin.clone(),
+                    stream: stream_name,
+                    payload,
+                    time_ms: self.now_ms,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.refused += 1;
+                // The stream name is the plugin's own text; keep it out of the log when it is
+                // not a valid name, since it could be anything.
+                tracing::warn!(plugin = %self.plugin, reason = ?refusal_label(&e), "plugin publish refused");
+                Err(e)
+            }
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        // Plugins never hold a raw MAC (the gate saw to that), so their text is safe to log;
+        // it is still bounded so a plugin cannot flood the router's log buffer.
+        let message: String = message.chars().take(512).collect();
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+fn refusal_label(e: &PublishError) -> &'static str {
+    match e {
+        PublishError::BadStreamName => "bad_stream_name",
+        PublishError::NotJson(_) => "not_json",
+        PublishError::TooLarge(_) => "too_large",
+        PublishError::RateLimited(_) => "rate_limited",
+    }
+}
+
+pub fn engine() -> Result<Engine, PluginError> {
+    let mut config = EngineConfig::new();
+    config
+        .consume_fuel(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .wasm_component_model(true);
+    Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))
+}
+
+pub fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
+    let mut linker = Linker::new(engine);
+    bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(|e| PluginError::Engine(e.to_string()))?;
+    Ok(linker)
+}

@@ -1,0 +1,85 @@
+//! The privacy gate: the only code that ever holds a raw MAC address.
+//!
+//! A probe goes in; a [`Sighting`] with a keyed pseudonym comes out, or nothing does. The raw
+//! MAC is read here once, hashed, and dropped with the probe: it is never stored, logged,
+//! returned in an error, or handed on. What leaves is the pseudonym, the key epoch and the
+//! few radio facts plugins may use.
+
+mod keys;
+mod space;
+
+pub use keys::{EpochKeys, RotationSchedule, TimeZone};
+pub use space::PseudonymSpace;
+
+use crate::dot11::ProbeRequest;
+
+/// A device's pseudonym in the gateway's own space for one key epoch. It never reaches a
+/// plugin as is: each plugin gets a further keyed hash of it ([`PseudonymSpace`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DeviceId(pub u64);
+
+/// One probe request after the gate: safe to hand to the plugin host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sighting {
+    pub device: DeviceId,
+    pub epoch: u32,
+    pub time_ms: u64,
+    pub signal_dbm: Option<i8>,
+    pub freq_mhz: Option<u16>,
+    pub randomized: bool,
+}
+
+/// Why the gate let a probe go no further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Weaker than the site's signal floor: probably outside the store.
+    BelowSignalFloor,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::BelowSignalFloor => "below_signal_floor",
+        }
+    }
+}
+
+pub struct Gate {
+    keys: EpochKeys,
+    signal_floor_dbm: i8,
+}
+
+impl Gate {
+    pub fn new(schedule: RotationSchedule, signal_floor_dbm: i8) -> Gate {
+        Gate {
+            keys: EpochKeys::new(schedule),
+            signal_floor_dbm,
+        }
+    }
+
+    /// Pseudonymizes `probe` captured at `time_ms`, or refuses it. Keys rotate here when
+    /// capture time crosses the schedule, so replayed and live captures rotate alike.
+    pub fn admit(&mut self, probe: ProbeRequest<'_>, time_ms: u64) -> Result<Sighting, Refusal> {
+        // A probe without a signal reading (plain 802.11 captures) cannot be placed inside or
+        // outside the store; it is admitted, since dropping it would silently undercount.
+        if probe
+            .signal_dbm
+            .is_some_and(|dbm| dbm < self.signal_floor_dbm)
+        {
+            return Err(Refusal::BelowSignalFloor);
+        }
+        self.keys.rotate_if_due(time_ms);
+        Ok(Sighting {
+            device: DeviceId(self.keys.pseudonym(&probe.transmitter.octets())),
+            epoch: self.keys.epoch(),
+            time_ms,
+            signal_dbm: probe.signal_dbm,
+            freq_mhz: probe.freq_mhz,
+            randomized: probe.randomized(),
+        })
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.keys.epoch()
+    }
+}

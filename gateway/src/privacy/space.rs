@@ -1,0 +1,64 @@
+//! Per-plugin pseudonym spaces: two plugins never see the same identifier for one device.
+
+use super::keys::{keyed_hash, random_key};
+use super::{DeviceId, Sighting};
+use zeroize::Zeroizing;
+
+/// A plugin's own pseudonym space. Its key is random, held in RAM, and replaced whenever the
+/// gate's epoch changes, so a plugin's pseudonyms rotate with the gate's.
+pub struct PseudonymSpace {
+    key: Zeroizing<[u8; 16]>,
+    epoch: u32,
+}
+
+impl Default for PseudonymSpace {
+    fn default() -> Self {
+        PseudonymSpace {
+            key: random_key(),
+            epoch: 0,
+        }
+    }
+}
+
+impl PseudonymSpace {
+    /// The plugin's pseudonym for the sighting's device.
+    pub fn pseudonym(&mut self, sighting: &Sighting) -> u64 {
+        if sighting.epoch != self.epoch {
+            self.key = random_key();
+            self.epoch = sighting.epoch;
+        }
+        let DeviceId(id) = sighting.device;
+        keyed_hash(&self.key, &id.to_le_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sighting(device: u64, epoch: u32) -> Sighting {
+        Sighting {
+            device: DeviceId(device),
+            epoch,
+            time_ms: 0,
+            signal_dbm: None,
+            freq_mhz: None,
+            randomized: false,
+        }
+    }
+
+    #[test]
+    fn two_plugins_see_different_pseudonyms_for_one_device() {
+        let (mut a, mut b) = (PseudonymSpace::default(), PseudonymSpace::default());
+        let s = sighting(42, 1);
+        assert_ne!(a.pseudonym(&s), b.pseudonym(&s));
+        assert_eq!(a.pseudonym(&s), a.pseudonym(&s));
+    }
+
+    #[test]
+    fn a_new_epoch_changes_a_plugins_pseudonyms() {
+        let mut a = PseudonymSpace::default();
+        let first = a.pseudonym(&sighting(42, 1));
+        assert_ne!(a.pseudonym(&sighting(42, 2)), first);
+    }
+}

@@ -1,0 +1,124 @@
+//! What goes on the wire: topics and JSON documents. Documented in `docs/mqtt.md`.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Who is publishing: fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub site: String,
+    pub gateway: String,
+    /// Random per process start: with `seq` it makes every message unique, so the back
+    /// office can drop duplicates of an at-least-once delivery.
+    pub boot_id: String,
+    pub version: &'static str,
+}
+
+impl Identity {
+    pub fn new(site: &str, gateway: &str) -> Identity {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+        Identity {
+            site: site.to_owned(),
+            gateway: gateway.to_owned(),
+            boot_id: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// `probegate/v1/{site}/{gateway}/...`: site and gateway names are validated topic levels.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    root: String,
+}
+
+impl Topics {
+    pub fn new(id: &Identity) -> Topics {
+        Topics {
+            root: format!("probegate/v1/{}/{}", id.site, id.gateway),
+        }
+    }
+
+    /// Retained; "online" while connected, "offline" after a clean stop or (last will) a loss.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.root)
+    }
+
+    /// A plugin's stream. Plugin and stream names are validated as single topic levels, so
+    /// a plugin cannot reach any topic outside its own subtree.
+    pub fn plugin_output(&self, plugin: &str, stream: &str) -> String {
+        format!("{}/plugins/{plugin}/{stream}", self.root)
+    }
+}
+
+/// The wrapper around every plugin message.
+#[derive(Serialize, Debug)]
+pub struct Envelope<'a> {
+    pub v: u8,
+    pub site: &'a str,
+    pub gateway: &'a str,
+    pub boot_id: &'a str,
+    /// Increases by one per plugin message within a boot.
+    pub seq: u64,
+    /// Pipeline (capture) time of the publish, ms since the Unix epoch.
+    pub time_ms: u64,
+    pub plugin: &'a str,
+    pub stream: &'a str,
+    pub data: &'a RawValue,
+}
+
+/// The retained status document.
+#[derive(Serialize, Debug)]
+pub struct Status<'a> {
+    pub v: u8,
+    pub state: &'a str,
+    pub site: &'a str,
+    pub gateway: &'a str,
+    pub boot_id: &'a str,
+    pub version: &'a str,
+    /// false when the broker published it as the last will: the gateway vanished.
+    pub clean: bool,
+}
+
+impl<'a> Status<'a> {
+    pub fn new(id: &'a Identity, state: &'a str, clean: bool) -> Status<'a> {
+        Status {
+            v: 1,
+            state,
+            site: &id.site,
+            gateway: &id.gateway,
+            boot_id: &id.boot_id,
+            version: id.version,
+            clean,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("status serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_stream_stays_under_the_gateway_root() {
+        let id = Identity::new("store-1", "gw-1");
+        let t = Topics::new(&id);
+        assert_eq!(
+            t.plugin_output("visitor-counter", "counts"),
+            "probegate/v1/store-1/gw-1/plugins/visitor-counter/counts"
+        );
+        assert_eq!(t.status(), "probegate/v1/store-1/gw-1/status");
+    }
+
+    #[test]
+    fn boot_ids_differ_between_starts() {
+        assert_ne!(
+            Identity::new("s", "g").boot_id,
+            Identity::new("s", "g").boot_id
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Publishing to the back office over MQTT: the topic tree, the envelope, one session.
+
+mod envelope;
+mod session;
+
+pub use envelope::{Envelope, Identity, Status, Topics};
+pub use session::{Session, SessionReport};

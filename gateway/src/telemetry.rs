@@ -1,0 +1,65 @@
+//! Counters for everything the pipeline drops, passes or fails, kept in one place so the log
+//! summary and (later) the MQTT metrics say the same thing.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, shared between the pipeline's threads.
+        #[derive(Default, Debug)]
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A consistent-enough copy of [`Counters`] for reports.
+        #[derive(Default, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub struct Snapshot { $(pub $name: u64,)* }
+
+        impl Counters {
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames read from the capture source.
+    frames,
+    /// Frames that are not probe requests (a live capture's kernel filter makes this rare).
+    not_probe_requests,
+    /// Probe requests dropped as untrustworthy: bad FCS.
+    dropped_bad_fcs,
+    /// Probe requests dropped as untrustworthy: group-addressed transmitter.
+    dropped_multicast,
+    /// Frames too short or inconsistent to parse.
+    dropped_malformed,
+    /// Probes dropped by the privacy gate: below the signal floor.
+    dropped_signal_floor,
+    /// Sightings lost because the plugin stage fell behind a live capture.
+    dropped_backpressure,
+    /// Sightings handed to the plugin stage.
+    sightings,
+    /// Calls into plugins.
+    plugin_calls,
+    /// Plugin calls that trapped (panic, fuel, memory).
+    plugin_traps,
+    /// Messages plugins published that passed the host's checks.
+    outputs,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn reject(&self, reason: crate::dot11::Reject) {
+        use crate::dot11::Reject;
+        let counter = match reason {
+            Reject::NotProbeRequest => &self.not_probe_requests,
+            Reject::BadFcs => &self.dropped_bad_fcs,
+            Reject::MulticastTransmitter => &self.dropped_multicast,
+            Reject::Truncated | Reject::Malformed(_) => &self.dropped_malformed,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,147 @@
+//! Fixed, epoch-aligned counting windows: a state machine with no I/O, tested on the host.
+
+use serde::Serialize;
+use std::collections::HashSet;
+
+/// What one interval saw; serialised as the `counts` stream's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub interval_start_ms: u64,
+    pub interval_end_ms: u64,
+    pub universal: u32,
+    pub randomized: u32,
+    pub sightings: u32,
+    pub partial: bool,
+}
+
+/// Beyond this many empty intervals in one jump (a clock step, a long silent night with a
+/// tiny interval) we skip ahead rather than publish a flood of zeros.
+const MAX_EMPTY_WINDOWS: u64 = 1_000;
+
+pub struct Windows {
+    len_ms: u64,
+    start_ms: Option<u64>,
+    universal: HashSet<u64>,
+    randomized: HashSet<u64>,
+    sightings: u32,
+}
+
+impl Windows {
+    pub fn new(len_ms: u64) -> Self {
+        Windows {
+            len_ms,
+            start_ms: None,
+            universal: HashSet::new(),
+            randomized: HashSet::new(),
+            sightings: 0,
+        }
+    }
+
+    /// Closes every window that ends at or before `now_ms` and returns them in order.
+    pub fn advance_to(&mut self, now_ms: u64) -> Vec<Counts> {
+        let mut done = Vec::new();
+        let Some(mut start) = self.start_ms else {
+            self.start_ms = Some(now_ms - now_ms % self.len_ms);
+            return done;
+        };
+        let aligned_now = now_ms - now_ms % self.len_ms;
+        if aligned_now > start.saturating_add(MAX_EMPTY_WINDOWS * self.len_ms) {
+            done.push(self.close(start, false));
+            self.start_ms = Some(aligned_now);
+            return done;
+        }
+        while now_ms >= start + self.len_ms {
+            done.push(self.close(start, false));
+            start += self.len_ms;
+        }
+        self.start_ms = Some(start);
+        done
+    }
+
+    /// Counts one sighting in the current window (late sightings count in the current one).
+    pub fn record(&mut self, device: u64, randomized: bool) {
+        if randomized {
+            self.randomized.insert(device);
+        } else {
+            self.universal.insert(device);
+        }
+        self.sightings = self.sightings.saturating_add(1);
+    }
+
+    /// The open window, if it saw anything, marked partial.
+    pub fn take_partial(&mut self) -> Option<Counts> {
+        let start = self.start_ms?;
+        if self.sightings == 0 {
+            return None;
+        }
+        Some(self.close(start, true))
+    }
+
+    fn close(&mut self, start: u64, partial: bool) -> Counts {
+        let counts = Counts {
+            interval_start_ms: start,
+            interval_end_ms: start + self.len_ms,
+            universal: self.universal.len() as u32,
+            randomized: self.randomized.len() as u32,
+            sightings: self.sightings,
+            partial,
+        };
+        self.universal.clear();
+        self.randomized.clear();
+        self.sightings = 0;
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_seen_twice_in_one_window_counts_once() {
+        let mut w = Windows::new(1000);
+        assert!(w.advance_to(10).is_empty());
+        w.record(7, false);
+        w.record(7, false);
+        w.record(8, true);
+        let done = w.advance_to(1000);
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].universal, done[0].randomized, done[0].sightings),
+            (1, 1, 3)
+        );
+        assert_eq!(
+            (done[0].interval_start_ms, done[0].interval_end_ms),
+            (0, 1000)
+        );
+    }
+
+    #[test]
+    fn silent_windows_are_reported_as_zeros() {
+        let mut w = Windows::new(1000);
+        w.advance_to(0);
+        w.record(1, false);
+        let done = w.advance_to(3500);
+        assert_eq!(done.len(), 3);
+        assert_eq!(done[2].universal + done[2].randomized, 0);
+        assert_eq!(done[2].interval_start_ms, 2000);
+    }
+
+    #[test]
+    fn a_huge_time_jump_does_not_flood() {
+        let mut w = Windows::new(1000);
+        w.advance_to(0);
+        assert_eq!(w.advance_to(10_000_000_000).len(), 1);
+    }
+
+    #[test]
+    fn the_open_window_is_published_partial_only_if_it_saw_something() {
+        let mut w = Windows::new(1000);
+        w.advance_to(0);
+        assert!(w.take_partial().is_none());
+        w.record(1, true);
+        let p = w.take_partial().unwrap();
+        assert!(p.partial);
+        assert_eq!(p.randomized, 1);
+    }
+}
