@@ -41,7 +41,7 @@ pub fn run_capture(
     let link = source.link_type();
     let live = source.is_live();
     while !stop.load(Ordering::Relaxed) {
-        let event = match source.next()? {
+        let event = match source.next_frame()? {
             Next::End => break,
             Next::Idle => Event::Idle(wall_ms()),
             Next::Frame(frame) => {

@@ -1,1 +1,289 @@
-fn main() {}
+//! Project tasks that need more than one cargo command: `cargo xtask <task>`.
+//!
+//! - `deps`: installs what the build and tests need from Debian and rustup, if missing.
+//! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
+//! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
+//! - `test`: everything CI checks: tests of both workspaces, fmt and clippy.
+//!
+//! Standard library only, so the task runner itself builds in seconds.
+
+use std::env;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const APT_PACKAGES: &[&str] = &[
+    "mosquitto",
+    "mosquitto-clients",
+    "libpcap-dev",
+    "pkg-config",
+];
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const DEMO_PORT: u16 = 18830;
+const DEMO_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2024-03-22.pcap";
+
+fn main() {
+    let task = env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "deps" => deps(),
+        "build-plugins" => deps().and_then(|_| build_plugins()),
+        "demo" => demo(),
+        "test" => test(),
+        _ => Err("usage: cargo xtask deps | build-plugins | demo | test".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask {task}: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// Installs only what is missing, so a prepared machine is not touched (and needs no root).
+fn deps() -> Result {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut all: Vec<&str> = sudo.to_vec();
+            all.push("apt-get");
+            all.extend_from_slice(args);
+            let mut cmd = Command::new(all[0]);
+            cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+            cmd
+        };
+        run(&mut apt(&["update", "-qq"]))?;
+        let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&missing);
+        run(&mut apt(&install))?;
+    }
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l == WASM_TARGET)
+    {
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Where cargo puts the plugins' build; beside the host's, so CI can keep both warm.
+fn plugin_target_dir() -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("plugins"),
+        None => root().join("target/plugins"),
+    }
+}
+
+/// Builds every plugin and copies the components to `target/wasm/<name>.wasm`, the path the
+/// configs and tests use.
+fn build_plugins() -> Result {
+    let target_dir = plugin_target_dir();
+    run(Command::new("cargo")
+        .current_dir(root().join("plugins"))
+        .args(["build", "--release", "--locked", "--target-dir"])
+        .arg(&target_dir))?;
+    let built = target_dir.join(WASM_TARGET).join("release");
+    let out = root().join("target/wasm");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let entries = std::fs::read_dir(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let name = path.file_name().expect("a file");
+            // Tests may read the previous copy while we write: write aside, then rename.
+            let tmp = out.join(format!(".{}.tmp", name.to_string_lossy()));
+            std::fs::copy(&path, &tmp).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::rename(&tmp, out.join(name)).map_err(|e| format!("{e}"))?;
+            eprintln!("plugin: target/wasm/{}", name.to_string_lossy());
+        }
+    }
+    Ok(())
+}
+
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(format!("nothing listens on port {port} after 10 s"))
+}
+
+/// Starts a private mosquitto and a subscriber, replays a real capture, prints what arrives.
+fn demo() -> Result {
+    deps()?;
+    build_plugins()?;
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--locked", "-p", "probegate"]))?;
+    if TcpStream::connect(("127.0.0.1", DEMO_PORT)).is_ok() {
+        return Err(format!(
+            "port {DEMO_PORT} is taken; the demo needs it for its broker"
+        ));
+    }
+    let _broker = Reaper(
+        Command::new("mosquitto")
+            .args(["-p", &DEMO_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start mosquitto: {e}"))?,
+    );
+    wait_for_port(DEMO_PORT)?;
+    let mut sub = Reaper(
+        Command::new("mosquitto_sub")
+            .args([
+                "-p",
+                &DEMO_PORT.to_string(),
+                "-q",
+                "1",
+                "-v",
+                "-t",
+                "probegate/#",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start mosquitto_sub: {e}"))?,
+    );
+    let lines = BufReader::new(sub.0.stdout.take().expect("piped"));
+    let printer = std::thread::spawn(move || {
+        let mut count = 0;
+        for line in lines.lines().map_while(std::result::Result::ok) {
+            println!("{line}");
+            count += 1;
+            if line.contains("\"state\":\"offline\"") {
+                break;
+            }
+        }
+        count
+    });
+    sleep(Duration::from_millis(300));
+    println!(
+        "# replaying {DEMO_CAPTURE} through the visitor-counter plugin; messages as the back office receives them:"
+    );
+    let binary = cargo_target_dir().join("debug/probegate");
+    run(Command::new(binary).current_dir(root()).args([
+        "replay",
+        "--config",
+        "config/demo.toml",
+        DEMO_CAPTURE,
+    ]))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !printer.is_finished() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    drop(sub);
+    let count = printer.join().unwrap_or(0);
+    println!(
+        "# {count} messages received over MQTT (status online, one per 15-minute interval, status offline)"
+    );
+    Ok(())
+}
+
+fn cargo_target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+/// What CI runs: every test with real mosquitto, libpcap and wasm plugins, then the linters.
+fn test() -> Result {
+    deps()?;
+    build_plugins()?;
+    let plugins = root().join("plugins");
+    let host = host_triple()?;
+    // Plugin logic is ordinary Rust: its unit tests run natively.
+    run(Command::new("cargo")
+        .current_dir(&plugins)
+        .args(["test", "--locked", "--target", &host, "--target-dir"])
+        .arg(plugin_target_dir().join("host"))
+        .args(["-p", "visitor-counter"]))?;
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--locked", "--workspace"]))?;
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo")
+        .current_dir(&plugins)
+        .args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("cargo")
+        .current_dir(&plugins)
+        .args(["clippy", "--locked", "--all-targets", "--target-dir"])
+        .arg(plugin_target_dir())
+        .args(["--", "-D", "warnings"]))?;
+    Ok(())
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or_else(|| "rustc -vV names no host".into())
+}

@@ -133,13 +133,11 @@ impl PcapSource {
         &self.name
     }
 
-    pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+    pub fn next_frame(&mut self) -> Result<Next<'_>, CaptureError> {
         match self.cap.next_packet() {
             Ok(packet) => {
                 self.frames += 1;
-                let ts = packet.header.ts;
-                let time_ms = (ts.tv_sec as i64).max(0) as u64 * 1000
-                    + (ts.tv_usec as i64).max(0) as u64 / 1000;
+                let time_ms = timeval_ms(packet.header.ts);
                 Ok(Next::Frame(Frame {
                     time_ms,
                     data: packet.data,
@@ -166,4 +164,15 @@ impl PcapSource {
             dropped_by_interface: s.if_dropped,
         })
     }
+}
+
+/// Capture time in ms. Times before 1970 (a router without a clock) clamp to zero.
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "timeval fields are 32-bit on some router targets and 64-bit on others"
+)]
+fn timeval_ms(ts: libc::timeval) -> u64 {
+    let secs = (ts.tv_sec as i64).max(0) as u64;
+    let micros = (ts.tv_usec as i64).max(0) as u64;
+    secs * 1000 + micros / 1000
 }

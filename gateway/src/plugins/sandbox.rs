@@ -57,9 +57,10 @@ impl HostState {
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .table_elements(10_000)
-            .instances(1)
-            .tables(4)
-            .memories(1)
+            // A component is several core instances (the module plus adapter shims).
+            .instances(16)
+            .tables(16)
+            .memories(2)
             .build();
         HostState {
             plugin,

@@ -1,0 +1,104 @@
+//! Bad input gets a clear error, a non-zero exit, no panic, and loses nothing already read.
+
+use crate::harness::{Broker, COUNTER, Site, Subscriber, capture, text};
+use std::process::Command;
+use std::time::Duration;
+
+fn assert_no_panic(stderr: &str) {
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_pcap_is_refused_clearly() {
+    let broker = Broker::start();
+    let site = Site::new(&broker, &[COUNTER], "");
+    let bogus = site.dir.path().join("bogus.pcap");
+    std::fs::write(&bogus, b"this is not a capture file at all, just text\n").unwrap();
+    let out = site.replay(&bogus, "info");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("bogus.pcap: cannot open"), "{stderr}");
+    assert_no_panic(&stderr);
+}
+
+#[test]
+fn a_capture_of_another_link_type_is_refused_by_name() {
+    let broker = Broker::start();
+    let site = Site::new(&broker, &[COUNTER], "");
+    let ethernet = site.dir.path().join("ethernet.pcap");
+    // A valid, empty pcap whose link type is Ethernet (1).
+    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    header.extend([0; 8]);
+    header.extend(65535u32.to_le_bytes());
+    header.extend(1u32.to_le_bytes());
+    std::fs::write(&ethernet, header).unwrap();
+    let out = site.replay(&ethernet, "info");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("link type 1 (EN10MB) is not 802.11"),
+        "{stderr}"
+    );
+    assert_no_panic(&stderr);
+}
+
+#[test]
+fn a_truncated_capture_fails_but_what_was_read_is_published() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = Site::new(&broker, &[COUNTER], "");
+    let bytes = std::fs::read(capture("fryza-sc6-61/sc6-61_2023-10-20.pcap")).unwrap();
+    let cut = site.dir.path().join("cut.pcap");
+    // Cut inside a packet, as a full disk or a dying recorder leaves it.
+    std::fs::write(&cut, &bytes[..bytes.len() / 2 + 7]).unwrap();
+    let out = site.replay(&cut, "info");
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a damaged capture must not look like success"
+    );
+    assert!(stderr.contains("cut.pcap: read failed after"), "{stderr}");
+    assert_no_panic(&stderr);
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+    let counts = sub.stream("visitor-counter", "counts");
+    assert!(
+        counts.len() > 3,
+        "the intact part was counted and published"
+    );
+    assert_eq!(counts.last().unwrap()["data"]["partial"], true);
+}
+
+#[test]
+fn check_config_points_at_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probegate.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n\n[mqtt]\nhost = \"localhost\"\nprot = 1883\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("probegate.toml:7:1:"), "{stderr}");
+    assert!(stderr.contains("prot"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    for name in ["config/probegate.toml", "config/demo.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_probegate"))
+            .arg("check-config")
+            .arg(crate::harness::repo().join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    }
+}

@@ -1,0 +1,294 @@
+//! Real parts for the daemon tests: a mosquitto broker, a mosquitto_sub subscriber, the
+//! plugins built to components, and the `probegate` binary run as a user would run it.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn capture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The component built from `plugins/` (once per test run, by the same xtask the demo uses).
+pub fn plugin(file: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(repo())
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "xtask",
+                "--",
+                "build-plugins",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the plugins failed");
+    });
+    let path = repo().join("target/wasm").join(file);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mosquitto of the test's own, on a free loopback port, killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (cargo xtask deps)");
+        wait_for_port(port);
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message as a back-office subscriber received it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub retained: bool,
+    pub payload: String,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic, self.payload
+            )
+        })
+    }
+}
+
+/// mosquitto_sub on `probegate/#` at QoS 1: a subscriber that shares no code with ours.
+pub struct Subscriber {
+    child: Child,
+    messages: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Subscriber {
+    pub fn start(broker: &Broker) -> Subscriber {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args(["-t", "probegate/#", "-F", "%r %t %p"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub is installed");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut parts = line.splitn(3, ' ');
+                let (Some(r), Some(topic), Some(payload)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                sink.lock().unwrap().push(Message {
+                    topic: topic.to_owned(),
+                    retained: r == "1",
+                    payload: payload.to_owned(),
+                });
+            }
+        });
+        let sub = Subscriber { child, messages };
+        sub.wait_until_subscribed(broker);
+        sub
+    }
+
+    /// mosquitto_sub says nothing when its subscription is in place: publish markers until
+    /// one comes back, so no message of the test can be missed.
+    fn wait_until_subscribed(&self, broker: &Broker) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+                .args(["-t", "probegate/_ready", "-m", "ready"])
+                .status()
+                .unwrap();
+            if self.wait_for(
+                |m| m.topic == "probegate/_ready",
+                Duration::from_millis(300),
+            ) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "mosquitto_sub never subscribed");
+        }
+    }
+
+    pub fn messages(&self) -> Vec<Message> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic != "probegate/_ready")
+            .cloned()
+            .collect()
+    }
+
+    pub fn wait_for(&self, pred: impl Fn(&Message) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.messages.lock().unwrap().iter().any(&pred) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Messages on a plugin stream, payloads parsed, in arrival order.
+    pub fn stream(&self, plugin: &str, stream: &str) -> Vec<serde_json::Value> {
+        let suffix = format!("/plugins/{plugin}/{stream}");
+        self.messages()
+            .iter()
+            .filter(|m| m.topic.ends_with(&suffix))
+            .map(Message::json)
+            .collect()
+    }
+
+    pub fn statuses(&self) -> Vec<serde_json::Value> {
+        self.messages()
+            .iter()
+            .filter(|m| m.topic.ends_with("/status"))
+            .map(Message::json)
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plugin entry for a test site.
+pub struct PluginEntry<'a> {
+    pub name: &'a str,
+    pub file: &'a str,
+    /// Inline TOML table for the plugin's `config`.
+    pub config: &'a str,
+}
+
+pub const COUNTER: PluginEntry<'static> = PluginEntry {
+    name: "visitor-counter",
+    file: "visitor_counter.wasm",
+    config: "{ interval_secs = 300 }",
+};
+
+/// A site config in its own directory: the daemon's whole world for one test.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Site {
+    /// `extra` is TOML placed first: top-level keys (`log = ...`) or whole tables (`[limits]`).
+    pub fn new(broker: &Broker, plugins: &[PluginEntry], extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "{extra}\n\n[gateway]\nsite = \"test-store\"\nid = \"gw-1\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n\n[privacy]\nsignal_floor_dbm = {FLOOR}\n\n",
+            broker.port
+        );
+        for p in plugins {
+            text += &format!(
+                "[[plugin]]\nname = \"{}\"\npath = \"{}\"\nconfig = {}\n\n",
+                p.name,
+                plugin(p.file).display(),
+                p.config
+            );
+        }
+        let config = dir.path().join("probegate.toml");
+        std::fs::write(&config, text).unwrap();
+        Site { dir, config }
+    }
+
+    /// `probegate replay` to the end of `capture`, as a user runs it.
+    pub fn replay(&self, capture: &Path, rust_log: &str) -> Output {
+        self.command(rust_log)
+            .arg("replay")
+            .arg("--config")
+            .arg(&self.config)
+            .arg(capture)
+            .output()
+            .unwrap()
+    }
+
+    pub fn command(&self, rust_log: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_probegate"));
+        cmd.current_dir(self.dir.path()).env("RUST_LOG", rust_log);
+        cmd
+    }
+}
+
+/// The signal floor every test site uses; expectations apply the same one.
+pub const FLOOR: i32 = -95;
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -1,0 +1,9 @@
+//! The daemon end to end, with real parts only: mosquitto, mosquitto_sub, libpcap reading
+//! real captures, and plugins built from `plugins/` running in wasmtime.
+
+mod canary;
+mod containment;
+mod errors;
+mod expect;
+mod harness;
+mod replay;
