@@ -84,7 +84,6 @@ fn serve(config_path: &Path, capture: Option<&Path>) -> ExitCode {
         }
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -126,7 +125,6 @@ fn log_report(report: &RunReport) {
     );
     if let Err(e) = &report.capture {
         tracing::error!("capture failed: {e}");
-        eprintln!("error: {e}");
     }
 }
 

@@ -19,7 +19,7 @@ pub enum CaptureError {
     #[error("{source_name}: cannot open: {reason}")]
     Open { source_name: String, reason: String },
     #[error(
-        "{source_name}: link type {dlt} ({name}) is not 802.11; probegate reads radiotap (127) or plain 802.11 (105) captures"
+        "{source_name}: link type {dlt} ({name}) is not 802.11; probegate reads radiotap (127) or plain 802.11 (105) captures, from a Wi-Fi interface in monitor mode"
     )]
     UnsupportedLinkType {
         source_name: String,
@@ -97,8 +97,9 @@ impl PcapSource {
             .map_err(open_err)?;
         // Prefer radiotap for the signal strength; drivers that only offer plain 802.11 still work.
         let _ = cap.set_datalink(pcap::Linktype(127));
-        cap.filter(PROBE_FILTER, true).map_err(open_err)?;
-        PcapSource::new(cap.into(), interface.to_owned(), true)
+        let mut source = PcapSource::new(cap.into(), interface.to_owned(), true)?;
+        source.cap.filter(PROBE_FILTER, true).map_err(open_err)?;
+        Ok(source)
     }
 
     fn new(

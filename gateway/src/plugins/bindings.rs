@@ -5,4 +5,5 @@ wasmtime::component::bindgen!({
     path: "../plugins/wit",
 });
 
-pub use probegate::plugin::types::{LogLevel, PublishError};
+// `self::` because the generated module `probegate` shares its name with this crate.
+pub use self::probegate::plugin::types::{LogLevel, PublishError};

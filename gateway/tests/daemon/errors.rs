@@ -102,3 +102,24 @@ fn the_shipped_configs_are_valid() {
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
     }
 }
+
+#[test]
+fn a_live_interface_that_is_not_wifi_is_refused_clearly() {
+    let broker = Broker::start();
+    let site = Site::new(&broker, &[COUNTER], "[capture]\ninterface = \"lo\"");
+    let out = site
+        .command("info")
+        .args(["run", "--config"])
+        .arg(&site.config)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    // As root (CI) libpcap opens lo and we refuse its link type; otherwise it refuses us.
+    assert!(
+        stderr.contains("lo: link type 1 (EN10MB) is not 802.11")
+            || stderr.contains("lo: cannot open"),
+        "{stderr}"
+    );
+    assert_no_panic(&stderr);
+}
