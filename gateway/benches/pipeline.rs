@@ -170,7 +170,9 @@ fn main() {
         stage.flush();
         stage.drain_outputs().for_each(drop);
     });
-    println!("plugin stage     {ns:8.1} ns/sighting  {allocs:.3} allocations/sighting (visitor-counter, batches of 256, ticks)");
+    println!(
+        "plugin stage     {ns:8.1} ns/sighting  {allocs:.3} allocations/sighting (visitor-counter, batches of 256, ticks)"
+    );
     println!("plugin load      {load_ms:8.1} ms (compile + instantiate + init)");
     println!(
         "peak RSS         {:8} KiB (before plugin load: {rss_before} KiB)",

@@ -6,6 +6,7 @@ use super::sandbox::{HostState, Limits, Output};
 use crate::privacy::{PseudonymSpace, Sighting};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
@@ -37,6 +38,35 @@ pub struct PluginRunner {
     batch: Vec<WitSighting>,
     pub traps: u64,
     pub calls: u64,
+    trap_log: TrapLog,
+}
+
+/// A plugin that traps on every call must not flood the router's small log ring: the first
+/// trap is logged, then at most one line per interval saying how many followed.
+#[derive(Default)]
+struct TrapLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+const TRAP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl TrapLog {
+    fn record(&mut self, plugin: &str, trap: &str) {
+        let due = self.last.is_none_or(|t| t.elapsed() >= TRAP_LOG_INTERVAL);
+        if due {
+            tracing::warn!(
+                plugin,
+                trap,
+                traps_since_last_line = self.unlogged,
+                "plugin trapped; it restarts on its next call"
+            );
+            self.last = Some(Instant::now());
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+    }
 }
 
 impl PluginRunner {
@@ -71,6 +101,7 @@ impl PluginRunner {
             batch: Vec::new(),
             traps: 0,
             calls: 0,
+            trap_log: TrapLog::default(),
         })
     }
 
@@ -164,7 +195,7 @@ impl PluginRunner {
             Err(trap) => {
                 self.traps += 1;
                 let text = trap_text(&trap);
-                tracing::warn!(plugin = %self.name, trap = %text, "plugin trapped; it restarts on its next call");
+                self.trap_log.record(&self.name, &text);
                 self.live = None;
                 CallOutcome::Trapped(text)
             }

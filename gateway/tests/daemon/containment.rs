@@ -39,8 +39,16 @@ fn assert_counter_unharmed(sub: &Subscriber) {
 fn a_plugin_that_traps_on_every_batch_leaves_the_daemon_and_the_counter_publishing() {
     let (sub, stderr, _broker) = run_beside("{ trap_on = \"sightings\" }", "");
     assert!(stderr.contains("plugin trapped"), "{stderr}");
-    assert!(stderr.contains("plugin_traps="), "{stderr}");
     assert_counter_unharmed(&sub);
+    // Dozens of traps, one log line: a router's log ring must survive a broken plugin.
+    let traps: u64 = stderr
+        .split("plugin_traps=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary counts traps");
+    assert!(traps > 50, "{traps} traps");
+    assert_eq!(stderr.matches("plugin trapped").count(), 1, "{stderr}");
     // Restarted after each trap, it keeps answering ticks.
     assert!(!sub.stream("hostile", "heartbeat").is_empty());
 }
