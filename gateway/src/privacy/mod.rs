@@ -83,3 +83,67 @@ impl Gate {
         self.keys.epoch()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dot11::MacAddr;
+
+    fn probe(mac: [u8; 6], signal_dbm: Option<i8>) -> ProbeRequest<'static> {
+        ProbeRequest {
+            transmitter: MacAddr::new(mac),
+            seq: 1,
+            signal_dbm,
+            freq_mhz: Some(2412),
+            ssid_len: Some(0),
+            ies: &[],
+        }
+    }
+
+    fn gate() -> Gate {
+        let schedule = RotationSchedule {
+            at_minute: 240,
+            every_hours: 24,
+            zone: TimeZone::FixedOffsetSecs(0),
+        };
+        Gate::new(schedule, -80)
+    }
+
+    const PHONE: [u8; 6] = [0x3e, 0x38, 0x6f, 0xac, 0xd4, 0x7d];
+
+    #[test]
+    fn a_device_below_the_signal_floor_is_refused_before_hashing() {
+        let mut g = gate();
+        assert_eq!(
+            g.admit(probe(PHONE, Some(-81)), 0),
+            Err(Refusal::BelowSignalFloor)
+        );
+        assert!(g.admit(probe(PHONE, Some(-80)), 0).is_ok());
+    }
+
+    #[test]
+    fn a_probe_without_a_signal_reading_is_admitted() {
+        assert!(gate().admit(probe(PHONE, None), 0).is_ok());
+    }
+
+    #[test]
+    fn one_device_keeps_its_pseudonym_within_an_epoch_and_loses_it_at_rotation() {
+        let mut g = gate();
+        let a = g.admit(probe(PHONE, None), 1_000).unwrap();
+        let b = g.admit(probe(PHONE, None), 2_000).unwrap();
+        assert_eq!(a.device, b.device);
+        assert!(a.randomized, "0x3e has the locally administered bit");
+        let after = g.admit(probe(PHONE, None), 4 * 3_600_000).unwrap();
+        assert_eq!(after.epoch, a.epoch + 1);
+        assert_ne!(after.device, a.device);
+    }
+
+    #[test]
+    fn a_sighting_carries_no_trace_of_the_address() {
+        let s = gate().admit(probe(PHONE, Some(-50)), 0).unwrap();
+        let shown = format!("{s:?}").to_lowercase();
+        for form in ["3e:38:6f", "3e386f", "ac:d4:7d", "acd47d"] {
+            assert!(!shown.contains(form), "{shown}");
+        }
+    }
+}
