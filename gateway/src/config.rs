@@ -119,9 +119,10 @@ pub struct LimitsConfig {
     /// Linear memory one plugin may grow to, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
-    /// Largest JSON payload one publish may carry, in bytes.
-    #[serde(default = "default_output_bytes")]
-    pub max_output_bytes: u32,
+    /// Largest JSON payload one publish may carry, in bytes (at most 131072, so a message
+    /// with its envelope always fits the MQTT packet limit).
+    #[serde(default = "spanned_output_bytes")]
+    pub max_output_bytes: Spanned<u32>,
     /// Most publishes one plugin call may make.
     #[serde(default = "default_outputs_per_call")]
     pub max_outputs_per_call: u32,
@@ -132,7 +133,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             fuel_per_call: default_fuel(),
             memory_mib: default_memory_mib(),
-            max_output_bytes: default_output_bytes(),
+            max_output_bytes: spanned_output_bytes(),
             max_outputs_per_call: default_outputs_per_call(),
         }
     }
@@ -178,9 +179,13 @@ fn default_fuel() -> u64 {
 fn default_memory_mib() -> u32 {
     32
 }
-fn default_output_bytes() -> u32 {
-    16 * 1024
+fn spanned_output_bytes() -> Spanned<u32> {
+    Spanned::new(0..0, 16 * 1024)
 }
+
+/// The largest plugin payload allowed; the MQTT client's packet limit leaves room for the
+/// envelope on top (see publish::session).
+pub const MAX_OUTPUT_BYTES: u32 = 128 * 1024;
 fn default_outputs_per_call() -> u32 {
     64
 }
@@ -244,6 +249,13 @@ impl Config {
             return Err(Invalid::at(
                 &p.rotate_at,
                 "privacy.rotate_at must be a local time \"HH:MM\"",
+            ));
+        }
+        let out = &self.limits.max_output_bytes;
+        if !(1..=MAX_OUTPUT_BYTES).contains(out.get_ref()) {
+            return Err(Invalid::at(
+                out,
+                format!("limits.max_output_bytes must be between 1 and {MAX_OUTPUT_BYTES}"),
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use probegate::capture::PcapSource;
 use probegate::config::Config;
 use probegate::daemon::{self, RunReport};
+use probegate::plugins::PluginSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ enum Command {
         #[arg(long, short, default_value = "/etc/probegate/probegate.toml")]
         config: PathBuf,
     },
-    /// Check a config file and exit: 0 if it is valid, 2 with the line of the problem if not.
+    /// Check a config file and its plugins (each is loaded and initialised, nothing is
+    /// captured or published) and exit: 0 if all is well, 2 with the line or plugin at fault.
     CheckConfig { config: PathBuf },
     /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
     /// live, publishing to the configured broker.
@@ -42,24 +44,37 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok (site {}, gateway {}, {} plugins)",
-                    config.display(),
-                    c.site(),
-                    c.gateway_id(),
-                    c.plugins.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => serve(&config, None),
         Command::Replay { config, capture } => serve(&config, Some(&capture)),
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+        PluginSet::load(&c).map_err(|e| e.to_string())?;
+        Ok(c)
+    });
+    match checked {
+        Ok(c) => {
+            let names: Vec<&str> = c.plugins.iter().map(|p| p.name()).collect();
+            println!(
+                "{}: ok (site {}, gateway {}, plugins: {})",
+                path.display(),
+                c.site(),
+                c.gateway_id(),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -119,8 +134,12 @@ fn log_report(report: &RunReport) {
         dropped_backpressure = c.dropped_backpressure,
         plugin_calls = c.plugin_calls,
         plugin_traps = c.plugin_traps,
+        not_probe_requests = c.not_probe_requests,
+        outputs = c.outputs,
+        outputs_refused = c.outputs_refused,
         published = report.session.published,
-        acknowledged = report.session.acknowledged,
+        mqtt_sent = report.session.sent,
+        mqtt_acknowledged = report.session.acknowledged,
         "probegate stopped"
     );
     if let Err(e) = &report.capture {

@@ -26,8 +26,9 @@ const TICK_MS: u64 = 1000;
 /// What the capture thread tells the plugin thread.
 pub enum Event {
     Sighting(Sighting),
-    /// A live source is idle; pipeline time may advance to this wall-clock time.
-    Idle(u64),
+    /// Pipeline time reached this instant without a sighting: a live source idled, or frames
+    /// arrived that the parser or the gate dropped. Windows still close on time.
+    Clock(u64),
 }
 
 /// Reads `source` to its end (or until `stop`), gating every probe, and sends the sightings.
@@ -40,35 +41,50 @@ pub fn run_capture(
 ) -> Result<(), CaptureError> {
     let link = source.link_type();
     let live = source.is_live();
+    // Time only needs to reach the plugin thread once a second when no sighting carries it.
+    let mut clock_sent = 0;
+    let mut clock = |gate: &mut Gate, now: u64| {
+        gate.rotate_if_due(now);
+        (now >= clock_sent + TICK_MS).then(|| {
+            clock_sent = now;
+            Event::Clock(now)
+        })
+    };
+    let mut last_frame_ms = 0;
     while !stop.load(Ordering::Relaxed) {
         let event = match source.next_frame()? {
-            Next::End => break,
-            Next::Idle => Event::Idle(wall_ms()),
+            Next::End => {
+                // The end of a recording is as late as its last frame, whatever that frame was.
+                let _ = tx.send(Event::Clock(last_frame_ms));
+                break;
+            }
+            Next::Idle => clock(&mut gate, wall_ms()),
             Next::Frame(frame) => {
                 Counters::add(&counters.frames, 1);
-                let probe = match dot11::parse(link, frame.data) {
-                    Ok(probe) => probe,
+                last_frame_ms = last_frame_ms.max(frame.time_ms);
+                match dot11::parse(link, frame.data) {
                     Err(reason) => {
                         counters.reject(reason);
-                        continue;
+                        clock(&mut gate, frame.time_ms)
                     }
-                };
-                match gate.admit(probe, frame.time_ms) {
-                    Ok(sighting) => Event::Sighting(sighting),
-                    Err(_) => {
-                        Counters::add(&counters.dropped_signal_floor, 1);
-                        continue;
-                    }
+                    Ok(probe) => match gate.admit(probe, frame.time_ms) {
+                        Ok(sighting) => Some(Event::Sighting(sighting)),
+                        Err(_) => {
+                            Counters::add(&counters.dropped_signal_floor, 1);
+                            clock(&mut gate, frame.time_ms)
+                        }
+                    },
                 }
             }
         };
+        let Some(event) = event else { continue };
         if live {
             match tx.try_send(event) {
                 Ok(()) => {}
                 Err(TrySendError::Full(Event::Sighting(_))) => {
                     Counters::add(&counters.dropped_backpressure, 1)
                 }
-                Err(TrySendError::Full(Event::Idle(_))) => {}
+                Err(TrySendError::Full(Event::Clock(_))) => {}
                 Err(TrySendError::Disconnected(_)) => break,
             }
         } else if tx.send(event).is_err() {
@@ -112,10 +128,16 @@ impl PluginStage {
         }
     }
 
-    /// Pipeline time moved to `now_ms` without a sighting (a live capture's idle wake-up).
-    pub fn idle(&mut self, now_ms: u64) {
+    /// Pipeline time moved to `now_ms` without a sighting.
+    pub fn clock(&mut self, now_ms: u64) {
         self.advance(now_ms);
-        self.flush();
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Sighting(s) => self.sighting(s),
+            Event::Clock(now) => self.clock(now),
+        }
     }
 
     /// Delivers the pending batch to every plugin.
@@ -125,7 +147,7 @@ impl PluginStage {
         }
         for runner in &mut self.runners {
             let outcome = runner.on_sightings(&self.batch, self.now_ms, &mut self.outputs);
-            count_call(&self.counters, &outcome);
+            count_call(&self.counters, runner, &outcome);
         }
         self.batch.clear();
     }
@@ -135,7 +157,7 @@ impl PluginStage {
         self.flush();
         for runner in &mut self.runners {
             let outcome = runner.on_stop(self.now_ms, &mut self.outputs);
-            count_call(&self.counters, &outcome);
+            count_call(&self.counters, runner, &outcome);
         }
     }
 
@@ -159,13 +181,14 @@ impl PluginStage {
         let tick = self.now_ms - self.now_ms % TICK_MS;
         for runner in &mut self.runners {
             let outcome = runner.on_tick(tick, &mut self.outputs);
-            count_call(&self.counters, &outcome);
+            count_call(&self.counters, runner, &outcome);
         }
         self.next_tick_ms = Some(tick + TICK_MS);
     }
 }
 
-fn count_call(counters: &Counters, outcome: &CallOutcome) {
+fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutcome) {
+    Counters::add(&counters.outputs_refused, runner.take_refused());
     match outcome {
         CallOutcome::Ok => Counters::add(&counters.plugin_calls, 1),
         CallOutcome::Trapped(_) => {
@@ -191,9 +214,8 @@ pub fn run_plugins(
             break;
         }
         match rx.recv_timeout(BATCH_LINGER) {
-            Ok(Event::Sighting(s)) => stage.sighting(s),
-            Ok(Event::Idle(now)) => stage.idle(now),
-            // A recorded stream that pauses still gets its sightings delivered promptly.
+            Ok(event) => stage.handle(event),
+            // A stream that pauses (or a quiet radio) still gets its sightings delivered.
             Err(RecvTimeoutError::Timeout) => stage.flush(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -201,6 +223,10 @@ pub fn run_plugins(
             tracing::error!("publisher is gone; stopping the plugin stage");
             return;
         }
+    }
+    // On a stop request, what the capture already handed over is still delivered.
+    while let Ok(event) = rx.try_recv() {
+        stage.handle(event);
     }
     stage.finish();
     send(&mut stage);

@@ -45,6 +45,8 @@ counters! {
     plugin_traps,
     /// Messages plugins published that passed the host's checks.
     outputs,
+    /// Publishes the host refused (bad stream name, not JSON, too large, too many).
+    outputs_refused,
 }
 
 impl Counters {

@@ -51,7 +51,7 @@ impl PluginSet {
                 plugin.config_json(),
                 limits.clone(),
             )?;
-            runner.start()?;
+            runner.start(crate::pipeline::wall_ms())?;
             runners.push(runner);
         }
         Ok(PluginSet { runners })

@@ -38,34 +38,30 @@ pub struct PluginRunner {
     batch: Vec<WitSighting>,
     pub traps: u64,
     pub calls: u64,
-    trap_log: TrapLog,
+    refused: u64,
+    trap_log: WarnLimiter,
+    restart_log: WarnLimiter,
 }
 
-/// A plugin that traps on every call must not flood the router's small log ring: the first
-/// trap is logged, then at most one line per interval saying how many followed.
+/// A plugin that fails on every call must not flood the router's small log ring: the first
+/// failure is logged, then at most one line per interval saying how many followed.
 #[derive(Default)]
-struct TrapLog {
+struct WarnLimiter {
     last: Option<Instant>,
     unlogged: u64,
 }
 
-const TRAP_LOG_INTERVAL: Duration = Duration::from_secs(60);
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
-impl TrapLog {
-    fn record(&mut self, plugin: &str, trap: &str) {
-        let due = self.last.is_none_or(|t| t.elapsed() >= TRAP_LOG_INTERVAL);
-        if due {
-            tracing::warn!(
-                plugin,
-                trap,
-                traps_since_last_line = self.unlogged,
-                "plugin trapped; it restarts on its next call"
-            );
-            self.last = Some(Instant::now());
-            self.unlogged = 0;
-        } else {
+impl WarnLimiter {
+    fn warn(&mut self, plugin: &str, detail: &str, message: &str) {
+        if self.last.is_some_and(|t| t.elapsed() < WARN_INTERVAL) {
             self.unlogged += 1;
+            return;
         }
+        tracing::warn!(plugin, detail, since_last_line = self.unlogged, "{message}");
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 
@@ -101,7 +97,9 @@ impl PluginRunner {
             batch: Vec::new(),
             traps: 0,
             calls: 0,
-            trap_log: TrapLog::default(),
+            refused: 0,
+            trap_log: WarnLimiter::default(),
+            restart_log: WarnLimiter::default(),
         })
     }
 
@@ -109,8 +107,14 @@ impl PluginRunner {
         &self.name
     }
 
-    /// Instantiates and initialises the plugin; an error leaves it not running.
-    pub fn start(&mut self) -> Result<(), PluginError> {
+    /// Publishes the host refused since the last call of this method.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Instantiates and initialises the plugin at pipeline time `now_ms`; an error leaves it
+    /// not running. What init publishes goes out with the next call's outputs.
+    pub fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
         let init_err = |reason: String| PluginError::Init {
             name: self.name.to_string(),
             reason,
@@ -125,7 +129,7 @@ impl PluginRunner {
             .map_err(|e| init_err(e.to_string()))?;
         let plugin = bindings::Plugin::instantiate(&mut store, &self.component, &self.linker)
             .map_err(|e| init_err(format!("{e:#}")))?;
-        store.data_mut().begin_call(0);
+        store.data_mut().begin_call(now_ms);
         match plugin.call_init(&mut store, &self.config_json) {
             Ok(Ok(())) => {
                 self.live = Some(Live { store, plugin });
@@ -174,8 +178,9 @@ impl PluginRunner {
         if self.live.is_none() {
             // The previous instance trapped: a fresh one starts from init. Its state is lost,
             // which the contract tells plugin authors to expect.
-            if let Err(e) = self.start() {
-                tracing::warn!(plugin = %self.name, error = %e, "plugin could not be restarted");
+            if let Err(e) = self.start(now_ms) {
+                self.restart_log
+                    .warn(&self.name, &e.to_string(), "plugin could not be restarted");
                 return CallOutcome::NotRunning;
             }
         }
@@ -189,13 +194,19 @@ impl PluginRunner {
         }
         let result = f(&live.plugin, &mut live.store);
         // What the plugin published before a trap was valid when published: keep it.
-        out.append(&mut live.store.data_mut().outputs);
+        let state = live.store.data_mut();
+        out.append(&mut state.outputs);
+        self.refused += std::mem::take(&mut state.refused);
         match result {
             Ok(()) => CallOutcome::Ok,
             Err(trap) => {
                 self.traps += 1;
                 let text = trap_text(&trap);
-                self.trap_log.record(&self.name, &text);
+                self.trap_log.warn(
+                    &self.name,
+                    &text,
+                    "plugin trapped; it restarts on its next call",
+                );
                 self.live = None;
                 CallOutcome::Trapped(text)
             }

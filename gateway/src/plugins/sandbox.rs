@@ -25,7 +25,7 @@ impl Limits {
         Limits {
             fuel_per_call: c.fuel_per_call,
             memory_bytes: (c.memory_mib as usize) << 20,
-            max_output_bytes: c.max_output_bytes,
+            max_output_bytes: *c.max_output_bytes.get_ref(),
             max_outputs_per_call: c.max_outputs_per_call,
         }
     }

@@ -82,6 +82,12 @@ impl Gate {
     pub fn epoch(&self) -> u32 {
         self.keys.epoch()
     }
+
+    /// Rotates the keys if `now_ms` is past the schedule, so an old key does not outlive its
+    /// epoch just because no device came by.
+    pub fn rotate_if_due(&mut self, now_ms: u64) {
+        self.keys.rotate_if_due(now_ms);
+    }
 }
 
 #[cfg(test)]

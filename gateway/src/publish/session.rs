@@ -17,7 +17,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionReport {
+    /// Plugin messages handed to the client (the last envelope `seq`).
     pub published: u64,
+    /// Every QoS 1 message handed to the client: plugin messages and status updates.
+    pub sent: u64,
+    /// PUBACKs received for them.
     pub acknowledged: u64,
 }
 
@@ -116,22 +120,25 @@ impl Session {
     }
 
     /// Waits (up to `grace`) until the broker acknowledged everything, marks the gateway
-    /// offline (cleanly, retained) and disconnects.
+    /// offline (cleanly, retained) and disconnects. Every step is bounded: with the broker
+    /// unreachable the client's queue may be full, and a stopping daemon must still stop.
     pub async fn close(mut self, grace: Duration) -> SessionReport {
         self.wait_acked(grace).await;
         let offline = Status::new(&self.identity, "offline", true).to_json();
-        self.sent.fetch_add(1, Ordering::SeqCst);
-        let _ = self
+        let queued = self
             .client
-            .publish(self.topics.status(), QoS::AtLeastOnce, true, offline)
-            .await;
-        self.wait_acked(grace).await;
+            .publish(self.topics.status(), QoS::AtLeastOnce, true, offline);
+        if matches!(tokio::time::timeout(grace, queued).await, Ok(Ok(()))) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            self.wait_acked(grace).await;
+        }
         let report = SessionReport {
             published: self.seq,
+            sent: self.sent.load(Ordering::SeqCst),
             acknowledged: *self.acked.borrow(),
         };
         self.closing.store(true, Ordering::SeqCst);
-        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.driver).await;
         self.driver.abort();
         report
@@ -165,19 +172,24 @@ async fn drive(
     broker: String,
 ) {
     let mut backoff = Duration::from_millis(250);
+    // After every (re)connect the last will may have marked us offline meanwhile, so "online"
+    // is owed again. The client's queue can be full right after an outage: the debt is then
+    // retried on every later event until it is paid.
+    let mut online_owed = false;
     loop {
+        if online_owed
+            && client
+                .try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone())
+                .is_ok()
+        {
+            sent.fetch_add(1, Ordering::SeqCst);
+            online_owed = false;
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(%broker, "connected to broker");
                 backoff = Duration::from_millis(250);
-                // After every (re)connect: the last will may have marked us offline meanwhile.
-                sent.fetch_add(1, Ordering::SeqCst);
-                if client
-                    .try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone())
-                    .is_err()
-                {
-                    sent.fetch_sub(1, Ordering::SeqCst);
-                }
+                online_owed = true;
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => acked.send_modify(|a| *a += 1),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,

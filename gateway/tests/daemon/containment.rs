@@ -27,7 +27,7 @@ fn run_beside(hostile_config: &str, extra: &str) -> (Subscriber, String, Broker)
 }
 
 fn assert_counter_unharmed(sub: &Subscriber) {
-    let expected = expect::counts(&expect::probes(CAPTURE), 300_000, FLOOR);
+    let expected = expect::counts(CAPTURE, 300_000, FLOOR);
     assert!(!expected.is_empty());
     assert_eq!(
         expect::rows_of(&sub.stream("visitor-counter", "counts")),

@@ -80,27 +80,63 @@ fn check_config_points_at_the_bad_line() {
         "[gateway]\nsite = \"s\"\nid = \"g\"\n\n[mqtt]\nhost = \"localhost\"\nprot = 1883\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_probegate"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("probegate.toml:7:1:"), "{stderr}");
     assert!(stderr.contains("prot"), "{stderr}");
 }
 
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_shipped_configs_are_valid() {
-    for name in ["config/probegate.toml", "config/demo.toml"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_probegate"))
-            .arg("check-config")
-            .arg(crate::harness::repo().join(name))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
-    }
+    crate::harness::plugin("visitor_counter.wasm");
+    let demo = check_config(&crate::harness::repo().join("config/demo.toml"));
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    // The production config names the router's plugin path; point it at the built plugin.
+    let shipped =
+        std::fs::read_to_string(crate::harness::repo().join("config/probegate.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("probegate.toml");
+    let wasm = crate::harness::plugin("visitor_counter.wasm");
+    let replaced = shipped.replace(
+        "/usr/lib/probegate/plugins/visitor_counter.wasm",
+        &wasm.display().to_string(),
+    );
+    assert_ne!(
+        replaced, shipped,
+        "the shipped config names the plugin path"
+    );
+    std::fs::write(&local, replaced).unwrap();
+    let out = check_config(&local);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_config_refuses_a_plugin_that_does_not_load() {
+    let broker = Broker::start();
+    let site = Site::new(&broker, &[COUNTER], "");
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        config.replace("visitor_counter.wasm", "missing.wasm"),
+    )
+    .unwrap();
+    let out = check_config(&site.config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("plugin visitor-counter: cannot load"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
 }
 
 #[test]

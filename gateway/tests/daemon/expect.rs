@@ -9,14 +9,20 @@ pub struct Probe {
     pub dbm: Option<i32>,
 }
 
-/// Every probe request of `capture` (a name under tests/data), in frame order.
-pub fn probes(capture: &str) -> Vec<Probe> {
-    let path = super::harness::capture(capture);
-    let mut cap = pcap::Capture::from_file(&path).unwrap();
+/// Every frame's capture time, in frame order.
+pub fn frame_times(capture: &str) -> Vec<u64> {
+    let mut cap = pcap::Capture::from_file(super::harness::capture(capture)).unwrap();
     let mut times = Vec::new();
     while let Ok(p) = cap.next_packet() {
         times.push(p.header.ts.tv_sec as u64 * 1000 + p.header.ts.tv_usec as u64 / 1000);
     }
+    times
+}
+
+/// Every probe request of `capture` (a name under tests/data), in frame order.
+pub fn probes(capture: &str) -> Vec<Probe> {
+    let path = super::harness::capture(capture);
+    let times = frame_times(capture);
     let oracle = std::fs::read_to_string(format!("{}.probes.tsv", path.display())).unwrap();
     oracle
         .lines()
@@ -45,26 +51,36 @@ pub fn mac(text: &str) -> [u8; 6] {
 /// visitor-counter plugin's README defines them.
 pub type Row = (u64, u64, u64, u64, bool);
 
-pub fn counts(probes: &[Probe], interval_ms: u64, floor: i32) -> Vec<Row> {
+/// The counter's rows for a whole capture: probes that pass the gate are counted, and every
+/// frame (dropped ones too) moves time on, closing the intervals it passes.
+pub fn counts(capture: &str, interval_ms: u64, floor: i32) -> Vec<Row> {
+    let admitted: HashMap<u64, Vec<[u8; 6]>> = probes(capture)
+        .into_iter()
+        .filter(|p| p.sa[0] & 1 == 0 && p.dbm.is_none_or(|d| d >= floor))
+        .fold(HashMap::new(), |mut m, p| {
+            m.entry(p.time_ms).or_insert_with(Vec::new).push(p.sa);
+            m
+        });
     let mut rows = Vec::new();
     let mut start: Option<u64> = None;
     let mut seen: HashMap<bool, BTreeSet<[u8; 6]>> = HashMap::new();
     let mut sightings = 0;
-    let admitted = probes
-        .iter()
-        .filter(|p| p.sa[0] & 1 == 0 && p.dbm.is_none_or(|d| d >= floor));
-    for p in admitted {
-        let s = *start.get_or_insert(p.time_ms - p.time_ms % interval_ms);
-        let mut s = s;
-        while p.time_ms >= s + interval_ms {
-            rows.push(close(&mut seen, &mut sightings, s, false));
-            s += interval_ms;
+    let mut times = frame_times(capture);
+    times.dedup();
+    for t in times {
+        if let Some(s) = start.as_mut() {
+            while t >= *s + interval_ms {
+                rows.push(close(&mut seen, &mut sightings, *s, false));
+                *s += interval_ms;
+            }
         }
-        start = Some(s);
-        seen.entry(p.sa[0] & 2 != 0).or_default().insert(p.sa);
-        sightings += 1;
+        for sa in admitted.get(&t).into_iter().flatten() {
+            start.get_or_insert(t - t % interval_ms);
+            seen.entry(sa[0] & 2 != 0).or_default().insert(*sa);
+            sightings += 1;
+        }
     }
-    if let Some(s) = start {
+    if let Some(s) = start.filter(|_| sightings > 0) {
         rows.push(close(&mut seen, &mut sightings, s, true));
     }
     rows

@@ -23,7 +23,7 @@ fn replayed_counts_arrive_over_mqtt_and_match_the_capture() {
     ));
 
     let messages = sub.stream("visitor-counter", "counts");
-    let expected = expect::counts(&expect::probes(CAPTURE), 300_000, FLOOR);
+    let expected = expect::counts(CAPTURE, 300_000, FLOOR);
     assert!(expected.len() > 10, "the capture spans many intervals");
     assert_eq!(expect::rows_of(&messages), expected);
 
