@@ -12,7 +12,7 @@
 use probegate::config::Config;
 use probegate::dot11::{self, LinkType};
 use probegate::pipeline::PluginStage;
-use probegate::plugins::PluginSet;
+use probegate::plugins::{LoadMode, PluginSet};
 use probegate::privacy::{Gate, RotationSchedule, Sighting, TimeZone};
 use probegate::telemetry::Counters;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -156,9 +156,9 @@ fn main() {
     let config = Config::parse(Path::new("bench.toml"), &text).unwrap();
     let rss_before = peak_rss_kib();
     let started = Instant::now();
-    let set = PluginSet::load(&config).unwrap();
+    let set = PluginSet::load(&config, LoadMode::Strict).unwrap();
     let load_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut stage = PluginStage::new(set.runners, Arc::new(Counters::default()));
+    let mut stage = PluginStage::new(set, Arc::new(Counters::default()));
     let s = sightings.len() as u64;
     let (ns, allocs) = measure(s, |round| {
         // Each round is a later stretch of time, so windows close and ticks fire as live.

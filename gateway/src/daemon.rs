@@ -3,7 +3,7 @@
 use crate::capture::{CaptureError, PcapSource};
 use crate::config::{Config, parse_hh_mm};
 use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
-use crate::plugins::{PluginError, PluginSet};
+use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::{Gate, RotationSchedule, TimeZone};
 use crate::publish::{Identity, Session, SessionReport};
 use crate::telemetry::{Counters, Snapshot};
@@ -48,7 +48,7 @@ pub fn serve(
     source: PcapSource,
     stop: Arc<AtomicBool>,
 ) -> Result<RunReport, DaemonError> {
-    let plugins = PluginSet::load(config)?;
+    let plugins = PluginSet::load(config, LoadMode::Tolerant)?;
     tracing::info!(
         plugins = plugins.runners.len(),
         source = source.name(),
@@ -76,7 +76,7 @@ pub fn serve(
             .map_err(DaemonError::Runtime)?
     };
     let plugin_thread = {
-        let stage = PluginStage::new(plugins.runners, counters.clone());
+        let stage = PluginStage::new(plugins, counters.clone());
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("plugins".into())

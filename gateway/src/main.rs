@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use probegate::capture::PcapSource;
 use probegate::config::Config;
 use probegate::daemon::{self, RunReport};
-use probegate::plugins::PluginSet;
+use probegate::plugins::{LoadMode, PluginSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 
 fn check_config(path: &Path) -> ExitCode {
     let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
-        PluginSet::load(&c).map_err(|e| e.to_string())?;
+        PluginSet::load(&c, LoadMode::Strict).map_err(|e| e.to_string())?;
         Ok(c)
     });
     match checked {
@@ -134,6 +134,8 @@ fn log_report(report: &RunReport) {
         dropped_backpressure = c.dropped_backpressure,
         plugin_calls = c.plugin_calls,
         plugin_traps = c.plugin_traps,
+        plugin_start_failures = c.plugin_start_failures,
+        plugin_calls_skipped = c.plugin_calls_skipped,
         not_probe_requests = c.not_probe_requests,
         outputs = c.outputs,
         outputs_refused = c.outputs_refused,

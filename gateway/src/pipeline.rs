@@ -7,7 +7,7 @@
 
 use crate::capture::{CaptureError, Next, PcapSource};
 use crate::dot11;
-use crate::plugins::{CallOutcome, Output, PluginRunner};
+use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
 use crate::privacy::{Gate, Sighting};
 use crate::telemetry::Counters;
 use std::sync::Arc;
@@ -108,13 +108,13 @@ pub struct PluginStage {
 }
 
 impl PluginStage {
-    pub fn new(runners: Vec<PluginRunner>, counters: Arc<Counters>) -> PluginStage {
+    pub fn new(set: PluginSet, counters: Arc<Counters>) -> PluginStage {
         PluginStage {
-            runners,
+            runners: set.runners,
             batch: Vec::with_capacity(MAX_BATCH),
             next_tick_ms: None,
             now_ms: 0,
-            outputs: Vec::new(),
+            outputs: set.reports,
             counters,
         }
     }
@@ -195,7 +195,8 @@ fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutc
             Counters::add(&counters.plugin_calls, 1);
             Counters::add(&counters.plugin_traps, 1);
         }
-        CallOutcome::NotRunning => {}
+        CallOutcome::NotRunning => Counters::add(&counters.plugin_start_failures, 1),
+        CallOutcome::BackingOff => Counters::add(&counters.plugin_calls_skipped, 1),
     }
 }
 

@@ -43,6 +43,10 @@ counters! {
     plugin_calls,
     /// Plugin calls that trapped (panic, fuel, memory).
     plugin_traps,
+    /// Attempts to restart a failed plugin whose init failed again.
+    plugin_start_failures,
+    /// Calls skipped because the plugin was backing off after a failure.
+    plugin_calls_skipped,
     /// Messages plugins published that passed the host's checks.
     outputs,
     /// Publishes the host refused (bad stream name, not JSON, too large, too many).

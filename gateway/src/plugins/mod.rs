@@ -5,11 +5,12 @@
 //! that plugin its instance.
 
 mod bindings;
+mod health;
 mod runner;
 mod sandbox;
 
-pub use runner::{CallOutcome, PluginRunner};
-pub use sandbox::{Limits, Output};
+pub use runner::{CallOutcome, PluginRunner, PluginStatus, status_output};
+pub use sandbox::{Limits, Output, OutputKind};
 
 use crate::config::Config;
 use std::path::PathBuf;
@@ -28,32 +29,67 @@ pub enum PluginError {
     Engine(String),
 }
 
+/// How to treat a plugin that cannot load or start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// `check-config`: every plugin must load and initialise.
+    Strict,
+    /// The daemon: report the broken plugin and run the others. A plugin whose init fails is
+    /// retried with back-off; one that cannot even be compiled is left out until a restart.
+    Tolerant,
+}
+
 /// Every configured plugin, loaded, compiled and initialised, in configured order.
 pub struct PluginSet {
     pub runners: Vec<PluginRunner>,
+    /// Status reports produced while loading, for the publisher.
+    pub reports: Vec<Output>,
 }
 
 impl PluginSet {
-    /// Loads all plugins from `config`. A plugin that fails to load or to init is an error:
-    /// at start-up the operator must hear of it, not find a silent gap in the data later.
-    pub fn load(config: &Config) -> Result<PluginSet, PluginError> {
+    pub fn load(config: &Config, mode: LoadMode) -> Result<PluginSet, PluginError> {
         let limits = Limits::from_config(&config.limits);
         let engine = sandbox::engine()?;
         let linker = sandbox::linker(&engine)?;
+        // Pipeline time starts with the first frame; until then it is 0, which also lets a
+        // plugin that failed here be retried at the first call.
+        let now = 0;
         let mut runners = Vec::with_capacity(config.plugins.len());
+        let mut reports = Vec::new();
         for plugin in &config.plugins {
             let path = config.plugin_path(plugin);
-            let mut runner = PluginRunner::load(
+            let loaded = PluginRunner::load(
                 &engine,
                 &linker,
                 plugin.name(),
                 &path,
                 plugin.config_json(),
                 limits.clone(),
-            )?;
-            runner.start(crate::pipeline::wall_ms())?;
+            );
+            let mut runner = match (loaded, mode) {
+                (Ok(runner), _) => runner,
+                (Err(e), LoadMode::Strict) => return Err(e),
+                (Err(e), LoadMode::Tolerant) => {
+                    tracing::error!("{e}; running without it");
+                    let reason = e.to_string();
+                    let status = PluginStatus {
+                        state: "failed",
+                        failures: 1,
+                        traps: 0,
+                        reason: Some(&reason),
+                        retry_at_ms: None,
+                        failed_call_us: None,
+                    };
+                    reports.push(status_output(plugin.name().into(), now, &status));
+                    continue;
+                }
+            };
+            let started = runner.launch(now, &mut reports);
+            if mode == LoadMode::Strict {
+                started?;
+            }
             runners.push(runner);
         }
-        Ok(PluginSet { runners })
+        Ok(PluginSet { runners, reports })
     }
 }

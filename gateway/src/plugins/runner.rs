@@ -2,7 +2,8 @@
 
 use super::PluginError;
 use super::bindings::{self, Sighting as WitSighting};
-use super::sandbox::{HostState, Limits, Output};
+use super::health::Health;
+use super::sandbox::{HostState, Limits, Output, OutputKind};
 use crate::privacy::{PseudonymSpace, Sighting};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub enum CallOutcome {
     Trapped(String),
     /// No instance could be made (init failed or trapped); the call was skipped.
     NotRunning,
+    /// The plugin failed recently and sits out its back-off; the call was skipped.
+    BackingOff,
 }
 
 struct Live {
@@ -39,8 +42,10 @@ pub struct PluginRunner {
     pub traps: u64,
     pub calls: u64,
     refused: u64,
+    health: Health,
     trap_log: WarnLimiter,
     restart_log: WarnLimiter,
+    refusal_log: WarnLimiter,
 }
 
 /// A plugin that fails on every call must not flood the router's small log ring: the first
@@ -98,8 +103,10 @@ impl PluginRunner {
             traps: 0,
             calls: 0,
             refused: 0,
+            health: Health::default(),
             trap_log: WarnLimiter::default(),
             restart_log: WarnLimiter::default(),
+            refusal_log: WarnLimiter::default(),
         })
     }
 
@@ -112,9 +119,26 @@ impl PluginRunner {
         std::mem::take(&mut self.refused)
     }
 
+    /// Starts the plugin and reports it: "running", or "backing_off" with the reason (it is
+    /// retried on a later call). The error is returned for callers that must refuse to go on.
+    pub fn launch(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), PluginError> {
+        match self.start(now_ms) {
+            Ok(()) => {
+                self.report_running(out, now_ms);
+                Ok(())
+            }
+            Err(e) => {
+                self.restart_log
+                    .warn(&self.name, &e.to_string(), "plugin could not be started");
+                self.failed(out, now_ms, &e.to_string(), None);
+                Err(e)
+            }
+        }
+    }
+
     /// Instantiates and initialises the plugin at pipeline time `now_ms`; an error leaves it
     /// not running. What init publishes goes out with the next call's outputs.
-    pub fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
+    fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
         let init_err = |reason: String| PluginError::Init {
             name: self.name.to_string(),
             reason,
@@ -176,11 +200,12 @@ impl PluginRunner {
         f: impl FnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<()>,
     ) -> CallOutcome {
         if self.live.is_none() {
-            // The previous instance trapped: a fresh one starts from init. Its state is lost,
+            if !self.health.may_run(now_ms) {
+                return CallOutcome::BackingOff;
+            }
+            // The previous instance failed: a fresh one starts from init. Its state is lost,
             // which the contract tells plugin authors to expect.
-            if let Err(e) = self.start(now_ms) {
-                self.restart_log
-                    .warn(&self.name, &e.to_string(), "plugin could not be restarted");
+            if self.launch(now_ms, out).is_err() {
                 return CallOutcome::NotRunning;
             }
         }
@@ -192,25 +217,90 @@ impl PluginRunner {
         if let Err(e) = live.store.set_fuel(self.limits.fuel_per_call) {
             tracing::error!(plugin = %self.name, error = %e, "cannot set fuel");
         }
+        let started = Instant::now();
         let result = f(&live.plugin, &mut live.store);
+        let call_us = started.elapsed().as_micros() as u64;
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
         out.append(&mut state.outputs);
-        self.refused += std::mem::take(&mut state.refused);
+        let refused = std::mem::take(&mut state.refused);
+        if let Some(label) = state.last_refusal.take() {
+            self.refusal_log
+                .warn(&self.name, label, "plugin publishes refused by the host");
+        }
+        self.refused += refused;
         match result {
-            Ok(()) => CallOutcome::Ok,
+            Ok(()) => {
+                if self.health.succeeded(now_ms) {
+                    self.report_running(out, now_ms);
+                }
+                CallOutcome::Ok
+            }
             Err(trap) => {
                 self.traps += 1;
                 let text = trap_text(&trap);
                 self.trap_log.warn(
                     &self.name,
                     &text,
-                    "plugin trapped; it restarts on its next call",
+                    "plugin trapped; it restarts after a back-off",
                 );
                 self.live = None;
+                self.failed(out, now_ms, &text, Some(call_us));
                 CallOutcome::Trapped(text)
             }
         }
+    }
+
+    fn failed(&mut self, out: &mut Vec<Output>, now_ms: u64, reason: &str, call_us: Option<u64>) {
+        let retry_at = self.health.failed(now_ms);
+        let status = PluginStatus {
+            state: "backing_off",
+            failures: self.health.failures(),
+            traps: self.traps,
+            reason: Some(reason),
+            retry_at_ms: Some(retry_at),
+            failed_call_us: call_us,
+        };
+        out.push(status_output(self.name.clone(), now_ms, &status));
+    }
+
+    /// Queues "running" for the back office (retained on the plugin's status topic).
+    fn report_running(&self, out: &mut Vec<Output>, now_ms: u64) {
+        let status = PluginStatus {
+            state: "running",
+            failures: self.health.failures(),
+            traps: self.traps,
+            reason: None,
+            retry_at_ms: None,
+            failed_call_us: None,
+        };
+        out.push(status_output(self.name.clone(), now_ms, &status));
+    }
+}
+
+/// The document on `.../plugin-status/{plugin}`; see docs/mqtt.md.
+#[derive(serde::Serialize)]
+pub struct PluginStatus<'a> {
+    /// "running", "backing_off" (failed, retried at `retry_at_ms`), or "failed" (cannot load).
+    pub state: &'a str,
+    /// Consecutive failures; a minute without one resets it.
+    pub failures: u32,
+    /// Traps since the daemon started.
+    pub traps: u64,
+    pub reason: Option<&'a str>,
+    pub retry_at_ms: Option<u64>,
+    /// How long the failing call ran before the host stopped it: the containment time.
+    pub failed_call_us: Option<u64>,
+}
+
+pub fn status_output(plugin: Arc<str>, now_ms: u64, status: &PluginStatus) -> Output {
+    let json = serde_json::to_string(status).expect("status serialises");
+    Output {
+        plugin,
+        stream: "status".into(),
+        payload: serde_json::value::RawValue::from_string(json).expect("valid JSON"),
+        time_ms: now_ms,
+        kind: OutputKind::PluginStatus,
     }
 }
 

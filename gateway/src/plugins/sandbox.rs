@@ -31,7 +31,7 @@ impl Limits {
     }
 }
 
-/// One message a plugin published, checked and ready for the envelope.
+/// One message for the back office, checked and ready for the envelope.
 #[derive(Debug)]
 pub struct Output {
     pub plugin: Arc<str>,
@@ -39,6 +39,15 @@ pub struct Output {
     pub payload: Box<RawValue>,
     /// Pipeline time when it was published.
     pub time_ms: u64,
+    pub kind: OutputKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Published by the plugin to one of its streams.
+    Stream,
+    /// The host's report on the plugin's health: retained, on a topic no plugin can name.
+    PluginStatus,
 }
 
 /// The data a plugin's store carries: its limits and what it published during the call.
@@ -48,6 +57,7 @@ pub struct HostState {
     pub store_limits: StoreLimits,
     pub outputs: Vec<Output>,
     pub refused: u64,
+    pub last_refusal: Option<&'static str>,
     pub now_ms: u64,
     published_this_call: u32,
 }
@@ -68,6 +78,7 @@ impl HostState {
             store_limits,
             outputs: Vec::new(),
             refused: 0,
+            last_refusal: None,
             now_ms: 0,
             published_this_call: 0,
         }
@@ -104,14 +115,15 @@ impl bindings::probegate::plugin::host::Host for HostState {
                     stream: stream_name,
                     payload,
                     time_ms: self.now_ms,
+                    kind: OutputKind::Stream,
                 });
                 Ok(())
             }
             Err(e) => {
+                // Counted here, logged (rate-limited) by the runner: a plugin that floods
+                // refused publishes must not flood the log too.
                 self.refused += 1;
-                // The stream name is the plugin's own text; keep it out of the log when it is
-                // not a valid name, since it could be anything.
-                tracing::warn!(plugin = %self.plugin, reason = ?refusal_label(&e), "plugin publish refused");
+                self.last_refusal = Some(refusal_label(&e));
                 Err(e)
             }
         }

@@ -45,6 +45,11 @@ impl Topics {
         format!("{}/status", self.root)
     }
 
+    /// Retained: the host's report on one plugin's health. No plugin can publish here.
+    pub fn plugin_status(&self, plugin: &str) -> String {
+        format!("{}/plugin-status/{plugin}", self.root)
+    }
+
     /// A plugin's stream. Plugin and stream names are validated as single topic levels, so
     /// a plugin cannot reach any topic outside its own subtree.
     pub fn plugin_output(&self, plugin: &str, stream: &str) -> String {

@@ -3,7 +3,7 @@
 
 use super::envelope::{Envelope, Identity, Status, Topics};
 use crate::config::MqttConfig;
-use crate::plugins::Output;
+use crate::plugins::{Output, OutputKind};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,11 +101,17 @@ impl Session {
             data: &output.payload,
         };
         let body = serde_json::to_vec(&envelope).expect("envelope serialises");
-        let topic = self.topics.plugin_output(&output.plugin, &output.stream);
+        let (topic, retain) = match output.kind {
+            OutputKind::Stream => (
+                self.topics.plugin_output(&output.plugin, &output.stream),
+                false,
+            ),
+            OutputKind::PluginStatus => (self.topics.plugin_status(&output.plugin), true),
+        };
         self.sent.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self
             .client
-            .publish(topic, QoS::AtLeastOnce, false, body)
+            .publish(topic, QoS::AtLeastOnce, retain, body)
             .await
         {
             tracing::error!(error = %e, "mqtt client closed; message lost");

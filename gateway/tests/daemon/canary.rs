@@ -75,7 +75,7 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
     let hostile = PluginEntry {
         name: "hostile",
         file: "hostile.wasm",
-        config: "{ trap_on = \"sightings\" }",
+        config: "{ act = \"trap\", on = \"sightings\" }",
     };
     let site = Site::new(&broker, &[COUNTER, hostile], "log = \"trace\"");
     // Every crate at trace, the MQTT client's packet dumps included, except the wasm

@@ -211,10 +211,30 @@ impl Subscriber {
             .collect()
     }
 
+    /// Every enveloped message (plugin streams and plugin status), in arrival order.
+    pub fn envelopes(&self) -> Vec<serde_json::Value> {
+        self.messages()
+            .iter()
+            .filter(|m| m.topic != GATEWAY_STATUS)
+            .map(Message::json)
+            .collect()
+    }
+
+    /// The host's reports on one plugin (topic `.../plugin-status/{plugin}`).
+    pub fn plugin_statuses(&self, plugin: &str) -> Vec<serde_json::Value> {
+        let suffix = format!("/plugin-status/{plugin}");
+        self.messages()
+            .iter()
+            .filter(|m| m.topic.ends_with(&suffix))
+            .map(|m| m.json()["data"].clone())
+            .collect()
+    }
+
+    /// The gateway's own status messages.
     pub fn statuses(&self) -> Vec<serde_json::Value> {
         self.messages()
             .iter()
-            .filter(|m| m.topic.ends_with("/status"))
+            .filter(|m| m.topic == GATEWAY_STATUS)
             .map(Message::json)
             .collect()
     }
@@ -285,6 +305,9 @@ impl Site {
         cmd
     }
 }
+
+/// Every test site is gateway gw-1 of store test-store.
+pub const GATEWAY_STATUS: &str = "probegate/v1/test-store/gw-1/status";
 
 /// The signal floor every test site uses; expectations apply the same one.
 pub const FLOOR: i32 = -95;

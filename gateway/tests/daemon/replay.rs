@@ -29,14 +29,18 @@ fn replayed_counts_arrive_over_mqtt_and_match_the_capture() {
 
     // Envelopes: one boot, sequence numbers 1..=n without gaps, identity on every message.
     let boot = messages[0]["boot_id"].as_str().unwrap().to_owned();
-    for (i, m) in messages.iter().enumerate() {
+    let envelopes = sub.envelopes();
+    for (i, m) in envelopes.iter().enumerate() {
         assert_eq!(m["seq"].as_u64(), Some(i as u64 + 1));
         assert_eq!(m["boot_id"].as_str(), Some(boot.as_str()));
         assert_eq!(m["site"], "test-store");
         assert_eq!(m["gateway"], "gw-1");
         assert_eq!(m["plugin"], "visitor-counter");
-        assert_eq!(m["stream"], "counts");
     }
+    // The host reported the plugin running, before any of its counts.
+    assert_eq!(envelopes[0]["stream"], "status");
+    assert_eq!(envelopes[0]["data"]["state"], "running");
+    assert!(envelopes[1..].iter().all(|m| m["stream"] == "counts"));
     let topics: Vec<String> = sub.messages().into_iter().map(|m| m.topic).collect();
     assert!(
         topics

@@ -1,19 +1,25 @@
-//! A plugin that misbehaves on purpose, chosen by its config, so the tests can prove the host
-//! contains it. `{"trap_on": "sightings"}` panics (a wasm trap) on every batch; `"tick"` and
-//! `"init"` likewise there; `{"spin_on": "sightings"}` loops forever (fuel must stop it).
-//! Between misdeeds it publishes `{"alive": n}` to stream `heartbeat` on each tick, so a test
-//! can tell a contained plugin from a dead one.
+//! A plugin that misbehaves on purpose, as its config says, so tests can prove the host
+//! contains it. Config: `{ act = "...", on = "init" | "sightings" | "tick" }` where act is
+//! - `trap`: panic (a wasm trap);
+//! - `spin`: loop forever (fuel must stop it);
+//! - `memory-bomb`: allocate until memory runs out (the memory limit must stop it);
+//! - `huge-alloc`: ask for 1 GiB at once;
+//! - `recurse`: recurse without end (the wasm stack limit must stop it);
+//! - `flood`: publish 100,000 messages in one call (the per-call limit must refuse them);
+//! - `escape`: publish to stream names that try to leave the plugin's topic namespace.
+//!
+//! When it is not misbehaving it publishes `{"alive": n}` to stream `heartbeat` on each tick,
+//! so a test can tell a contained plugin from a dead one.
 
 use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    #[serde(default)]
-    trap_on: Option<String>,
-    #[serde(default)]
-    spin_on: Option<String>,
+    act: String,
+    on: String,
 }
 
 struct Hostile {
@@ -21,16 +27,69 @@ struct Hostile {
     ticks: u64,
 }
 
-impl Hostile {
-    fn misbehave(&self, at: &str) {
-        if self.config.trap_on.as_deref() == Some(at) {
-            panic!("hostile plugin traps on {at} as configured");
-        }
-        if self.config.spin_on.as_deref() == Some(at) {
+#[derive(Serialize)]
+struct Alive {
+    alive: u64,
+}
+
+fn recurse(depth: u64) -> u64 {
+    // The array keeps each frame large, and black_box stops the optimiser from looping it.
+    // The exit is one no run can reach, so the recursion only ends at the stack limit.
+    let frame = black_box([depth; 16]);
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + frame[(depth % 16) as usize]
+}
+
+fn misbehave(act: &str) {
+    match act {
+        "trap" => panic!("hostile plugin traps as configured"),
+        "spin" => {
             let mut x: u64 = 1;
             loop {
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
+        }
+        "memory-bomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "huge-alloc" => {
+            black_box(Vec::<u8>::with_capacity(1 << 30));
+        }
+        "recurse" => {
+            black_box(recurse(0));
+        }
+        "flood" => {
+            for i in 0..100_000u64 {
+                let _ = publish("flood", &Alive { alive: i });
+            }
+        }
+        "escape" => {
+            for stream in [
+                "../status",
+                "a/b",
+                "#",
+                "+",
+                "",
+                "UPPER",
+                "$SYS",
+                "x".repeat(40).as_str(),
+            ] {
+                let _ = publish(stream, &Alive { alive: 0 });
+            }
+        }
+        other => panic!("unknown act {other}"),
+    }
+}
+
+impl Hostile {
+    fn at(&self, when: &str) {
+        if self.config.on == when {
+            misbehave(&self.config.act);
         }
     }
 }
@@ -41,27 +100,19 @@ impl Plugin for Hostile {
             config: parse_config(config)?,
             ticks: 0,
         };
-        me.misbehave("init");
+        me.at("init");
         Ok(me)
     }
 
     fn on_sightings(&mut self, _batch: &[Sighting]) {
-        self.misbehave("sightings");
+        self.at("sightings");
     }
 
     fn on_tick(&mut self, _now_ms: u64) {
-        self.misbehave("tick");
+        self.at("tick");
         self.ticks += 1;
-        let _ = publish("heartbeat", &serde_json_alive(self.ticks));
+        let _ = publish("heartbeat", &Alive { alive: self.ticks });
     }
-}
-
-fn serde_json_alive(n: u64) -> impl serde::Serialize {
-    #[derive(serde::Serialize)]
-    struct Alive {
-        alive: u64,
-    }
-    Alive { alive: n }
 }
 
 export_plugin!(Hostile);
