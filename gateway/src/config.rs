@@ -84,6 +84,13 @@ pub struct PrivacyConfig {
     /// Rotate this often, in hours, counting from `rotate_at`: 1 to 24 (never longer).
     #[serde(default = "spanned_rotate_hours")]
     pub rotate_every_hours: Spanned<u32>,
+    /// The site's consent key (64 hex digits), shared with the back office. Without it the
+    /// gateway accepts no consent commands and applies no consent registry.
+    #[serde(default)]
+    pub consent_key_file: Option<PathBuf>,
+    /// Where the consent registry (keyed ids only, never MACs) persists across restarts.
+    #[serde(default = "default_consent_registry")]
+    pub consent_registry: PathBuf,
 }
 
 impl Default for PrivacyConfig {
@@ -92,6 +99,8 @@ impl Default for PrivacyConfig {
             signal_floor_dbm: spanned_floor(),
             rotate_at: spanned_rotate_at(),
             rotate_every_hours: spanned_rotate_hours(),
+            consent_key_file: None,
+            consent_registry: default_consent_registry(),
         }
     }
 }
@@ -166,6 +175,9 @@ fn spanned_rotate_at() -> Spanned<String> {
 }
 fn spanned_rotate_hours() -> Spanned<u32> {
     Spanned::new(0..0, 24)
+}
+fn default_consent_registry() -> PathBuf {
+    "consent.json".into()
 }
 fn default_port() -> u16 {
     1883
@@ -266,6 +278,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
     }
 
     /// Where the plugin's component lives on disk.

@@ -4,11 +4,12 @@ use crate::capture::{CaptureError, PcapSource};
 use crate::config::{Config, parse_hh_mm};
 use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
 use crate::plugins::{LoadMode, PluginError, PluginSet};
-use crate::privacy::{Gate, RotationSchedule, TimeZone};
-use crate::publish::{Identity, Session, SessionReport};
+use crate::privacy::consent::{ConsentError, Report, handle_command};
+use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
+use crate::publish::{Identity, Session, SessionReport, Topics};
 use crate::telemetry::{Counters, Snapshot};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How long a stopping daemon waits for the broker to acknowledge what it sent.
@@ -20,6 +21,8 @@ pub enum DaemonError {
     Plugin(#[from] PluginError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
 }
 
 /// What a run did; `capture` holds the error that ended it early, if one did.
@@ -29,6 +32,26 @@ pub struct RunReport {
     pub session: SessionReport,
     pub capture: Result<(), CaptureError>,
     pub boot_id: String,
+}
+
+/// The consent registry the config asks for, if it names a consent key.
+pub fn consent(config: &Config) -> Result<Option<Consent>, ConsentError> {
+    let Some(key_file) = &config.privacy.consent_key_file else {
+        return Ok(None);
+    };
+    let key = ConsentKey::load(&config.resolve(key_file))?;
+    let registry = Registry::open(config.resolve(&config.privacy.consent_registry))?;
+    let summary = registry.summary();
+    tracing::info!(
+        version = summary.version,
+        opt_out = summary.opt_out,
+        opt_in = summary.opt_in,
+        "consent registry loaded"
+    );
+    Ok(Some(Consent {
+        key,
+        registry: Arc::new(RwLock::new(registry)),
+    }))
 }
 
 /// Builds the gate the config describes.
@@ -66,7 +89,15 @@ pub fn serve(
 
     let (event_tx, event_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
     let (output_tx, output_rx) = tokio::sync::mpsc::channel(256);
-    let gate = gate(config);
+    let mut gate = gate(config);
+    let registry = match consent(config)? {
+        Some(consent) => {
+            let registry = consent.registry.clone();
+            gate = gate.with_consent(consent);
+            Some(registry)
+        }
+        None => None,
+    };
 
     let capture = {
         let (counters, stop) = (counters.clone(), stop.clone());
@@ -85,8 +116,35 @@ pub fn serve(
     };
 
     let session = runtime.block_on(async {
-        let mut session = Session::start(&config.mqtt, identity);
-        session.publish_all(output_rx).await;
+        let topics = Topics::new(&identity);
+        let subscribe = match registry {
+            Some(_) => topics.consent_commands(&identity),
+            None => Vec::new(),
+        };
+        let mut session = Session::start(&config.mqtt, identity, subscribe);
+        let summary_topic = topics.consent_summary();
+        let report = |registry: &RwLock<Registry>, payload: Option<&[u8]>| {
+            let report = match payload {
+                Some(payload) => handle_command(registry, payload),
+                None => Report {
+                    summary: registry.read().map(|r| r.summary()).unwrap_or_default(),
+                    last_error: None,
+                },
+            };
+            (
+                summary_topic.clone(),
+                serde_json::to_vec(&report).expect("report serialises"),
+            )
+        };
+        if let Some(registry) = &registry {
+            let (topic, body) = report(registry, None);
+            session.publish_retained(topic, body).await;
+        }
+        session
+            .run(output_rx, &stop, |_topic, payload| {
+                registry.as_ref().map(|r| report(r, Some(payload)))
+            })
+            .await;
         session.close(CLOSE_GRACE).await
     });
     let _ = plugin_thread.join();

@@ -6,6 +6,7 @@ use probegate::capture::PcapSource;
 use probegate::config::Config;
 use probegate::daemon::{self, RunReport};
 use probegate::plugins::{LoadMode, PluginSet};
+use probegate::privacy::ConsentKey;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ enum Command {
     /// Check a config file and its plugins (each is loaded and initialised, nothing is
     /// captured or published) and exit: 0 if all is well, 2 with the line or plugin at fault.
     CheckConfig { config: PathBuf },
+    /// Consent ids for the back office: it publishes ids, never MACs.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
     /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
     /// live, publishing to the configured broker.
     Replay {
@@ -41,13 +45,63 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConsentCommand {
+    /// Print a new site consent key (64 hex digits) for the back office and the gateways.
+    Keygen,
+    /// Print the consent id of each MAC (aa:bb:cc:dd:ee:ff), one per line, in order.
+    Id {
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(required = true)]
+        macs: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Consent(ConsentCommand::Keygen) => {
+            println!("{}", ConsentKey::generate_hex().as_str());
+            ExitCode::SUCCESS
+        }
+        Command::Consent(ConsentCommand::Id { key_file, macs }) => consent_ids(&key_file, &macs),
         Command::Run { config } => serve(&config, None),
         Command::Replay { config, capture } => serve(&config, Some(&capture)),
     }
+}
+
+fn consent_ids(key_file: &Path, macs: &[String]) -> ExitCode {
+    let key = match ConsentKey::load(key_file) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (i, text) in macs.iter().enumerate() {
+        let hex: String = text.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        let octets: Option<Vec<u8>> = (hex.len() == 12)
+            .then(|| {
+                (0..6)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        match octets.and_then(|o| <[u8; 6]>::try_from(o).ok()) {
+            Some(mac) => println!("{}", key.id(&mac).to_hex()),
+            None => {
+                // The argument is the caller's own input; name its position, not its text.
+                eprintln!(
+                    "error: argument {} is not a MAC address (aa:bb:cc:dd:ee:ff)",
+                    i + 1
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn check_config(path: &Path) -> ExitCode {
@@ -128,6 +182,7 @@ fn log_report(report: &RunReport) {
         frames = c.frames,
         sightings = c.sightings,
         dropped_signal_floor = c.dropped_signal_floor,
+        dropped_opted_out = c.dropped_opted_out,
         dropped_malformed = c.dropped_malformed,
         dropped_bad_fcs = c.dropped_bad_fcs,
         dropped_multicast = c.dropped_multicast,

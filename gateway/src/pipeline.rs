@@ -8,7 +8,7 @@
 use crate::capture::{CaptureError, Next, PcapSource};
 use crate::dot11;
 use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
-use crate::privacy::{Gate, Sighting};
+use crate::privacy::{Gate, Refusal, Sighting};
 use crate::telemetry::Counters;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,8 +69,14 @@ pub fn run_capture(
                     }
                     Ok(probe) => match gate.admit(probe, frame.time_ms) {
                         Ok(sighting) => Some(Event::Sighting(sighting)),
-                        Err(_) => {
-                            Counters::add(&counters.dropped_signal_floor, 1);
+                        Err(refusal) => {
+                            Counters::add(
+                                match refusal {
+                                    Refusal::BelowSignalFloor => &counters.dropped_signal_floor,
+                                    Refusal::OptedOut => &counters.dropped_opted_out,
+                                },
+                                1,
+                            );
                             clock(&mut gate, frame.time_ms)
                         }
                     },

@@ -35,6 +35,8 @@ counters! {
     dropped_malformed,
     /// Probes dropped by the privacy gate: below the signal floor.
     dropped_signal_floor,
+    /// Probes dropped by the privacy gate: the device opted out.
+    dropped_opted_out,
     /// Sightings lost because the plugin stage fell behind a live capture.
     dropped_backpressure,
     /// Sightings handed to the plugin stage.

@@ -5,13 +5,17 @@
 //! returned in an error, or handed on. What leaves is the pseudonym, the key epoch and the
 //! few radio facts plugins may use.
 
+pub mod consent;
 mod keys;
 mod space;
+
+pub use consent::{ConsentKey, Registry};
 
 pub use keys::{EpochKeys, RotationSchedule, TimeZone};
 pub use space::PseudonymSpace;
 
 use crate::dot11::ProbeRequest;
+use std::sync::{Arc, RwLock};
 
 /// A device's pseudonym in the gateway's own space for one key epoch. It never reaches a
 /// plugin as is: each plugin gets a further keyed hash of it ([`PseudonymSpace`]).
@@ -34,19 +38,29 @@ pub struct Sighting {
 pub enum Refusal {
     /// Weaker than the site's signal floor: probably outside the store.
     BelowSignalFloor,
+    /// The device's owner opted out.
+    OptedOut,
 }
 
 impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::BelowSignalFloor => "below_signal_floor",
+            Refusal::OptedOut => "opted_out",
         }
     }
+}
+
+/// The consent key and the registry the MQTT side keeps up to date.
+pub struct Consent {
+    pub key: ConsentKey,
+    pub registry: Arc<RwLock<Registry>>,
 }
 
 pub struct Gate {
     keys: EpochKeys,
     signal_floor_dbm: i8,
+    consent: Option<Consent>,
 }
 
 impl Gate {
@@ -54,7 +68,14 @@ impl Gate {
         Gate {
             keys: EpochKeys::new(schedule),
             signal_floor_dbm,
+            consent: None,
         }
+    }
+
+    /// Enforces `consent` from now on: opted-out devices go no further than this gate.
+    pub fn with_consent(mut self, consent: Consent) -> Gate {
+        self.consent = Some(consent);
+        self
     }
 
     /// Pseudonymizes `probe` captured at `time_ms`, or refuses it. Keys rotate here when
@@ -68,9 +89,13 @@ impl Gate {
         {
             return Err(Refusal::BelowSignalFloor);
         }
+        let mac = probe.transmitter.octets();
+        if self.opted_out(&mac, time_ms) {
+            return Err(Refusal::OptedOut);
+        }
         self.keys.rotate_if_due(time_ms);
         Ok(Sighting {
-            device: DeviceId(self.keys.pseudonym(&probe.transmitter.octets())),
+            device: DeviceId(self.keys.pseudonym(&mac)),
             epoch: self.keys.epoch(),
             time_ms,
             signal_dbm: probe.signal_dbm,
@@ -81,6 +106,22 @@ impl Gate {
 
     pub fn epoch(&self) -> u32 {
         self.keys.epoch()
+    }
+
+    fn opted_out(&self, mac: &[u8; 6], now_ms: u64) -> bool {
+        let Some(consent) = &self.consent else {
+            return false;
+        };
+        // A poisoned lock means the MQTT side panicked mid-update: refusing every device is
+        // the only answer that cannot break an opt-out.
+        let Ok(registry) = consent.registry.read() else {
+            return true;
+        };
+        if registry.is_empty() {
+            return false;
+        }
+        let id = consent.key.id(mac);
+        registry.choice(&id, now_ms) == Some(&consent::Choice::OptOut)
     }
 
     /// Rotates the keys if `now_ms` is past the schedule, so an old key does not outlive its

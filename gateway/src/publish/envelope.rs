@@ -45,6 +45,19 @@ impl Topics {
         format!("{}/status", self.root)
     }
 
+    /// Where the back office sends consent commands: to the whole site, or to one gateway.
+    pub fn consent_commands(&self, id: &Identity) -> Vec<String> {
+        vec![
+            format!("probegate/v1/{}/cmd/consent", id.site),
+            format!("{}/cmd/consent", self.root),
+        ]
+    }
+
+    /// Retained: the consent registry's version and size after the last change.
+    pub fn consent_summary(&self) -> String {
+        format!("{}/consent", self.root)
+    }
+
     /// Retained: the host's report on one plugin's health. No plugin can publish here.
     pub fn plugin_status(&self, plugin: &str) -> String {
         format!("{}/plugin-status/{plugin}", self.root)

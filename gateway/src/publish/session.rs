@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 /// Large enough for any plugin message the limits allow, with its envelope.
 const MAX_PACKET: usize = 256 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a publish waiting for room in the client's queue checks for a stop request.
+const STOP_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionReport {
@@ -35,11 +37,16 @@ pub struct Session {
     acked: watch::Receiver<u64>,
     closing: Arc<AtomicBool>,
     driver: JoinHandle<()>,
+    /// Messages on the topics the session subscribed to (commands from the back office).
+    commands: mpsc::Receiver<(String, Vec<u8>)>,
+    /// Plugin messages given up because the daemon stopped while the broker was unreachable.
+    dropped_at_stop: u64,
 }
 
 impl Session {
     /// Starts connecting; the session retries by itself whenever the broker is unreachable.
-    pub fn start(config: &MqttConfig, identity: Identity) -> Session {
+    /// `subscribe` lists the command topics to (re)subscribe to after every connect.
+    pub fn start(config: &MqttConfig, identity: Identity, subscribe: Vec<String>) -> Session {
         let topics = Topics::new(&identity);
         let client_id = config
             .client_id
@@ -62,17 +69,19 @@ impl Session {
         let sent = Arc::new(AtomicU64::new(0));
         let closing = Arc::new(AtomicBool::new(false));
         let (acked_tx, acked) = watch::channel(0);
-        let online = Status::new(&identity, "online", true).to_json();
-        let driver = tokio::spawn(drive(
-            eventloop,
-            client.clone(),
-            topics.status(),
-            online,
-            sent.clone(),
-            acked_tx,
-            closing.clone(),
-            format!("{}:{}", config.host, config.port),
-        ));
+        let (commands_tx, commands) = mpsc::channel(64);
+        let driver = Driver {
+            client: client.clone(),
+            status_topic: topics.status(),
+            online: Status::new(&identity, "online", true).to_json(),
+            subscribe,
+            sent: sent.clone(),
+            acked: acked_tx,
+            closing: closing.clone(),
+            commands: commands_tx,
+            broker: format!("{}:{}", config.host, config.port),
+        };
+        let driver = tokio::spawn(driver.run(eventloop));
         Session {
             client,
             identity,
@@ -82,12 +91,31 @@ impl Session {
             acked,
             closing,
             driver,
+            commands,
+            dropped_at_stop: 0,
+        }
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Publishes a retained document of the host's own (not enveloped), e.g. a summary.
+    pub async fn publish_retained(&mut self, topic: String, body: Vec<u8>) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, body)
+            .await
+        {
+            tracing::error!(error = %e, "mqtt client closed; message lost");
         }
     }
 
     /// Wraps `output` in the envelope and queues it (QoS 1). Waits while the client's queue
-    /// is full, which is the back-pressure the plugin stage feels.
-    pub async fn publish(&mut self, output: &Output) {
+    /// is full, which is the back-pressure the plugin stage feels; once `stop` is set it
+    /// waits no more (the broker is unreachable and the daemon must stop) and drops it.
+    pub async fn publish(&mut self, output: &Output, stop: &AtomicBool) {
         self.seq += 1;
         let envelope = Envelope {
             v: 1,
@@ -108,20 +136,49 @@ impl Session {
             ),
             OutputKind::PluginStatus => (self.topics.plugin_status(&output.plugin), true),
         };
-        self.sent.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, retain, body)
-            .await
-        {
-            tracing::error!(error = %e, "mqtt client closed; message lost");
+        loop {
+            // A publish future dropped before it completes has queued nothing: retrying is safe.
+            let queued = self
+                .client
+                .publish(topic.clone(), QoS::AtLeastOnce, retain, body.clone());
+            match tokio::time::timeout(STOP_POLL, queued).await {
+                Ok(Ok(())) => {
+                    self.sent.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "mqtt client closed; message lost");
+                    return;
+                }
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    self.dropped_at_stop += 1;
+                    return;
+                }
+                Err(_) => {}
+            }
         }
     }
 
-    /// Publishes everything from `rx` until it closes.
-    pub async fn publish_all(&mut self, mut rx: mpsc::Receiver<Output>) {
-        while let Some(output) = rx.recv().await {
-            self.publish(&output).await;
+    /// Publishes everything from `rx` until it closes, handing each command that arrives
+    /// meanwhile to `on_command`, which may answer with a retained (topic, body).
+    pub async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Output>,
+        stop: &AtomicBool,
+        mut on_command: impl FnMut(&str, &[u8]) -> Option<(String, Vec<u8>)>,
+    ) {
+        loop {
+            tokio::select! {
+                output = rx.recv() => match output {
+                    Some(output) => self.publish(&output, stop).await,
+                    None => break,
+                },
+                Some((topic, payload)) = self.commands.recv() => {
+                    if let Some((topic, body)) = on_command(&topic, &payload) {
+                        self.publish_retained(topic, body).await;
+                    }
+                }
+            }
         }
     }
 
@@ -137,6 +194,12 @@ impl Session {
         if matches!(tokio::time::timeout(grace, queued).await, Ok(Ok(()))) {
             self.sent.fetch_add(1, Ordering::SeqCst);
             self.wait_acked(grace).await;
+        }
+        if self.dropped_at_stop > 0 {
+            tracing::warn!(
+                dropped = self.dropped_at_stop,
+                "stopped while the broker was unreachable; plugin messages lost"
+            );
         }
         let report = SessionReport {
             published: self.seq,
@@ -166,47 +229,74 @@ impl Session {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    mut eventloop: rumqttc::EventLoop,
+/// Owns rumqttc's event loop: counts acknowledgements, keeps the "online" status and the
+/// command subscriptions in place across reconnects, and forwards incoming commands.
+struct Driver {
     client: AsyncClient,
     status_topic: String,
     online: Vec<u8>,
+    subscribe: Vec<String>,
     sent: Arc<AtomicU64>,
     acked: watch::Sender<u64>,
     closing: Arc<AtomicBool>,
+    commands: mpsc::Sender<(String, Vec<u8>)>,
     broker: String,
-) {
-    let mut backoff = Duration::from_millis(250);
-    // After every (re)connect the last will may have marked us offline meanwhile, so "online"
-    // is owed again. The client's queue can be full right after an outage: the debt is then
-    // retried on every later event until it is paid.
-    let mut online_owed = false;
-    loop {
-        if online_owed
-            && client
-                .try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone())
-                .is_ok()
-        {
-            sent.fetch_add(1, Ordering::SeqCst);
-            online_owed = false;
-        }
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(%broker, "connected to broker");
-                backoff = Duration::from_millis(250);
-                online_owed = true;
+}
+
+impl Driver {
+    async fn run(self, mut eventloop: rumqttc::EventLoop) {
+        let mut backoff = Duration::from_millis(250);
+        // After every (re)connect the last will may have marked us offline meanwhile, and a
+        // clean session has forgotten our subscriptions: both are owed again. The client's
+        // queue can be full right after an outage, so debts are retried on every event.
+        let mut online_owed = false;
+        let mut subscriptions_owed = 0;
+        loop {
+            if online_owed
+                && self
+                    .client
+                    .try_publish(
+                        &self.status_topic,
+                        QoS::AtLeastOnce,
+                        true,
+                        self.online.clone(),
+                    )
+                    .is_ok()
+            {
+                self.sent.fetch_add(1, Ordering::SeqCst);
+                online_owed = false;
             }
-            Ok(Event::Incoming(Packet::PubAck(_))) => acked.send_modify(|a| *a += 1),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-            Ok(_) => {}
-            Err(e) => {
-                if closing.load(Ordering::SeqCst) {
+            while subscriptions_owed > 0 {
+                let topic = &self.subscribe[self.subscribe.len() - subscriptions_owed];
+                if self.client.try_subscribe(topic, QoS::AtLeastOnce).is_err() {
                     break;
                 }
-                tracing::warn!(%broker, error = %e, retry_in = ?backoff, "mqtt connection failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                subscriptions_owed -= 1;
+            }
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(broker = %self.broker, "connected to broker");
+                    backoff = Duration::from_millis(250);
+                    online_owed = true;
+                    subscriptions_owed = self.subscribe.len();
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => self.acked.send_modify(|a| *a += 1),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let message = (p.topic.clone(), p.payload.to_vec());
+                    if self.commands.try_send(message).is_err() {
+                        tracing::warn!(topic = %p.topic, "command dropped: too many queued");
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    if self.closing.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    tracing::warn!(broker = %self.broker, error = %e, retry_in = ?backoff, "mqtt connection failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! any MQTT message, in the log at trace level, or in any file the run writes.
 
 use crate::expect;
-use crate::harness::{Broker, COUNTER, PluginEntry, Site, Subscriber, capture, text};
+use crate::harness::{Broker, COUNTER, PluginEntry, Subscriber, capture, text};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -77,7 +77,11 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
         file: "hostile.wasm",
         config: "{ act = \"trap\", on = \"sightings\" }",
     };
-    let site = Site::new(&broker, &[COUNTER, hostile], "log = \"trace\"");
+    // Consent paths too: a key, an opt-out in the registry, the summary on MQTT.
+    let site = crate::consent::consent_site(&broker, &[COUNTER, hostile], "log = \"trace\"");
+    let opted_out = *macs.iter().find(|m| m[0] & 3 == 0).unwrap();
+    let id = crate::consent::consent_id(&site, &opted_out);
+    crate::consent::opt_out_at_start(&site, &id);
     // Every crate at trace, the MQTT client's packet dumps included, except the wasm
     // compiler's and stack walker's internals: tens of MB about registers and frames, produced
     // while compiling plugins before any sighting exists and while unwinding traps.
@@ -95,6 +99,11 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
     let log = text(&out.stderr) + &text(&out.stdout);
     assert!(log.lines().count() > 100, "the trace log is substantial");
     assert!(log.contains("plugin trapped"), "error paths were exercised");
+    assert!(
+        log.contains("consent registry loaded"),
+        "consent paths were exercised"
+    );
+    assert!(!log.contains("dropped_opted_out=0 "), "the opt-out was exercised");
     let mut found = leaks(&log, &macs);
 
     let messages = sub.messages();

@@ -4,6 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 pub struct Probe {
+    /// 1-based, as tshark numbers frames.
+    pub frame: usize,
     pub time_ms: u64,
     pub sa: [u8; 6],
     pub dbm: Option<i32>,
@@ -31,6 +33,7 @@ pub fn probes(capture: &str) -> Vec<Probe> {
             let cols: Vec<&str> = line.split('\t').collect();
             let frame: usize = cols[0].parse().unwrap();
             Probe {
+                frame,
                 time_ms: times[frame - 1],
                 sa: mac(cols[1]),
                 dbm: cols[3].split(',').next().and_then(|d| d.parse().ok()),
@@ -54,9 +57,19 @@ pub type Row = (u64, u64, u64, u64, bool);
 /// The counter's rows for a whole capture: probes that pass the gate are counted, and every
 /// frame (dropped ones too) moves time on, closing the intervals it passes.
 pub fn counts(capture: &str, interval_ms: u64, floor: i32) -> Vec<Row> {
+    counts_where(capture, interval_ms, floor, |_| true)
+}
+
+/// As [`counts`], counting only the probes `keep` accepts (e.g. not an opted-out device).
+pub fn counts_where(
+    capture: &str,
+    interval_ms: u64,
+    floor: i32,
+    keep: impl Fn(&Probe) -> bool,
+) -> Vec<Row> {
     let admitted: HashMap<u64, Vec<[u8; 6]>> = probes(capture)
         .into_iter()
-        .filter(|p| p.sa[0] & 1 == 0 && p.dbm.is_none_or(|d| d >= floor))
+        .filter(|p| p.sa[0] & 1 == 0 && p.dbm.is_none_or(|d| d >= floor) && keep(p))
         .fold(HashMap::new(), |mut m, p| {
             m.entry(p.time_ms).or_insert_with(Vec::new).push(p.sa);
             m

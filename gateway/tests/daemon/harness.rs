@@ -268,11 +268,12 @@ pub struct Site {
 }
 
 impl Site {
-    /// `extra` is TOML placed first: top-level keys (`log = ...`) or whole tables (`[limits]`).
+    /// `extra` is TOML placed first: top-level keys (`log = ...`, `privacy.x = ...`), then
+    /// any whole tables (`[limits]`).
     pub fn new(broker: &Broker, plugins: &[PluginEntry], extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let mut text = format!(
-            "{extra}\n\n[gateway]\nsite = \"test-store\"\nid = \"gw-1\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n\n[privacy]\nsignal_floor_dbm = {FLOOR}\n\n",
+            "privacy.signal_floor_dbm = {FLOOR}\n{extra}\n\n[gateway]\nsite = \"test-store\"\nid = \"gw-1\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n\n",
             broker.port
         );
         for p in plugins {

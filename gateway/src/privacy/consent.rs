@@ -1,0 +1,473 @@
+//! The consent registry: who opted out (dropped before hashing) and who opted in (with an
+//! opaque token, e.g. a loyalty id), keyed by a hash of the MAC that only holders of the
+//! site's consent key can compute. Raw MACs never travel: the back office computes the ids
+//! (`probegate consent id`) and publishes them; the registry persists only those ids.
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The per-site secret shared by the back office and the store's gateways.
+pub struct ConsentKey(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for ConsentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConsentKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error("{path}: cannot read the consent key: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("{path}: cannot {action} the consent registry: {reason}")]
+    Store {
+        path: PathBuf,
+        action: &'static str,
+        reason: String,
+    },
+    #[error("consent command refused: {0}")]
+    Command(String),
+}
+
+impl ConsentKey {
+    /// Reads a key file: 64 hex digits (32 bytes), as `probegate consent keygen` writes.
+    pub fn load(path: &Path) -> Result<ConsentKey, ConsentError> {
+        let err = |reason: String| ConsentError::Key {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        ConsentKey::from_hex(text.trim()).ok_or_else(|| err("expected 64 hex digits".into()))
+    }
+
+    pub fn from_hex(hex: &str) -> Option<ConsentKey> {
+        (hex.len() == 64).then_some(())?;
+        let bytes: Option<Vec<u8>> = (0..32)
+            .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        Some(ConsentKey(Zeroizing::new(bytes?)))
+    }
+
+    /// A fresh key from the OS CSPRNG, as hex.
+    pub fn generate_hex() -> Zeroizing<String> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut()).expect("the OS random number generator failed");
+        Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The consent id of a MAC: HMAC-SHA256 under the site key, first 16 bytes, as hex.
+    /// HMAC-SHA256 because every back-office language has it.
+    pub fn id(&self, mac: &[u8; 6]) -> ConsentId {
+        let mut mac_fn =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
+        mac_fn.update(mac);
+        let digest = mac_fn.finalize().into_bytes();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        ConsentId(id)
+    }
+}
+
+/// A keyed hash of one MAC address: what the registry stores and the wire carries.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConsentId(pub [u8; 16]);
+
+impl ConsentId {
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(hex: &str) -> Option<ConsentId> {
+        (hex.len() == 32).then_some(())?;
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(ConsentId(id))
+    }
+}
+
+/// What a device's owner chose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Never process this device: dropped before hashing, seen by no plugin.
+    OptOut,
+    /// Per-device outputs (e.g. coupons) allowed, tied to this opaque token.
+    OptIn { token: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    OptOut,
+    OptIn,
+}
+
+/// One entry as the back office publishes it and as the registry file stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireEntry {
+    /// 32 hex digits: `probegate consent id` of the device's MAC.
+    pub id: String,
+    pub status: Status,
+    /// Opt-in only: the opaque token plugins with the consent capability receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// When the entry lapses (ms since the Unix epoch); none = until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// A command on `probegate/v1/{site}/cmd/consent` or `.../{site}/{gateway}/cmd/consent`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    Add {
+        entries: Vec<WireEntry>,
+    },
+    Remove {
+        ids: Vec<String>,
+    },
+    /// The back office's whole list: everything else is dropped.
+    Replace {
+        entries: Vec<WireEntry>,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    choice: Choice,
+    expires_ms: Option<u64>,
+}
+
+/// The registry's summary, published retained after every change.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub version: u64,
+    pub opt_out: usize,
+    pub opt_in: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    version: u64,
+    entries: Vec<WireEntry>,
+}
+
+/// Opt-outs and opt-ins by consent id; persisted as a JSON file of ids only.
+#[derive(Default)]
+pub struct Registry {
+    entries: HashMap<ConsentId, Entry>,
+    version: u64,
+    path: Option<PathBuf>,
+}
+
+impl Registry {
+    /// Loads the registry kept at `path` (an absent file is an empty registry).
+    pub fn open(path: PathBuf) -> Result<Registry, ConsentError> {
+        let mut registry = Registry {
+            path: Some(path.clone()),
+            ..Registry::default()
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let stored: Stored =
+                    serde_json::from_str(&text).map_err(|e| ConsentError::Store {
+                        path: path.clone(),
+                        action: "parse",
+                        reason: e.to_string(),
+                    })?;
+                registry
+                    .insert_all(stored.entries)
+                    .map_err(|e| ConsentError::Store {
+                        path,
+                        action: "load",
+                        reason: e.to_string(),
+                    })?;
+                registry.version = stored.version;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ConsentError::Store {
+                    path,
+                    action: "read",
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(registry)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The owner's choice for `id` at `now_ms`, if one is registered and not expired.
+    pub fn choice(&self, id: &ConsentId, now_ms: u64) -> Option<&Choice> {
+        let entry = self.entries.get(id)?;
+        match entry.expires_ms {
+            Some(t) if now_ms >= t => None,
+            _ => Some(&entry.choice),
+        }
+    }
+
+    /// Applies a command and persists the result; a refused command changes nothing.
+    pub fn apply(&mut self, command: Command) -> Result<Summary, ConsentError> {
+        let before = self.entries.clone();
+        let result = match command {
+            Command::Add { entries } => self.insert_all(entries),
+            Command::Remove { ids } => ids.iter().try_for_each(|hex| {
+                let id = parse_id(hex)?;
+                self.entries.remove(&id);
+                Ok(())
+            }),
+            Command::Replace { entries } => {
+                self.entries.clear();
+                self.insert_all(entries)
+            }
+        };
+        if let Err(e) = result {
+            self.entries = before;
+            return Err(e);
+        }
+        self.version += 1;
+        self.save()?;
+        Ok(self.summary())
+    }
+
+    /// Drops entries that expired by `now_ms`; true if any did.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| e.expires_ms.is_none_or(|t| now_ms < t));
+        before != self.entries.len()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let opt_out = self
+            .entries
+            .values()
+            .filter(|e| e.choice == Choice::OptOut)
+            .count();
+        Summary {
+            version: self.version,
+            opt_out,
+            opt_in: self.entries.len() - opt_out,
+        }
+    }
+
+    fn insert_all(&mut self, entries: Vec<WireEntry>) -> Result<(), ConsentError> {
+        for e in entries {
+            let id = parse_id(&e.id)?;
+            let choice = match (e.status, e.token) {
+                (Status::OptOut, None) => Choice::OptOut,
+                (Status::OptIn, Some(token)) if (1..=128).contains(&token.len()) => {
+                    Choice::OptIn { token }
+                }
+                _ => {
+                    return Err(ConsentError::Command(
+                        "an opt-in needs a token of 1-128 characters; an opt-out has none".into(),
+                    ));
+                }
+            };
+            self.entries.insert(
+                id,
+                Entry {
+                    choice,
+                    expires_ms: e.expires_ms,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the registry beside itself and renames it into place: a power cut leaves the
+    /// old file or the new one, never half of one.
+    fn save(&self) -> Result<(), ConsentError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let err = |action: &'static str, e: std::io::Error| ConsentError::Store {
+            path: path.clone(),
+            action,
+            reason: e.to_string(),
+        };
+        let stored = Stored {
+            version: self.version,
+            entries: self
+                .entries
+                .iter()
+                .map(|(id, e)| {
+                    let (status, token) = match &e.choice {
+                        Choice::OptOut => (Status::OptOut, None),
+                        Choice::OptIn { token } => (Status::OptIn, Some(token.clone())),
+                    };
+                    WireEntry {
+                        id: id.to_hex(),
+                        status,
+                        token,
+                        expires_ms: e.expires_ms,
+                    }
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec(&stored).expect("registry serialises");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| err("write", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| err("replace", e))
+    }
+}
+
+/// The retained report after a command: the registry as it now is, and why the last
+/// command was refused, if it was.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub last_error: Option<String>,
+}
+
+/// Applies one command message from the back office to the shared registry.
+pub fn handle_command(registry: &std::sync::RwLock<Registry>, payload: &[u8]) -> Report {
+    let outcome = serde_json::from_slice::<Command>(payload)
+        .map_err(|e| ConsentError::Command(format!("not a consent command: {e}")))
+        .and_then(|command| match registry.write() {
+            Ok(mut r) => r.apply(command),
+            Err(_) => Err(ConsentError::Command("registry unavailable".into())),
+        });
+    let summary = registry.read().map(|r| r.summary()).unwrap_or_default();
+    match outcome {
+        Ok(_) => {
+            tracing::info!(
+                version = summary.version,
+                opt_out = summary.opt_out,
+                opt_in = summary.opt_in,
+                "consent registry updated"
+            );
+            Report {
+                summary,
+                last_error: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            Report {
+                summary,
+                last_error: Some(e.to_string()),
+            }
+        }
+    }
+}
+
+fn parse_id(hex: &str) -> Result<ConsentId, ConsentError> {
+    ConsentId::from_hex(hex).ok_or_else(|| {
+        ConsentError::Command("a consent id is 32 hex digits (probegate consent id)".into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn id(mac: [u8; 6]) -> String {
+        ConsentKey::from_hex(KEY).unwrap().id(&mac).to_hex()
+    }
+
+    fn add(json: &str) -> Command {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_consent_id_is_hmac_sha256_of_the_mac_under_the_site_key() {
+        // The same value any back office gets from HMAC-SHA256(key, mac)[..16], e.g. Python's
+        // hmac.new(bytes.fromhex(KEY), bytes.fromhex("dcfb4868bee4"), "sha256").hexdigest()[:32]
+        assert_eq!(
+            id([0xdc, 0xfb, 0x48, 0x68, 0xbe, 0xe4]),
+            "aea0594d8c826d8258b019d83b71a62d"
+        );
+    }
+
+    #[test]
+    fn add_remove_and_replace_change_the_registry_and_its_version() {
+        let mut r = Registry::default();
+        let a = id([2, 0, 0, 0, 0, 1]);
+        let b = id([2, 0, 0, 0, 0, 2]);
+        let s = r
+            .apply(add(&format!(
+                r#"{{"op":"add","entries":[{{"id":"{a}","status":"opt-out"}},{{"id":"{b}","status":"opt-in","token":"loyal-7"}}]}}"#
+            )))
+            .unwrap();
+        assert_eq!((s.version, s.opt_out, s.opt_in), (1, 1, 1));
+        let s = r
+            .apply(add(&format!(r#"{{"op":"remove","ids":["{a}"]}}"#)))
+            .unwrap();
+        assert_eq!((s.version, s.opt_out, s.opt_in), (2, 0, 1));
+        let s = r.apply(add(r#"{"op":"replace","entries":[]}"#)).unwrap();
+        assert_eq!((s.version, s.opt_out, s.opt_in), (3, 0, 0));
+    }
+
+    #[test]
+    fn a_bad_command_changes_nothing() {
+        let mut r = Registry::default();
+        let a = id([2, 0, 0, 0, 0, 1]);
+        r.apply(add(&format!(
+            r#"{{"op":"add","entries":[{{"id":"{a}","status":"opt-out"}}]}}"#
+        )))
+        .unwrap();
+        let bad = add(r#"{"op":"replace","entries":[{"id":"not-hex","status":"opt-out"}]}"#);
+        assert!(r.apply(bad).is_err());
+        assert_eq!(r.summary().opt_out, 1);
+        assert_eq!(r.summary().version, 1);
+    }
+
+    #[test]
+    fn an_expired_entry_no_longer_applies() {
+        let mut r = Registry::default();
+        let a = id([2, 0, 0, 0, 0, 1]);
+        r.apply(add(&format!(
+            r#"{{"op":"add","entries":[{{"id":"{a}","status":"opt-out","expires_ms":1000}}]}}"#
+        )))
+        .unwrap();
+        let a = ConsentId::from_hex(&a).unwrap();
+        assert_eq!(r.choice(&a, 999), Some(&Choice::OptOut));
+        assert_eq!(r.choice(&a, 1000), None);
+        assert!(r.expire(1000));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn the_registry_survives_a_restart_and_stores_no_mac() {
+        let dir = std::env::temp_dir().join(format!("probegate-consent-{}", std::process::id()));
+        let path = dir.join("consent.json");
+        let a = id([0xdc, 0xfb, 0x48, 0x68, 0xbe, 0xe4]);
+        let mut r = Registry::open(path.clone()).unwrap();
+        r.apply(add(&format!(
+            r#"{{"op":"add","entries":[{{"id":"{a}","status":"opt-out"}}]}}"#
+        )))
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("dcfb48") && !text.contains("dc:fb:48"),
+            "{text}"
+        );
+        let again = Registry::open(path).unwrap();
+        assert_eq!(again.summary(), r.summary());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let key = ConsentKey::from_hex(KEY).unwrap();
+        assert_eq!(format!("{key:?}"), "ConsentKey(<redacted>)");
+    }
+}

@@ -1,0 +1,206 @@
+//! Opt-out is enforced by the host before any plugin: a device in the consent registry never
+//! reaches a plugin, whether the entry was there at start or arrives over MQTT mid-run.
+
+use crate::expect::{self, Probe};
+use crate::harness::{Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, text};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
+const INTERVAL_MS: u64 = 300_000;
+
+fn admitted(p: &Probe) -> bool {
+    p.sa[0] & 3 == 0 && p.dbm.is_none_or(|d| d >= FLOOR)
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A site with a consent key made by the CLI the back office uses.
+pub fn consent_site(broker: &Broker, plugins: &[PluginEntry], extra: &str) -> Site {
+    let site = Site::new(
+        broker,
+        plugins,
+        &format!("privacy.consent_key_file = \"consent.key\"\n{extra}"),
+    );
+    let key = Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .args(["consent", "keygen"])
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    std::fs::write(site.dir.path().join("consent.key"), key.stdout).unwrap();
+    site
+}
+
+/// The consent id of `mac`, as the back office computes it with the CLI.
+pub fn consent_id(site: &Site, mac: &[u8; 6]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .args(["consent", "id", "--key-file"])
+        .arg(site.dir.path().join("consent.key"))
+        .arg(mac_text(mac))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// The universal device with the most admitted probes for which `weight` is highest.
+fn pick_device(weight: impl Fn(&[&Probe]) -> usize) -> [u8; 6] {
+    let probes = expect::probes(CAPTURE);
+    let mut by_mac: std::collections::BTreeMap<[u8; 6], Vec<&Probe>> = Default::default();
+    for p in probes.iter().filter(|p| admitted(p)) {
+        by_mac.entry(p.sa).or_default().push(p);
+    }
+    by_mac
+        .iter()
+        .max_by_key(|(_, ps)| weight(ps))
+        .map(|(mac, _)| *mac)
+        .unwrap()
+}
+
+#[test]
+fn an_opted_out_device_reaches_no_plugin_and_no_output() {
+    let device = pick_device(|ps| ps.len());
+    let with = expect::counts(CAPTURE, INTERVAL_MS, FLOOR);
+    let without = expect::counts_where(CAPTURE, INTERVAL_MS, FLOOR, |p| p.sa != device);
+    assert_ne!(
+        with, without,
+        "the device must change the counts for this test to mean anything"
+    );
+
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = consent_site(&broker, &[COUNTER], "");
+    let id = consent_id(&site, &device);
+    opt_out_at_start(&site, &id);
+
+    let out = site.replay(&capture(CAPTURE), "info");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+    assert_eq!(
+        expect::rows_of(&sub.stream("visitor-counter", "counts")),
+        without
+    );
+    let dropped: usize = expect::probes(CAPTURE)
+        .iter()
+        .filter(|p| p.sa == device && admitted(p))
+        .count();
+    assert!(
+        stderr.contains(&format!("dropped_opted_out={dropped} ")),
+        "{stderr}"
+    );
+    let summary = sub
+        .messages()
+        .into_iter()
+        .find(|m| m.topic == "probegate/v1/test-store/gw-1/consent")
+        .expect("the registry's summary is published");
+    assert_eq!(summary.json()["opt_out"], 1);
+}
+
+/// Writes the registry file as if the back office had opted `id` out before this start.
+pub fn opt_out_at_start(site: &Site, id: &str) {
+    std::fs::write(
+        site.dir.path().join("consent.json"),
+        format!(r#"{{"version":1,"entries":[{{"id":"{id}","status":"opt-out"}}]}}"#),
+    )
+    .unwrap();
+}
+
+/// Byte offsets where each frame's record starts in a classic little-endian pcap.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    offsets
+}
+
+#[test]
+fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
+    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
+    let offsets = record_offsets(&bytes);
+    let split_frame = offsets.len() / 2; // frames numbered from 1: the second half starts here + 1
+    let half = |p: &Probe| p.frame > split_frame;
+    // A device seen often on both sides of the split.
+    let device = pick_device(|ps| {
+        let late = ps.iter().filter(|p| half(p)).count();
+        late.min(ps.len() - late)
+    });
+    let split_time = expect::frame_times(CAPTURE)[split_frame];
+
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = consent_site(&broker, &[COUNTER], "");
+    let id = consent_id(&site, &device);
+    let mut child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..offsets[split_frame]]).unwrap();
+    stdin.flush().unwrap();
+    assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
+
+    // The back office opts the device out, by id, for the whole site.
+    let command = format!(r#"{{"op":"add","entries":[{{"id":"{id}","status":"opt-out"}}]}}"#);
+    let applied = (0..5).any(|_| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args(["-t", "probegate/v1/test-store/cmd/consent", "-m", &command])
+            .status()
+            .unwrap();
+        sub.wait_for(
+            |m| m.topic.ends_with("/consent") && m.payload.contains("\"version\":1"),
+            Duration::from_secs(3),
+        )
+    });
+    assert!(
+        applied,
+        "the gateway never reported the opt-out: {:?}",
+        sub.messages()
+    );
+
+    stdin.write_all(&bytes[offsets[split_frame]..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+
+    let rows = expect::rows_of(&sub.stream("visitor-counter", "counts"));
+    let expected =
+        expect::counts_where(CAPTURE, INTERVAL_MS, FLOOR, |p| p.sa != device || !half(p));
+    let unchanged = expect::counts(CAPTURE, INTERVAL_MS, FLOOR);
+    assert_ne!(
+        expected, unchanged,
+        "the device must matter after the split"
+    );
+    // The interval in which the command arrived may go either way; every other one is exact.
+    let split_window = split_time - split_time % INTERVAL_MS;
+    let others = |rows: &[expect::Row]| -> Vec<expect::Row> {
+        rows.iter()
+            .filter(|r| r.0 != split_window)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&rows), others(&expected));
+}
