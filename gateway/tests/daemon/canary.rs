@@ -103,7 +103,10 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
         log.contains("consent registry loaded"),
         "consent paths were exercised"
     );
-    assert!(!log.contains("dropped_opted_out=0 "), "the opt-out was exercised");
+    assert!(
+        !log.contains("dropped_opted_out=0 "),
+        "the opt-out was exercised"
+    );
     let mut found = leaks(&log, &macs);
 
     let messages = sub.messages();
