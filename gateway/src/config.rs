@@ -117,6 +117,10 @@ pub struct MqttConfig {
     pub password: Option<String>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// Messages kept in RAM until the broker acknowledges them. A longer outage drops the
+    /// oldest plugin messages and publishes a gap record naming their sequence numbers.
+    #[serde(default = "default_outbox_max_messages")]
+    pub outbox_max_messages: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +185,9 @@ fn default_consent_registry() -> PathBuf {
 }
 fn default_port() -> u16 {
     1883
+}
+fn default_outbox_max_messages() -> usize {
+    10_000
 }
 fn default_keep_alive() -> u64 {
     30

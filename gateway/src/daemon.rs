@@ -141,7 +141,7 @@ pub fn serve(
             session.publish_retained(topic, body).await;
         }
         session
-            .run(output_rx, &stop, |_topic, payload| {
+            .run(output_rx, |_topic, payload| {
                 registry.as_ref().map(|r| report(r, Some(payload)))
             })
             .await;

@@ -197,6 +197,8 @@ fn log_report(report: &RunReport) {
         published = report.session.published,
         mqtt_sent = report.session.sent,
         mqtt_acknowledged = report.session.acknowledged,
+        mqtt_unacknowledged = report.session.unacknowledged,
+        mqtt_dropped = report.session.dropped,
         "probegate stopped"
     );
     if let Err(e) = &report.capture {

@@ -45,6 +45,11 @@ impl Topics {
         format!("{}/status", self.root)
     }
 
+    /// Gap records: runs of plugin messages the outbox had to drop, by sequence number.
+    pub fn gaps(&self) -> String {
+        format!("{}/gaps", self.root)
+    }
+
     /// Where the back office sends consent commands: to the whole site, or to one gateway.
     pub fn consent_commands(&self, id: &Identity) -> Vec<String> {
         vec![

@@ -1,6 +1,7 @@
 //! Publishing to the back office over MQTT: the topic tree, the envelope, one session.
 
 mod envelope;
+pub mod outbox;
 mod session;
 
 pub use envelope::{Envelope, Identity, Status, Topics};

@@ -1,30 +1,59 @@
-//! One MQTT session: rumqttc's event loop on its own task, status with last will, and a
-//! count of acknowledgements so a replay can tell when the broker has everything.
+//! One MQTT session with an outbox: nothing the gateway publishes at QoS 1 is forgotten
+//! until the broker acknowledges it, across reconnects.
+//!
+//! Two tasks. The *transport* task owns rumqttc's event loop and only forwards its events.
+//! The *driver* task owns the [`Outbox`] and is the only one that hands messages to
+//! rumqttc, so the order of handing equals the order of rumqttc's packet ids. When the
+//! connection drops, the transport waits until the driver has taken everything back, then
+//! empties rumqttc's queue, so no stale copy can go out after the reconnect.
 
 use super::envelope::{Envelope, Identity, Status, Topics};
+use super::outbox::{Entry, Gap, Outbox};
 use crate::config::MqttConfig;
 use crate::plugins::{Output, OutputKind};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Large enough for any plugin message the limits allow, with its envelope.
 const MAX_PACKET: usize = 256 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often a publish waiting for room in the client's queue checks for a stop request.
-const STOP_POLL: Duration = Duration::from_millis(500);
+/// Messages handed to rumqttc at once; the rest wait in the outbox.
+const WINDOW: usize = 32;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionReport {
-    /// Plugin messages handed to the client (the last envelope `seq`).
+    /// Plugin messages published (the last envelope `seq`).
     pub published: u64,
-    /// Every QoS 1 message handed to the client: plugin messages and status updates.
+    /// Every QoS 1 message queued: plugin messages, statuses, reports, gap records.
     pub sent: u64,
-    /// PUBACKs received for them.
+    /// Of those, acknowledged by the broker.
     pub acknowledged: u64,
+    /// Still in the outbox when the session closed (lost unless a later run resends them).
+    pub unacknowledged: u64,
+    /// Plugin messages the full outbox dropped (each run reported in a gap record).
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    acknowledged: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What the transport task tells the driver.
+enum TransportEvent {
+    Connected,
+    Sent(u16),
+    Acknowledged(u16),
+    Command(String, Vec<u8>),
+    /// The connection dropped; the transport waits for the reply before it reconnects.
+    Lost(oneshot::Sender<()>),
 }
 
 pub struct Session {
@@ -32,15 +61,13 @@ pub struct Session {
     identity: Identity,
     topics: Topics,
     seq: u64,
-    /// QoS 1 publishes handed to the client, and PUBACKs received.
-    sent: Arc<AtomicU64>,
-    acked: watch::Receiver<u64>,
+    to_driver: mpsc::Sender<Entry>,
+    unacknowledged: watch::Receiver<usize>,
+    stats: Arc<Stats>,
     closing: Arc<AtomicBool>,
-    driver: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     /// Messages on the topics the session subscribed to (commands from the back office).
     commands: mpsc::Receiver<(String, Vec<u8>)>,
-    /// Plugin messages given up because the daemon stopped while the broker was unreachable.
-    dropped_at_stop: u64,
 }
 
 impl Session {
@@ -65,34 +92,50 @@ impl Session {
         if let Some(user) = &config.username {
             options.set_credentials(user, config.password.clone().unwrap_or_default());
         }
-        let (client, eventloop) = AsyncClient::new(options, 64);
-        let sent = Arc::new(AtomicU64::new(0));
+        let (client, eventloop) = AsyncClient::new(options, 2 * WINDOW);
+        let stats = Arc::new(Stats::default());
         let closing = Arc::new(AtomicBool::new(false));
-        let (acked_tx, acked) = watch::channel(0);
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let (to_driver, entries_rx) = mpsc::channel(64);
+        let (unacknowledged_tx, unacknowledged) = watch::channel(0);
         let (commands_tx, commands) = mpsc::channel(64);
-        let driver = Driver {
-            client: client.clone(),
-            status_topic: topics.status(),
-            online: Status::new(&identity, "online", true).to_json(),
-            subscribe,
-            sent: sent.clone(),
-            acked: acked_tx,
+        let transport = Transport {
+            events: events_tx,
             closing: closing.clone(),
-            commands: commands_tx,
             broker: format!("{}:{}", config.host, config.port),
         };
-        let driver = tokio::spawn(driver.run(eventloop));
+        let driver = Driver {
+            client: client.clone(),
+            outbox: Outbox::new(config.outbox_max_messages, WINDOW),
+            online: Entry {
+                seq: None,
+                topic: topics.status(),
+                body: Status::new(&identity, "online", true).to_json(),
+                retain: true,
+            },
+            gaps_topic: topics.gaps(),
+            identity: identity.clone(),
+            subscribe,
+            subscriptions_owed: 0,
+            stats: stats.clone(),
+            unacknowledged: unacknowledged_tx,
+            commands: commands_tx,
+        };
+        let tasks = vec![
+            tokio::spawn(transport.run(eventloop)),
+            tokio::spawn(driver.run(events_rx, entries_rx)),
+        ];
         Session {
             client,
             identity,
             topics,
             seq: 0,
-            sent,
-            acked,
+            to_driver,
+            unacknowledged,
+            stats,
             closing,
-            driver,
+            tasks,
             commands,
-            dropped_at_stop: 0,
         }
     }
 
@@ -100,22 +143,26 @@ impl Session {
         &self.topics
     }
 
-    /// Publishes a retained document of the host's own (not enveloped), e.g. a summary.
-    pub async fn publish_retained(&mut self, topic: String, body: Vec<u8>) {
-        self.sent.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self
-            .client
-            .publish(topic, QoS::AtLeastOnce, true, body)
-            .await
-        {
-            tracing::error!(error = %e, "mqtt client closed; message lost");
+    async fn queue(&mut self, entry: Entry) {
+        self.stats.sent.fetch_add(1, Ordering::SeqCst);
+        if self.to_driver.send(entry).await.is_err() {
+            tracing::error!("mqtt session ended; message lost");
         }
     }
 
-    /// Wraps `output` in the envelope and queues it (QoS 1). Waits while the client's queue
-    /// is full, which is the back-pressure the plugin stage feels; once `stop` is set it
-    /// waits no more (the broker is unreachable and the daemon must stop) and drops it.
-    pub async fn publish(&mut self, output: &Output, stop: &AtomicBool) {
+    /// Publishes a retained document of the host's own (not enveloped), e.g. a summary.
+    pub async fn publish_retained(&mut self, topic: String, body: Vec<u8>) {
+        self.queue(Entry {
+            seq: None,
+            topic,
+            body,
+            retain: true,
+        })
+        .await;
+    }
+
+    /// Wraps `output` in the envelope and puts it in the outbox.
+    pub async fn publish(&mut self, output: &Output) {
         self.seq += 1;
         let envelope = Envelope {
             v: 1,
@@ -136,27 +183,13 @@ impl Session {
             ),
             OutputKind::PluginStatus => (self.topics.plugin_status(&output.plugin), true),
         };
-        loop {
-            // A publish future dropped before it completes has queued nothing: retrying is safe.
-            let queued = self
-                .client
-                .publish(topic.clone(), QoS::AtLeastOnce, retain, body.clone());
-            match tokio::time::timeout(STOP_POLL, queued).await {
-                Ok(Ok(())) => {
-                    self.sent.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "mqtt client closed; message lost");
-                    return;
-                }
-                Err(_) if stop.load(Ordering::Relaxed) => {
-                    self.dropped_at_stop += 1;
-                    return;
-                }
-                Err(_) => {}
-            }
-        }
+        self.queue(Entry {
+            seq: Some(self.seq),
+            topic,
+            body,
+            retain,
+        })
+        .await;
     }
 
     /// Publishes everything from `rx` until it closes, handing each command that arrives
@@ -164,13 +197,12 @@ impl Session {
     pub async fn run(
         &mut self,
         mut rx: mpsc::Receiver<Output>,
-        stop: &AtomicBool,
         mut on_command: impl FnMut(&str, &[u8]) -> Option<(String, Vec<u8>)>,
     ) {
         loop {
             tokio::select! {
                 output = rx.recv() => match output {
-                    Some(output) => self.publish(&output, stop).await,
+                    Some(output) => self.publish(&output).await,
                     None => break,
                 },
                 Some((topic, payload)) = self.commands.recv() => {
@@ -184,119 +216,232 @@ impl Session {
 
     /// Waits (up to `grace`) until the broker acknowledged everything, marks the gateway
     /// offline (cleanly, retained) and disconnects. Every step is bounded: with the broker
-    /// unreachable the client's queue may be full, and a stopping daemon must still stop.
+    /// unreachable a stopping daemon must still stop.
     pub async fn close(mut self, grace: Duration) -> SessionReport {
-        self.wait_acked(grace).await;
+        self.wait_empty(grace).await;
         let offline = Status::new(&self.identity, "offline", true).to_json();
-        let queued = self
-            .client
-            .publish(self.topics.status(), QoS::AtLeastOnce, true, offline);
-        if matches!(tokio::time::timeout(grace, queued).await, Ok(Ok(()))) {
-            self.sent.fetch_add(1, Ordering::SeqCst);
-            self.wait_acked(grace).await;
-        }
-        if self.dropped_at_stop > 0 {
+        let status_topic = self.topics.status();
+        self.publish_retained(status_topic, offline).await;
+        self.wait_empty(grace).await;
+        let left = *self.unacknowledged.borrow() as u64;
+        if left > 0 {
             tracing::warn!(
-                dropped = self.dropped_at_stop,
-                "stopped while the broker was unreachable; plugin messages lost"
+                unacknowledged = left,
+                "stopping with messages the broker never acknowledged"
             );
         }
         let report = SessionReport {
             published: self.seq,
-            sent: self.sent.load(Ordering::SeqCst),
-            acknowledged: *self.acked.borrow(),
+            sent: self.stats.sent.load(Ordering::SeqCst),
+            acknowledged: self.stats.acknowledged.load(Ordering::SeqCst),
+            unacknowledged: left,
+            dropped: self.stats.dropped.load(Ordering::SeqCst),
         };
         self.closing.store(true, Ordering::SeqCst);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.driver).await;
-        self.driver.abort();
+        for task in &mut self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut *task).await;
+            task.abort();
+        }
         report
     }
 
-    async fn wait_acked(&mut self, grace: Duration) {
-        let sent = self.sent.load(Ordering::SeqCst);
-        let waited = tokio::time::timeout(grace, self.acked.wait_for(|a| *a >= sent))
-            .await
-            .is_ok();
-        if !waited {
-            let acked = *self.acked.borrow();
-            tracing::warn!(
-                sent,
-                acked,
-                "broker did not acknowledge every message in time"
-            );
-        }
+    async fn wait_empty(&mut self, grace: Duration) {
+        // The driver may not have counted the last queued message yet: give it a moment.
+        tokio::task::yield_now().await;
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                let pending = *self.unacknowledged.borrow_and_update();
+                let in_channel = self.to_driver.max_capacity() - self.to_driver.capacity();
+                if pending == 0 && in_channel == 0 {
+                    return;
+                }
+                if self.unacknowledged.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 }
 
-/// Owns rumqttc's event loop: counts acknowledgements, keeps the "online" status and the
-/// command subscriptions in place across reconnects, and forwards incoming commands.
-struct Driver {
-    client: AsyncClient,
-    status_topic: String,
-    online: Vec<u8>,
-    subscribe: Vec<String>,
-    sent: Arc<AtomicU64>,
-    acked: watch::Sender<u64>,
+/// Owns rumqttc's event loop; forwards what the driver needs, in order.
+struct Transport {
+    events: mpsc::Sender<TransportEvent>,
     closing: Arc<AtomicBool>,
-    commands: mpsc::Sender<(String, Vec<u8>)>,
     broker: String,
 }
 
-impl Driver {
-    async fn run(self, mut eventloop: rumqttc::EventLoop) {
+impl Transport {
+    async fn run(self, mut eventloop: EventLoop) {
         let mut backoff = Duration::from_millis(250);
-        // After every (re)connect the last will may have marked us offline meanwhile, and a
-        // clean session has forgotten our subscriptions: both are owed again. The client's
-        // queue can be full right after an outage, so debts are retried on every event.
-        let mut online_owed = false;
-        let mut subscriptions_owed = 0;
         loop {
-            if online_owed
-                && self
-                    .client
-                    .try_publish(
-                        &self.status_topic,
-                        QoS::AtLeastOnce,
-                        true,
-                        self.online.clone(),
-                    )
-                    .is_ok()
-            {
-                self.sent.fetch_add(1, Ordering::SeqCst);
-                online_owed = false;
-            }
-            while subscriptions_owed > 0 {
-                let topic = &self.subscribe[self.subscribe.len() - subscriptions_owed];
-                if self.client.try_subscribe(topic, QoS::AtLeastOnce).is_err() {
-                    break;
-                }
-                subscriptions_owed -= 1;
-            }
-            match eventloop.poll().await {
+            let event = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %self.broker, "connected to broker");
                     backoff = Duration::from_millis(250);
-                    online_owed = true;
-                    subscriptions_owed = self.subscribe.len();
+                    TransportEvent::Connected
                 }
-                Ok(Event::Incoming(Packet::PubAck(_))) => self.acked.send_modify(|a| *a += 1),
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => TransportEvent::Sent(pkid),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => TransportEvent::Acknowledged(ack.pkid),
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let message = (p.topic.clone(), p.payload.to_vec());
-                    if self.commands.try_send(message).is_err() {
-                        tracing::warn!(topic = %p.topic, "command dropped: too many queued");
-                    }
+                    TransportEvent::Command(p.topic.clone(), p.payload.to_vec())
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(e) => {
                     if self.closing.load(Ordering::SeqCst) {
                         break;
                     }
                     tracing::warn!(broker = %self.broker, error = %e, retry_in = ?backoff, "mqtt connection failed");
+                    let (done, taken_back) = oneshot::channel();
+                    if self.events.send(TransportEvent::Lost(done)).await.is_err() {
+                        break;
+                    }
+                    let _ = taken_back.await;
+                    // The driver took everything back; what it handed over in the meantime
+                    // must not go out after the reconnect as well. (Cleared at the connect:
+                    // the session is clean.)
+                    eventloop.clean();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
+            };
+            if self.events.send(event).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Owns the outbox and hands messages to rumqttc.
+struct Driver {
+    client: AsyncClient,
+    outbox: Outbox,
+    online: Entry,
+    gaps_topic: String,
+    identity: Identity,
+    subscribe: Vec<String>,
+    subscriptions_owed: usize,
+    stats: Arc<Stats>,
+    unacknowledged: watch::Sender<usize>,
+    commands: mpsc::Sender<(String, Vec<u8>)>,
+}
+
+/// A gap record: plugin messages the gateway had to drop, so the back office knows.
+#[derive(Serialize)]
+struct GapRecord<'a> {
+    v: u8,
+    site: &'a str,
+    gateway: &'a str,
+    boot_id: &'a str,
+    first_seq: u64,
+    last_seq: u64,
+    count: u64,
+    reason: &'a str,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<TransportEvent>,
+        mut entries: mpsc::Receiver<Entry>,
+    ) {
+        let mut entries_open = true;
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                entry = entries.recv(), if entries_open => match entry {
+                    Some(entry) => self.outbox.push(entry),
+                    None => entries_open = false,
+                },
+            }
+            for gap in self.outbox.take_gaps() {
+                self.record_gap(gap);
+            }
+            self.pump();
+            self.unacknowledged.send_replace(self.outbox.len());
+        }
+    }
+
+    fn on_event(&mut self, event: TransportEvent) {
+        match event {
+            TransportEvent::Connected => {
+                self.outbox.connected();
+                // The last will may have marked us offline meanwhile; a clean session has
+                // forgotten our subscriptions. Both go first.
+                self.stats.sent.fetch_add(1, Ordering::SeqCst);
+                self.outbox.push_first(self.online.clone());
+                self.subscriptions_owed = self.subscribe.len();
+            }
+            TransportEvent::Sent(pkid) => self.outbox.sent(pkid),
+            TransportEvent::Acknowledged(pkid) => {
+                if self.outbox.acknowledged(pkid) {
+                    self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            TransportEvent::Command(topic, payload) => {
+                if self.commands.try_send((topic, payload)).is_err() {
+                    tracing::warn!("command dropped: too many queued");
+                }
+            }
+            TransportEvent::Lost(done) => {
+                self.outbox.disconnected();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn record_gap(&mut self, gap: Gap) {
+        self.stats.dropped.fetch_add(gap.count, Ordering::SeqCst);
+        tracing::warn!(
+            first_seq = gap.first_seq,
+            last_seq = gap.last_seq,
+            count = gap.count,
+            "outbox full: plugin messages dropped"
+        );
+        let record = GapRecord {
+            v: 1,
+            site: &self.identity.site,
+            gateway: &self.identity.gateway,
+            boot_id: &self.identity.boot_id,
+            first_seq: gap.first_seq,
+            last_seq: gap.last_seq,
+            count: gap.count,
+            reason: "outbox_full",
+        };
+        self.stats.sent.fetch_add(1, Ordering::SeqCst);
+        self.outbox.push(Entry {
+            seq: None,
+            topic: self.gaps_topic.clone(),
+            body: serde_json::to_vec(&record).expect("gap record serialises"),
+            retain: false,
+        });
+    }
+
+    /// Hands over what the window allows, in order.
+    fn pump(&mut self) {
+        while self.subscriptions_owed > 0 {
+            let topic = &self.subscribe[self.subscribe.len() - self.subscriptions_owed];
+            if self.client.try_subscribe(topic, QoS::AtLeastOnce).is_err() {
+                break;
+            }
+            self.subscriptions_owed -= 1;
+        }
+        while let Some(entry) = self.outbox.hand_next() {
+            let handed = self.client.try_publish(
+                entry.topic.clone(),
+                QoS::AtLeastOnce,
+                entry.retain,
+                entry.body.clone(),
+            );
+            if handed.is_err() {
+                self.outbox.unhand_last();
+                break;
             }
         }
     }

@@ -116,7 +116,7 @@ pub fn opt_out_at_start(site: &Site, id: &str) {
 }
 
 /// Byte offsets where each frame's record starts in a classic little-endian pcap.
-fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut at = 24;
     while at + 16 <= bytes.len() {

@@ -64,41 +64,76 @@ fn wait_for_port(port: u16) {
 
 /// A mosquitto of the test's own, on a free loopback port, killed on drop.
 pub struct Broker {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    conf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::with_persistence(false)
+    }
+
+    /// A broker that keeps sessions and queued messages across its own restarts, so a
+    /// persistent subscriber misses nothing published while the broker was away.
+    pub fn persistent() -> Broker {
+        Broker::with_persistence(true)
+    }
+
+    fn with_persistence(persistence: bool) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
+        let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        text += &match persistence {
+            true => format!(
+                "persistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+                dir.path().display()
+            ),
+            false => "persistence false\n".into(),
+        };
+        std::fs::write(&conf, text).unwrap();
+        let mut broker = Broker {
+            child: None,
+            port,
+            conf,
+            _dir: dir,
+        };
+        broker.restart();
+        broker
+    }
+
+    /// Starts the broker again (after `stop`), on the same port and with the same state.
+    pub fn restart(&mut self) {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is installed (cargo xtask deps)");
-        wait_for_port(port);
-        Broker {
-            child,
-            port,
-            _dir: dir,
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    /// Stops the broker as an operator or a crash would: SIGTERM, so it saves its state.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
         }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -129,9 +164,20 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn start(broker: &Broker) -> Subscriber {
+        Subscriber::spawn(broker, &[])
+    }
+
+    /// A subscriber with a persistent session: the broker keeps its messages while it is
+    /// away, and it reconnects by itself.
+    pub fn persistent(broker: &Broker, id: &str) -> Subscriber {
+        Subscriber::spawn(broker, &["-c", "-i", id])
+    }
+
+    fn spawn(broker: &Broker, extra: &[&str]) -> Subscriber {
         let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
             .args(["-t", "probegate/#", "-F", "%r %t %p"])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("mosquitto_sub is installed");
@@ -315,4 +361,58 @@ pub const FLOOR: i32 = -95;
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A TCP proxy between the gateway and the broker that can blackhole the link: bytes are
+/// read and thrown away, connections stay open, nothing answers. That is what a dead uplink
+/// looks like to a router: no error, just silence until keep-alive notices.
+pub struct Proxy {
+    pub port: u16,
+    blackhole: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let flag = blackhole.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, blackhole }
+    }
+
+    pub fn blackhole(&self, on: bool) {
+        self.blackhole
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -7,4 +7,5 @@ mod containment;
 mod errors;
 mod expect;
 mod harness;
+mod outbox;
 mod replay;

@@ -1,0 +1,303 @@
+//! The outbox: every QoS 1 message the gateway sends, kept until the broker acknowledges it.
+//!
+//! rumqttc is only the transport. With a clean session it forgets everything unacknowledged
+//! when the connection drops (both what was in flight and what still sat in its queue), so
+//! the outbox takes all of it back and sends it again, in order, after the reconnect. This
+//! module is the state machine alone; `session.rs` drives it from rumqttc's events.
+//!
+//! Messages are handed to rumqttc in order and rumqttc numbers them (packet ids) in the
+//! order it sends them, so the n-th `Outgoing::Publish` event belongs to the n-th message
+//! handed over: that is how an acknowledgement finds its message.
+
+use std::collections::VecDeque;
+
+/// One message on its way to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The envelope sequence number, for plugin messages (dropped ones are reported by it).
+    pub seq: Option<u64>,
+    pub topic: String,
+    pub body: Vec<u8>,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    /// Given to rumqttc, no packet id seen yet.
+    Handed,
+    /// Sent with this packet id, not yet acknowledged.
+    InFlight(u16),
+}
+
+/// Plugin messages the outbox had to drop, as one contiguous report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u64,
+}
+
+pub struct Outbox {
+    entries: VecDeque<(Entry, State)>,
+    max_messages: usize,
+    window: usize,
+    connected: bool,
+    gaps: Vec<Gap>,
+}
+
+impl Outbox {
+    /// At most `max_messages` kept; at most `window` handed to the transport at a time.
+    pub fn new(max_messages: usize, window: usize) -> Outbox {
+        Outbox {
+            entries: VecDeque::new(),
+            max_messages: max_messages.max(2),
+            window: window.max(1),
+            connected: false,
+            gaps: Vec::new(),
+        }
+    }
+
+    /// Queues a message. When full, the oldest plugin message not yet handed over is dropped
+    /// (newer data is worth more to a back office than older) and counted in the gap report.
+    pub fn push(&mut self, entry: Entry) {
+        if self.entries.len() >= self.max_messages {
+            self.drop_oldest();
+        }
+        self.entries.push_back((entry, State::Waiting));
+    }
+
+    /// Queues a message ahead of everything not yet handed over (the "online" status after
+    /// a reconnect must not wait behind an outage's backlog).
+    pub fn push_first(&mut self, entry: Entry) {
+        let at = self
+            .entries
+            .iter()
+            .position(|(_, s)| *s == State::Waiting)
+            .unwrap_or(self.entries.len());
+        self.entries.insert(at, (entry, State::Waiting));
+    }
+
+    fn drop_oldest(&mut self) {
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|(e, s)| *s == State::Waiting && e.seq.is_some())
+        else {
+            return;
+        };
+        let (entry, _) = self.entries.remove(i).expect("index found above");
+        let seq = entry.seq.expect("filtered on seq");
+        match self.gaps.last_mut() {
+            Some(g) if g.last_seq + 1 == seq => {
+                g.last_seq = seq;
+                g.count += 1;
+            }
+            _ => self.gaps.push(Gap {
+                first_seq: seq,
+                last_seq: seq,
+                count: 1,
+            }),
+        }
+    }
+
+    /// Runs of messages dropped since the last call, each contiguous in `seq`.
+    pub fn take_gaps(&mut self) -> Vec<Gap> {
+        std::mem::take(&mut self.gaps)
+    }
+
+    /// The next message to hand to the transport, if connected and the window allows; it
+    /// counts as handed from now on.
+    pub fn hand_next(&mut self) -> Option<&Entry> {
+        if !self.connected {
+            return None;
+        }
+        let handed = self
+            .entries
+            .iter()
+            .filter(|(_, s)| *s != State::Waiting)
+            .count();
+        if handed >= self.window {
+            return None;
+        }
+        let (entry, state) = self
+            .entries
+            .iter_mut()
+            .find(|(_, s)| *s == State::Waiting)?;
+        *state = State::Handed;
+        Some(entry)
+    }
+
+    /// The transport refused the last `hand_next` (its queue was full): take it back.
+    pub fn unhand_last(&mut self) {
+        if let Some((_, state)) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|(_, s)| *s == State::Handed)
+        {
+            *state = State::Waiting;
+        }
+    }
+
+    /// The transport sent a publish with `pkid`: the oldest handed message.
+    pub fn sent(&mut self, pkid: u16) {
+        if let Some((_, state)) = self.entries.iter_mut().find(|(_, s)| *s == State::Handed) {
+            *state = State::InFlight(pkid);
+        }
+    }
+
+    /// The broker acknowledged `pkid`: that message is delivered.
+    pub fn acknowledged(&mut self, pkid: u16) -> bool {
+        match self
+            .entries
+            .iter()
+            .position(|(_, s)| *s == State::InFlight(pkid))
+        {
+            Some(i) => {
+                self.entries.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn connected(&mut self) {
+        self.connected = true;
+    }
+
+    /// The connection dropped: everything handed over is lost with the session and will be
+    /// sent again, in the same order.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        for (_, state) in &mut self.entries {
+            *state = State::Waiting;
+        }
+    }
+
+    /// Messages not yet acknowledged.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64) -> Entry {
+        Entry {
+            seq: Some(seq),
+            topic: "t".into(),
+            body: seq.to_string().into_bytes(),
+            retain: false,
+        }
+    }
+
+    fn hand_all(o: &mut Outbox) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(e) = o.hand_next() {
+            out.push(e.seq.unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn nothing_is_handed_over_while_disconnected() {
+        let mut o = Outbox::new(10, 4);
+        o.push(msg(1));
+        assert!(o.hand_next().is_none());
+        o.connected();
+        assert_eq!(hand_all(&mut o), vec![1]);
+    }
+
+    #[test]
+    fn an_acknowledged_message_leaves_and_the_window_moves_on() {
+        let mut o = Outbox::new(10, 2);
+        o.connected();
+        for s in 1..=3 {
+            o.push(msg(s));
+        }
+        assert_eq!(hand_all(&mut o), vec![1, 2]);
+        o.sent(7);
+        o.sent(8);
+        assert!(o.acknowledged(7));
+        assert!(!o.acknowledged(7), "an ack counts once");
+        assert_eq!(hand_all(&mut o), vec![3]);
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn a_dropped_connection_sends_everything_unacknowledged_again_in_order() {
+        let mut o = Outbox::new(10, 10);
+        o.connected();
+        for s in 1..=4 {
+            o.push(msg(s));
+        }
+        assert_eq!(hand_all(&mut o), vec![1, 2, 3, 4]);
+        o.sent(1);
+        o.sent(2);
+        o.acknowledged(1);
+        o.disconnected();
+        o.push(msg(5));
+        assert!(o.hand_next().is_none());
+        o.connected();
+        assert_eq!(hand_all(&mut o), vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_waiting_message_and_reports_the_gap() {
+        let mut o = Outbox::new(3, 1);
+        o.connected();
+        o.push(msg(1));
+        assert_eq!(hand_all(&mut o), vec![1]);
+        for s in 2..=6 {
+            o.push(msg(s));
+        }
+        assert_eq!(o.len(), 3);
+        assert_eq!(
+            o.take_gaps(),
+            vec![Gap {
+                first_seq: 2,
+                last_seq: 4,
+                count: 3
+            }]
+        );
+        assert_eq!(o.take_gaps(), vec![]);
+        o.sent(1);
+        o.acknowledged(1);
+        assert_eq!(hand_all(&mut o), vec![5]);
+    }
+
+    #[test]
+    fn a_status_goes_ahead_of_the_backlog_but_behind_what_is_in_flight() {
+        let mut o = Outbox::new(10, 10);
+        o.connected();
+        o.push(msg(1));
+        hand_all(&mut o);
+        o.push(msg(2));
+        o.push_first(Entry {
+            seq: None,
+            topic: "status".into(),
+            body: vec![],
+            retain: true,
+        });
+        let next = o.hand_next().unwrap();
+        assert_eq!(next.topic, "status");
+    }
+
+    #[test]
+    fn a_refused_hand_over_is_taken_back() {
+        let mut o = Outbox::new(10, 10);
+        o.connected();
+        o.push(msg(1));
+        o.push(msg(2));
+        assert_eq!(o.hand_next().unwrap().seq, Some(1));
+        o.unhand_last();
+        assert_eq!(hand_all(&mut o), vec![1, 2]);
+    }
+}

@@ -1,0 +1,228 @@
+//! The outbox: a broker that goes away loses the back office nothing, and when the outbox
+//! overflows, the gap record says exactly which messages are missing.
+
+use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
+use crate::{consent::record_offsets, expect};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::Stdio;
+use std::thread::sleep;
+use std::time::Duration;
+
+const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
+
+/// One-minute intervals: about a hundred messages from this capture.
+const COUNTER: PluginEntry<'static> = PluginEntry {
+    name: "visitor-counter",
+    file: "visitor_counter.wasm",
+    config: "{ interval_secs = 60 }",
+};
+
+/// Every enveloped message by seq, and how many copies of each arrived.
+fn by_seq(sub: &Subscriber) -> BTreeMap<u64, (serde_json::Value, usize)> {
+    let mut out: BTreeMap<u64, (serde_json::Value, usize)> = BTreeMap::new();
+    for m in sub.envelopes() {
+        if let Some(seq) = m["seq"].as_u64() {
+            out.entry(seq).or_insert((m.clone(), 0)).1 += 1;
+        }
+    }
+    out
+}
+
+fn summary(stderr: &str, key: &str) -> u64 {
+    stderr
+        .split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
+}
+
+#[test]
+fn a_broker_restarted_mid_stream_loses_nothing() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-restart");
+    let site = Site::new(&broker, &[COUNTER], "");
+    let mut child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
+    let offsets = record_offsets(&bytes);
+    let (a, b) = (offsets[offsets.len() / 3], offsets[2 * offsets.len() / 3]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..a]).unwrap();
+    stdin.flush().unwrap();
+    assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
+
+    broker.stop();
+    // The gateway keeps capturing and counting while the broker is away.
+    stdin.write_all(&bytes[a..b]).unwrap();
+    stdin.flush().unwrap();
+    sleep(Duration::from_secs(2));
+    broker.restart();
+    stdin.write_all(&bytes[b..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mqtt connection failed"),
+        "the outage happened: {stderr}"
+    );
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
+        Duration::from_secs(20)
+    ));
+
+    let published = summary(&stderr, "published");
+    assert_eq!(summary(&stderr, "mqtt_unacknowledged"), 0, "{stderr}");
+    let received = by_seq(&sub);
+    let missing: Vec<u64> = (1..=published)
+        .filter(|s| !received.contains_key(s))
+        .collect();
+    assert!(missing.is_empty(), "lost seqs {missing:?} of {published}");
+    let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
+    eprintln!("outbox: {published} messages across a broker restart, {duplicates} duplicates");
+
+    // Deduplicated by seq, the counts are exactly those of an undisturbed run.
+    let counts: Vec<serde_json::Value> = received
+        .values()
+        .map(|(m, _)| m.clone())
+        .filter(|m| m["stream"] == "counts")
+        .collect();
+    assert_eq!(
+        expect::rows_of(&counts),
+        expect::counts(CAPTURE, 60_000, crate::harness::FLOOR)
+    );
+}
+
+#[test]
+fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-overflow");
+    let site = Site::new(&broker, &[COUNTER], "");
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        config.replace(
+            "keep_alive_secs = 5",
+            "keep_alive_secs = 5\noutbox_max_messages = 20",
+        ),
+    )
+    .unwrap();
+    broker.stop();
+
+    // The whole capture is processed while the broker is away: far more than 20 messages.
+    let child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg(capture(CAPTURE))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_secs(3));
+    broker.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
+        Duration::from_secs(20)
+    ));
+
+    let published = summary(&stderr, "published");
+    let dropped = summary(&stderr, "mqtt_dropped");
+    assert!(
+        published > 40 && dropped > 0,
+        "{published} published, {dropped} dropped"
+    );
+    let received: BTreeSet<u64> = by_seq(&sub).into_keys().collect();
+    let mut reported = BTreeSet::new();
+    for m in sub.messages().iter().filter(|m| m.topic.ends_with("/gaps")) {
+        let g = m.json();
+        let (first, last) = (
+            g["first_seq"].as_u64().unwrap(),
+            g["last_seq"].as_u64().unwrap(),
+        );
+        assert_eq!(g["count"].as_u64().unwrap(), last - first + 1);
+        assert_eq!(g["reason"], "outbox_full");
+        reported.extend(first..=last);
+    }
+    let missing: BTreeSet<u64> = (1..=published).filter(|s| !received.contains(s)).collect();
+    assert_eq!(
+        missing, reported,
+        "the gap records name exactly the missing messages"
+    );
+    assert_eq!(reported.len() as u64, dropped);
+    assert!(received.is_disjoint(&reported));
+}
+
+#[test]
+fn messages_in_flight_when_the_link_goes_silent_are_sent_again() {
+    let broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-blackhole");
+    let proxy = crate::harness::Proxy::start(broker.port);
+    let site = Site::new(&broker, &[COUNTER], "");
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        config.replace(
+            &format!("port = {}", broker.port),
+            &format!("port = {}", proxy.port),
+        ),
+    )
+    .unwrap();
+    let mut child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
+    let offsets = record_offsets(&bytes);
+    let (a, b) = (offsets[offsets.len() / 3], offsets[2 * offsets.len() / 3]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..a]).unwrap();
+    stdin.flush().unwrap();
+    assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
+
+    // Silence: what the gateway sends now goes out on a connection that still looks alive,
+    // and is never acknowledged.
+    proxy.blackhole(true);
+    stdin.write_all(&bytes[a..b]).unwrap();
+    stdin.flush().unwrap();
+    // keep_alive_secs = 5: the client notices within about two keep-alive periods.
+    sleep(Duration::from_secs(12));
+    proxy.blackhole(false);
+    stdin.write_all(&bytes[b..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mqtt connection failed"),
+        "the link died: {stderr}"
+    );
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
+        Duration::from_secs(20)
+    ));
+    let published = summary(&stderr, "published");
+    let received = by_seq(&sub);
+    let missing: Vec<u64> = (1..=published)
+        .filter(|s| !received.contains_key(s))
+        .collect();
+    assert!(missing.is_empty(), "lost seqs {missing:?} of {published}");
+    let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
+    eprintln!("outbox: {published} messages across a silent link, {duplicates} duplicates");
+}
