@@ -121,6 +121,22 @@ pub struct MqttConfig {
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
     pub outbox_max_messages: usize,
+    /// How long a stopping daemon waits for the broker to acknowledge what it sent, seconds.
+    #[serde(default = "default_close_grace")]
+    pub close_grace_secs: u64,
+    /// TLS to the broker; without this table the connection is plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that authenticate gateways by certificate.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +201,9 @@ fn default_consent_registry() -> PathBuf {
 }
 fn default_port() -> u16 {
     1883
+}
+fn default_close_grace() -> u64 {
+    15
 }
 fn default_outbox_max_messages() -> usize {
     10_000

@@ -6,14 +6,11 @@ use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
 use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::consent::{ConsentError, Report, handle_command};
 use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
-use crate::publish::{Identity, Session, SessionReport, Topics};
+use crate::publish::{Identity, Session, SessionReport, TlsFiles, Topics};
 use crate::telemetry::{Counters, Snapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-/// How long a stopping daemon waits for the broker to acknowledge what it sent.
-const CLOSE_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -23,6 +20,8 @@ pub enum DaemonError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Consent(#[from] ConsentError),
+    #[error("mqtt.tls: {0}")]
+    Tls(std::io::Error),
 }
 
 /// What a run did; `capture` holds the error that ended it early, if one did.
@@ -87,6 +86,7 @@ pub fn serve(
         .build()
         .map_err(DaemonError::Runtime)?;
 
+    let tls = TlsFiles::load(config).map_err(DaemonError::Tls)?;
     let (event_tx, event_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
     let (output_tx, output_rx) = tokio::sync::mpsc::channel(256);
     let mut gate = gate(config);
@@ -121,7 +121,7 @@ pub fn serve(
             Some(_) => topics.consent_commands(&identity),
             None => Vec::new(),
         };
-        let mut session = Session::start(&config.mqtt, identity, subscribe);
+        let mut session = Session::start(&config.mqtt, identity, subscribe, tls);
         let summary_topic = topics.consent_summary();
         let report = |registry: &RwLock<Registry>, payload: Option<&[u8]>| {
             let report = match payload {
@@ -145,7 +145,9 @@ pub fn serve(
                 registry.as_ref().map(|r| report(r, Some(payload)))
             })
             .await;
-        session.close(CLOSE_GRACE).await
+        session
+            .close(Duration::from_secs(config.mqtt.close_grace_secs))
+            .await
     });
     let _ = plugin_thread.join();
     // A stop signal can find the capture thread blocked reading a pipe; it holds nothing that

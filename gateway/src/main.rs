@@ -143,7 +143,8 @@ fn serve(config_path: &Path, capture: Option<&Path>) -> ExitCode {
     init_logging(&config.log);
     match serve_config(&config, capture) {
         Ok(report) => {
-            let ok = report.capture.is_ok();
+            // A run whose results did not all reach the broker has not done its job.
+            let ok = report.capture.is_ok() && report.session.unacknowledged == 0;
             log_report(&report);
             if ok {
                 ExitCode::SUCCESS

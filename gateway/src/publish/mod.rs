@@ -5,4 +5,4 @@ pub mod outbox;
 mod session;
 
 pub use envelope::{Envelope, Identity, Status, Topics};
-pub use session::{Session, SessionReport};
+pub use session::{Session, SessionReport, TlsFiles};

@@ -46,6 +46,42 @@ struct Stats {
     dropped: AtomicU64,
 }
 
+/// The PEM files TLS needs, read before the session starts so a missing file is a start-up
+/// error, not an endless reconnect loop.
+pub struct TlsFiles {
+    pub ca: Vec<u8>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    pub fn load(config: &crate::config::Config) -> Result<Option<TlsFiles>, std::io::Error> {
+        let Some(tls) = &config.mqtt.tls else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path| {
+            let path = config.resolve(path);
+            std::fs::read(&path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        };
+        let client = match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(std::io::Error::other(
+                    "mqtt.tls: client_cert_file and client_key_file go together",
+                ));
+            }
+        };
+        // rumqttc builds its rustls config from the process-wide provider: ring, installed
+        // once (a second install fails harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Some(TlsFiles {
+            ca: read(&tls.ca_file)?,
+            client,
+        }))
+    }
+}
+
 /// What the transport task tells the driver.
 enum TransportEvent {
     Connected,
@@ -73,7 +109,13 @@ pub struct Session {
 impl Session {
     /// Starts connecting; the session retries by itself whenever the broker is unreachable.
     /// `subscribe` lists the command topics to (re)subscribe to after every connect.
-    pub fn start(config: &MqttConfig, identity: Identity, subscribe: Vec<String>) -> Session {
+    /// `tls` is the broker's CA and an optional client certificate and key, all PEM.
+    pub fn start(
+        config: &MqttConfig,
+        identity: Identity,
+        subscribe: Vec<String>,
+        tls: Option<TlsFiles>,
+    ) -> Session {
         let topics = Topics::new(&identity);
         let client_id = config
             .client_id
@@ -91,6 +133,15 @@ impl Session {
             ));
         if let Some(user) = &config.username {
             options.set_credentials(user, config.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Simple {
+                    ca: tls.ca,
+                    alpn: None,
+                    client_auth: tls.client,
+                },
+            ));
         }
         let (client, eventloop) = AsyncClient::new(options, 2 * WINDOW);
         let stats = Arc::new(Stats::default());

@@ -82,17 +82,27 @@ impl Broker {
     }
 
     fn with_persistence(persistence: bool) -> Broker {
+        Broker::configured(|dir| match persistence {
+            true => format!(
+                "persistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
+                dir.display()
+            ),
+            false => "persistence false\n".into(),
+        })
+    }
+
+    /// A broker whose listener gets the extra lines `extra(dir)` returns (`dir` is the
+    /// broker's own directory, for certificates and state).
+    pub fn configured(extra: impl FnOnce(&Path) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
-        text += &match persistence {
-            true => format!(
-                "persistence true\npersistence_location {}/\nmax_queued_messages 100000\n",
-                dir.path().display()
-            ),
-            false => "persistence false\n".into(),
-        };
+        // `user root`: as root (CI), mosquitto would otherwise switch to its own user and
+        // could not read the test's private keys or write its state. Ignored as non-root.
+        let text = format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n{}",
+            extra(dir.path())
+        );
         std::fs::write(&conf, text).unwrap();
         let mut broker = Broker {
             child: None,
@@ -102,6 +112,11 @@ impl Broker {
         };
         broker.restart();
         broker
+    }
+
+    /// The broker's own directory (certificates, state).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// Starts the broker again (after `stop`), on the same port and with the same state.

@@ -9,3 +9,4 @@ mod expect;
 mod harness;
 mod outbox;
 mod replay;
+mod tls;
