@@ -121,6 +121,9 @@ pub struct MqttConfig {
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
     pub outbox_max_messages: usize,
+    /// Seconds between gateway metrics messages on `.../metrics`.
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval_secs: u64,
     /// How long a stopping daemon waits for the broker to acknowledge what it sent, seconds.
     #[serde(default = "default_close_grace")]
     pub close_grace_secs: u64,
@@ -201,6 +204,9 @@ fn default_consent_registry() -> PathBuf {
 }
 fn default_port() -> u16 {
     1883
+}
+fn default_metrics_interval() -> u64 {
+    60
 }
 fn default_close_grace() -> u64 {
     15

@@ -1,6 +1,6 @@
 //! The daemon's main job, shared by `run` (live radio) and `replay` (recorded capture).
 
-use crate::capture::{CaptureError, PcapSource};
+use crate::capture::{CaptureError, LossStats, PcapSource};
 use crate::config::{Config, parse_hh_mm};
 use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
 use crate::plugins::{LoadMode, PluginError, PluginSet};
@@ -9,7 +9,7 @@ use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, Time
 use crate::publish::{Identity, Session, SessionReport, TlsFiles, Topics};
 use crate::telemetry::{Counters, Snapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,20 @@ pub struct RunReport {
     pub session: SessionReport,
     pub capture: Result<(), CaptureError>,
     pub boot_id: String,
+}
+
+/// The document on `.../metrics`.
+#[derive(serde::Serialize)]
+struct Metrics<'a> {
+    v: u8,
+    site: &'a str,
+    gateway: &'a str,
+    boot_id: &'a str,
+    wall_ms: u64,
+    #[serde(flatten)]
+    counters: Snapshot,
+    /// Kernel/driver capture loss, for a live capture.
+    loss: Option<LossStats>,
 }
 
 /// The consent registry the config asks for, if it names a consent key.
@@ -99,11 +113,12 @@ pub fn serve(
         None => None,
     };
 
+    let loss = Arc::new(Mutex::new(None));
     let capture = {
-        let (counters, stop) = (counters.clone(), stop.clone());
+        let (counters, stop, loss) = (counters.clone(), stop.clone(), loss.clone());
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || pipeline::run_capture(source, gate, &counters, event_tx, &stop))
+            .spawn(move || pipeline::run_capture(source, gate, &counters, event_tx, &stop, &loss))
             .map_err(DaemonError::Runtime)?
     };
     let plugin_thread = {
@@ -121,6 +136,7 @@ pub fn serve(
             Some(_) => topics.consent_commands(&identity),
             None => Vec::new(),
         };
+        let metrics_identity = identity.clone();
         let mut session = Session::start(&config.mqtt, identity, subscribe, tls);
         let summary_topic = topics.consent_summary();
         let report = |registry: &RwLock<Registry>, payload: Option<&[u8]>| {
@@ -140,10 +156,25 @@ pub fn serve(
             let (topic, body) = report(registry, None);
             session.publish_retained(topic, body).await;
         }
+        let metrics = || {
+            let doc = Metrics {
+                v: 1,
+                site: &metrics_identity.site,
+                gateway: &metrics_identity.gateway,
+                boot_id: &metrics_identity.boot_id,
+                wall_ms: crate::pipeline::wall_ms(),
+                counters: counters.snapshot(),
+                loss: *loss.lock().unwrap_or_else(|e| e.into_inner()),
+            };
+            serde_json::to_vec(&doc).expect("metrics serialise")
+        };
         session
-            .run(output_rx, |_topic, payload| {
-                registry.as_ref().map(|r| report(r, Some(payload)))
-            })
+            .run(
+                output_rx,
+                |_topic, payload| registry.as_ref().map(|r| report(r, Some(payload))),
+                Duration::from_secs(config.mqtt.metrics_interval_secs.max(1)),
+                metrics,
+            )
             .await;
         session
             .close(Duration::from_secs(config.mqtt.close_grace_secs))

@@ -5,14 +5,14 @@
 //! speaks MQTT. A bounded channel joins the two: a recorded capture waits for the plugins, a
 //! live one counts what it cannot hand over.
 
-use crate::capture::{CaptureError, Next, PcapSource};
+use crate::capture::{CaptureError, LossStats, Next, PcapSource};
 use crate::dot11;
 use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
 use crate::privacy::{Gate, Refusal, Sighting};
 use crate::telemetry::Counters;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Sightings delivered to plugins in one call, at most.
@@ -32,15 +32,18 @@ pub enum Event {
 }
 
 /// Reads `source` to its end (or until `stop`), gating every probe, and sends the sightings.
+/// `loss` receives the kernel's capture-loss counters of a live source, about once a second.
 pub fn run_capture(
     mut source: PcapSource,
     mut gate: Gate,
     counters: &Counters,
     tx: SyncSender<Event>,
     stop: &AtomicBool,
+    loss: &Mutex<Option<LossStats>>,
 ) -> Result<(), CaptureError> {
     let link = source.link_type();
     let live = source.is_live();
+    let mut loss_read_at = 0;
     // Time only needs to reach the plugin thread once a second when no sighting carries it.
     let mut clock_sent = 0;
     let mut clock = |gate: &mut Gate, now: u64| {
@@ -83,6 +86,12 @@ pub fn run_capture(
                 }
             }
         };
+        if live && wall_ms() >= loss_read_at + TICK_MS {
+            loss_read_at = wall_ms();
+            if let (Some(now), Ok(mut shared)) = (source.loss(), loss.lock()) {
+                *shared = Some(now);
+            }
+        }
         let Some(event) = event else { continue };
         if live {
             match tx.try_send(event) {

@@ -50,7 +50,7 @@ pub enum Next<'a> {
 }
 
 /// Loss the kernel reports for a live capture.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct LossStats {
     pub received: u32,
     pub dropped_by_kernel: u32,

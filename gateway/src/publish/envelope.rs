@@ -45,6 +45,11 @@ impl Topics {
         format!("{}/status", self.root)
     }
 
+    /// Periodic gateway metrics: the pipeline's counters and the outbox.
+    pub fn metrics(&self) -> String {
+        format!("{}/metrics", self.root)
+    }
+
     /// Gap records: runs of plugin messages the outbox had to drop, by sequence number.
     pub fn gaps(&self) -> String {
         format!("{}/gaps", self.root)

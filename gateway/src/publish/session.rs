@@ -245,13 +245,24 @@ impl Session {
 
     /// Publishes everything from `rx` until it closes, handing each command that arrives
     /// meanwhile to `on_command`, which may answer with a retained (topic, body).
+    ///
+    /// Every `metrics_every`, `metrics()` is published to `.../metrics` (not retained).
     pub async fn run(
         &mut self,
         mut rx: mpsc::Receiver<Output>,
         mut on_command: impl FnMut(&str, &[u8]) -> Option<(String, Vec<u8>)>,
+        metrics_every: Duration,
+        metrics: impl Fn() -> Vec<u8>,
     ) {
+        let mut tick = tokio::time::interval(metrics_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; nothing happened yet
         loop {
             tokio::select! {
+                _ = tick.tick() => {
+                    let topic = self.topics.metrics();
+                    self.queue(Entry { seq: None, topic, body: metrics(), retain: false }).await;
+                }
                 output = rx.recv() => match output {
                     Some(output) => self.publish(&output).await,
                     None => break,

@@ -272,12 +272,14 @@ impl Subscriber {
             .collect()
     }
 
-    /// Every enveloped message (plugin streams and plugin status), in arrival order.
+    /// Every enveloped message (plugin streams and plugin status: those with a `seq`), in
+    /// arrival order.
     pub fn envelopes(&self) -> Vec<serde_json::Value> {
         self.messages()
             .iter()
             .filter(|m| m.topic != GATEWAY_STATUS)
             .map(Message::json)
+            .filter(|m| m.get("seq").is_some())
             .collect()
     }
 

@@ -43,6 +43,15 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
     let mut broker = Broker::persistent();
     let sub = Subscriber::persistent(&broker, "back-office-restart");
     let site = Site::new(&broker, &[COUNTER], "");
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        config.replace(
+            "keep_alive_secs = 5",
+            "keep_alive_secs = 5\nmetrics_interval_secs = 1",
+        ),
+    )
+    .unwrap();
     let mut child = site
         .command("info")
         .args(["replay", "--config"])
@@ -89,6 +98,22 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
     assert!(missing.is_empty(), "lost seqs {missing:?} of {published}");
     let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
     eprintln!("outbox: {published} messages across a broker restart, {duplicates} duplicates");
+
+    // Metrics went out meanwhile, with the pipeline's counters.
+    let metrics: Vec<serde_json::Value> = sub
+        .messages()
+        .iter()
+        .filter(|m| m.topic == "probegate/v1/test-store/gw-1/metrics")
+        .map(|m| m.json())
+        .collect();
+    assert!(
+        !metrics.is_empty(),
+        "no metrics in a run of several seconds"
+    );
+    assert!(
+        metrics.iter().any(|m| m["frames"].as_u64() > Some(0)),
+        "{metrics:?}"
+    );
 
     // Deduplicated by seq, the counts are exactly those of an undisturbed run.
     let counts: Vec<serde_json::Value> = received
