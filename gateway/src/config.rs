@@ -121,6 +121,16 @@ pub struct MqttConfig {
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
     pub outbox_max_messages: usize,
+    /// Where the outbox copies messages to flash during a long outage and at a stop with
+    /// messages unacknowledged; a restart sends them. Relative to the config file.
+    #[serde(default = "default_spool_dir")]
+    pub outbox_spool_dir: PathBuf,
+    /// Seconds of outage before the outbox starts copying to flash (flash wears out).
+    #[serde(default = "default_spool_after")]
+    pub outbox_spool_after_secs: u64,
+    /// Messages per spool segment: each segment is one file written whole.
+    #[serde(default = "default_segment_messages")]
+    pub outbox_segment_messages: usize,
     /// Seconds between gateway metrics messages on `.../metrics`.
     #[serde(default = "default_metrics_interval")]
     pub metrics_interval_secs: u64,
@@ -204,6 +214,15 @@ fn default_consent_registry() -> PathBuf {
 }
 fn default_port() -> u16 {
     1883
+}
+fn default_spool_dir() -> PathBuf {
+    "spool".into()
+}
+fn default_spool_after() -> u64 {
+    300
+}
+fn default_segment_messages() -> usize {
+    500
 }
 fn default_metrics_interval() -> u64 {
     60

@@ -137,7 +137,8 @@ pub fn serve(
             None => Vec::new(),
         };
         let metrics_identity = identity.clone();
-        let mut session = Session::start(&config.mqtt, identity, subscribe, tls);
+        let spool_dir = config.resolve(&config.mqtt.outbox_spool_dir);
+        let mut session = Session::start(&config.mqtt, identity, subscribe, tls, Some(&spool_dir));
         let summary_topic = topics.consent_summary();
         let report = |registry: &RwLock<Registry>, payload: Option<&[u8]>| {
             let report = match payload {

@@ -3,6 +3,7 @@
 mod envelope;
 pub mod outbox;
 mod session;
+pub mod spool;
 
 pub use envelope::{Envelope, Identity, Status, Topics};
 pub use session::{Session, SessionReport, TlsFiles};

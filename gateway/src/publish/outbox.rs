@@ -38,8 +38,22 @@ pub struct Gap {
     pub count: u64,
 }
 
+/// An entry with where it stands, and the spool segment holding a copy, if any.
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    state: State,
+    segment: Option<u64>,
+}
+
+/// A delivered message's spool segment, if it had a copy there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub segment: Option<u64>,
+}
+
 pub struct Outbox {
-    entries: VecDeque<(Entry, State)>,
+    entries: VecDeque<Slot>,
     max_messages: usize,
     window: usize,
     connected: bool,
@@ -58,13 +72,26 @@ impl Outbox {
         }
     }
 
+    fn slot(entry: Entry, segment: Option<u64>) -> Slot {
+        Slot {
+            entry,
+            state: State::Waiting,
+            segment,
+        }
+    }
+
     /// Queues a message. When full, the oldest plugin message not yet handed over is dropped
     /// (newer data is worth more to a back office than older) and counted in the gap report.
     pub fn push(&mut self, entry: Entry) {
         if self.entries.len() >= self.max_messages {
             self.drop_oldest();
         }
-        self.entries.push_back((entry, State::Waiting));
+        self.entries.push_back(Outbox::slot(entry, None));
+    }
+
+    /// Queues a message a previous run left in the spool segment `segment`.
+    pub fn push_spooled(&mut self, entry: Entry, segment: u64) {
+        self.entries.push_back(Outbox::slot(entry, Some(segment)));
     }
 
     /// Queues a message ahead of everything not yet handed over (the "online" status after
@@ -73,21 +100,21 @@ impl Outbox {
         let at = self
             .entries
             .iter()
-            .position(|(_, s)| *s == State::Waiting)
+            .position(|s| s.state == State::Waiting)
             .unwrap_or(self.entries.len());
-        self.entries.insert(at, (entry, State::Waiting));
+        self.entries.insert(at, Outbox::slot(entry, None));
     }
 
     fn drop_oldest(&mut self) {
-        let Some(i) = self
-            .entries
-            .iter()
-            .position(|(e, s)| *s == State::Waiting && e.seq.is_some())
-        else {
+        // Messages with a spool copy are kept: dropping them here would not remove them from
+        // flash, and a later run would send what a gap record had called lost.
+        let Some(i) = self.entries.iter().position(|s| {
+            s.state == State::Waiting && s.entry.seq.is_some() && s.segment.is_none()
+        }) else {
             return;
         };
-        let (entry, _) = self.entries.remove(i).expect("index found above");
-        let seq = entry.seq.expect("filtered on seq");
+        let slot = self.entries.remove(i).expect("index found above");
+        let seq = slot.entry.seq.expect("filtered on seq");
         match self.gaps.last_mut() {
             Some(g) if g.last_seq + 1 == seq => {
                 g.last_seq = seq;
@@ -106,6 +133,33 @@ impl Outbox {
         std::mem::take(&mut self.gaps)
     }
 
+    /// Messages without a copy in the spool.
+    pub fn unspooled(&self) -> usize {
+        self.entries.iter().filter(|s| s.segment.is_none()).count()
+    }
+
+    /// Writes up to `max` messages that have no spool copy yet with `write` (one segment),
+    /// oldest first, and records which segment holds them. Returns how many were written.
+    pub fn spool(
+        &mut self,
+        max: usize,
+        write: impl FnOnce(&[&Entry]) -> std::io::Result<u64>,
+    ) -> std::io::Result<usize> {
+        let picked: Vec<usize> = (0..self.entries.len())
+            .filter(|&i| self.entries[i].segment.is_none())
+            .take(max)
+            .collect();
+        if picked.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<&Entry> = picked.iter().map(|&i| &self.entries[i].entry).collect();
+        let segment = write(&refs)?;
+        for &i in &picked {
+            self.entries[i].segment = Some(segment);
+        }
+        Ok(picked.len())
+    }
+
     /// The next message to hand to the transport, if connected and the window allows; it
     /// counts as handed from now on.
     pub fn hand_next(&mut self) -> Option<&Entry> {
@@ -115,63 +169,65 @@ impl Outbox {
         let handed = self
             .entries
             .iter()
-            .filter(|(_, s)| *s != State::Waiting)
+            .filter(|s| s.state != State::Waiting)
             .count();
         if handed >= self.window {
             return None;
         }
-        let (entry, state) = self
+        let slot = self
             .entries
             .iter_mut()
-            .find(|(_, s)| *s == State::Waiting)?;
-        *state = State::Handed;
-        Some(entry)
+            .find(|s| s.state == State::Waiting)?;
+        slot.state = State::Handed;
+        Some(&slot.entry)
     }
 
     /// The transport refused the last `hand_next` (its queue was full): take it back.
     pub fn unhand_last(&mut self) {
-        if let Some((_, state)) = self
+        if let Some(slot) = self
             .entries
             .iter_mut()
             .rev()
-            .find(|(_, s)| *s == State::Handed)
+            .find(|s| s.state == State::Handed)
         {
-            *state = State::Waiting;
+            slot.state = State::Waiting;
         }
     }
 
     /// The transport sent a publish with `pkid`: the oldest handed message.
     pub fn sent(&mut self, pkid: u16) {
-        if let Some((_, state)) = self.entries.iter_mut().find(|(_, s)| *s == State::Handed) {
-            *state = State::InFlight(pkid);
+        if let Some(slot) = self.entries.iter_mut().find(|s| s.state == State::Handed) {
+            slot.state = State::InFlight(pkid);
         }
     }
 
-    /// The broker acknowledged `pkid`: that message is delivered.
-    pub fn acknowledged(&mut self, pkid: u16) -> bool {
-        match self
+    /// The broker acknowledged `pkid`: that message is delivered. `None` for an ack of
+    /// nothing we have in flight.
+    pub fn acknowledged(&mut self, pkid: u16) -> Option<Delivered> {
+        let i = self
             .entries
             .iter()
-            .position(|(_, s)| *s == State::InFlight(pkid))
-        {
-            Some(i) => {
-                self.entries.remove(i);
-                true
-            }
-            None => false,
-        }
+            .position(|s| s.state == State::InFlight(pkid))?;
+        let slot = self.entries.remove(i)?;
+        Some(Delivered {
+            segment: slot.segment,
+        })
     }
 
     pub fn connected(&mut self) {
         self.connected = true;
     }
 
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     /// The connection dropped: everything handed over is lost with the session and will be
     /// sent again, in the same order.
     pub fn disconnected(&mut self) {
         self.connected = false;
-        for (_, state) in &mut self.entries {
-            *state = State::Waiting;
+        for slot in &mut self.entries {
+            slot.state = State::Waiting;
         }
     }
 
@@ -225,8 +281,8 @@ mod tests {
         assert_eq!(hand_all(&mut o), vec![1, 2]);
         o.sent(7);
         o.sent(8);
-        assert!(o.acknowledged(7));
-        assert!(!o.acknowledged(7), "an ack counts once");
+        assert!(o.acknowledged(7).is_some());
+        assert!(o.acknowledged(7).is_none(), "an ack counts once");
         assert_eq!(hand_all(&mut o), vec![3]);
         assert_eq!(o.len(), 2);
     }
@@ -288,6 +344,31 @@ mod tests {
         });
         let next = o.hand_next().unwrap();
         assert_eq!(next.topic, "status");
+    }
+
+    #[test]
+    fn spooled_messages_are_written_once_kept_and_released_on_delivery() {
+        let mut o = Outbox::new(3, 10);
+        o.push(msg(1));
+        o.push(msg(2));
+        let mut written = Vec::new();
+        let n = o
+            .spool(10, |es| {
+                written.extend(es.iter().map(|e| e.seq.unwrap()));
+                Ok(42)
+            })
+            .unwrap();
+        assert_eq!((n, written), (2, vec![1, 2]));
+        assert_eq!(o.unspooled(), 0);
+        assert_eq!(o.spool(10, |_| unreachable!()).unwrap(), 0);
+        // Spooled messages are never dropped for room: the unspooled newcomer goes instead.
+        o.push(msg(3));
+        o.push(msg(4));
+        assert_eq!(o.take_gaps().len(), 1);
+        o.connected();
+        assert_eq!(hand_all(&mut o), vec![1, 2, 4]);
+        o.sent(5);
+        assert_eq!(o.acknowledged(5), Some(Delivered { segment: Some(42) }));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! empties rumqttc's queue, so no stale copy can go out after the reconnect.
 
 use super::envelope::{Envelope, Identity, Status, Topics};
-use super::outbox::{Entry, Gap, Outbox};
+use super::outbox::{Delivered, Entry, Gap, Outbox};
+use super::spool::Spool;
 use crate::config::MqttConfig;
 use crate::plugins::{Output, OutputKind};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -82,6 +83,14 @@ impl TlsFiles {
     }
 }
 
+/// What the session asks of the driver.
+enum Request {
+    Publish(Entry),
+    /// Copy everything unacknowledged to the spool (the daemon is stopping); replies with
+    /// how many messages are now safe on flash.
+    SpoolAll(oneshot::Sender<usize>),
+}
+
 /// What the transport task tells the driver.
 enum TransportEvent {
     Connected,
@@ -97,7 +106,7 @@ pub struct Session {
     identity: Identity,
     topics: Topics,
     seq: u64,
-    to_driver: mpsc::Sender<Entry>,
+    to_driver: mpsc::Sender<Request>,
     unacknowledged: watch::Receiver<usize>,
     stats: Arc<Stats>,
     closing: Arc<AtomicBool>,
@@ -110,11 +119,13 @@ impl Session {
     /// Starts connecting; the session retries by itself whenever the broker is unreachable.
     /// `subscribe` lists the command topics to (re)subscribe to after every connect.
     /// `tls` is the broker's CA and an optional client certificate and key, all PEM.
+    /// `spool_dir` is where unacknowledged messages go to flash (none: RAM only).
     pub fn start(
         config: &MqttConfig,
         identity: Identity,
         subscribe: Vec<String>,
         tls: Option<TlsFiles>,
+        spool_dir: Option<&std::path::Path>,
     ) -> Session {
         let topics = Topics::new(&identity);
         let client_id = config
@@ -155,9 +166,30 @@ impl Session {
             closing: closing.clone(),
             broker: format!("{}:{}", config.host, config.port),
         };
+        let mut outbox = Outbox::new(config.outbox_max_messages, WINDOW);
+        let spool = spool_dir.and_then(|dir| match Spool::open(dir) {
+            Ok((spool, left)) => {
+                if !left.is_empty() {
+                    tracing::info!(messages = left.len(), "resending what an earlier run left in the spool");
+                }
+                for (segment, entry) in left {
+                    stats.sent.fetch_add(1, Ordering::SeqCst);
+                    outbox.push_spooled(entry, segment);
+                }
+                Some(spool)
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot use the spool; the outbox stays in RAM only");
+                None
+            }
+        });
         let driver = Driver {
             client: client.clone(),
-            outbox: Outbox::new(config.outbox_max_messages, WINDOW),
+            outbox,
+            spool,
+            spool_after: Duration::from_secs(config.outbox_spool_after_secs),
+            segment_messages: config.outbox_segment_messages.max(1),
+            down_since: Some(std::time::Instant::now()),
             online: Entry {
                 seq: None,
                 topic: topics.status(),
@@ -196,7 +228,7 @@ impl Session {
 
     async fn queue(&mut self, entry: Entry) {
         self.stats.sent.fetch_add(1, Ordering::SeqCst);
-        if self.to_driver.send(entry).await.is_err() {
+        if self.to_driver.send(Request::Publish(entry)).await.is_err() {
             tracing::error!("mqtt session ended; message lost");
         }
     }
@@ -287,9 +319,15 @@ impl Session {
         self.wait_empty(grace).await;
         let left = *self.unacknowledged.borrow() as u64;
         if left > 0 {
+            let (reply, spooled) = oneshot::channel();
+            let spooled = match self.to_driver.send(Request::SpoolAll(reply)).await {
+                Ok(()) => spooled.await.unwrap_or(0),
+                Err(_) => 0,
+            };
             tracing::warn!(
                 unacknowledged = left,
-                "stopping with messages the broker never acknowledged"
+                spooled,
+                "stopping with messages the broker never acknowledged; spooled ones go out at the next start"
             );
         }
         let report = SessionReport {
@@ -381,6 +419,11 @@ impl Transport {
 struct Driver {
     client: AsyncClient,
     outbox: Outbox,
+    spool: Option<Spool>,
+    spool_after: Duration,
+    segment_messages: usize,
+    /// Since when the broker has been unreachable (set at start: not connected yet).
+    down_since: Option<std::time::Instant>,
     online: Entry,
     gaps_topic: String,
     identity: Identity,
@@ -408,31 +451,70 @@ impl Driver {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<TransportEvent>,
-        mut entries: mpsc::Receiver<Entry>,
+        mut requests: mpsc::Receiver<Request>,
     ) {
-        let mut entries_open = true;
+        let mut requests_open = true;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
                     None => break,
                 },
-                entry = entries.recv(), if entries_open => match entry {
-                    Some(entry) => self.outbox.push(entry),
-                    None => entries_open = false,
+                request = requests.recv(), if requests_open => match request {
+                    Some(Request::Publish(entry)) => self.outbox.push(entry),
+                    Some(Request::SpoolAll(reply)) => {
+                        self.spool_up_to(usize::MAX);
+                        let _ = reply.send(self.outbox.len() - self.outbox.unspooled());
+                    }
+                    None => requests_open = false,
                 },
+                _ = tick.tick() => {}
             }
             for gap in self.outbox.take_gaps() {
                 self.record_gap(gap);
+            }
+            if self
+                .down_since
+                .is_some_and(|t| t.elapsed() >= self.spool_after)
+            {
+                // A long outage: copy to flash in whole segments, so a power cut or a
+                // killed daemon loses at most what has not filled a segment yet.
+                while self.outbox.unspooled() >= self.segment_messages {
+                    if !self.spool_up_to(self.segment_messages) {
+                        break;
+                    }
+                }
             }
             self.pump();
             self.unacknowledged.send_replace(self.outbox.len());
         }
     }
 
+    /// Writes up to `max` unspooled messages as segments; false if nothing could be written.
+    fn spool_up_to(&mut self, max: usize) -> bool {
+        let Some(spool) = self.spool.as_mut() else {
+            return false;
+        };
+        let mut left = max;
+        while left > 0 && self.outbox.unspooled() > 0 {
+            let n = left.min(self.segment_messages);
+            match self.outbox.spool(n, |entries| spool.write(entries)) {
+                Ok(0) => break,
+                Ok(written) => left = left.saturating_sub(written),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write to the spool");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     fn on_event(&mut self, event: TransportEvent) {
         match event {
             TransportEvent::Connected => {
+                self.down_since = None;
                 self.outbox.connected();
                 // The last will may have marked us offline meanwhile; a clean session has
                 // forgotten our subscriptions. Both go first.
@@ -442,8 +524,11 @@ impl Driver {
             }
             TransportEvent::Sent(pkid) => self.outbox.sent(pkid),
             TransportEvent::Acknowledged(pkid) => {
-                if self.outbox.acknowledged(pkid) {
+                if let Some(Delivered { segment }) = self.outbox.acknowledged(pkid) {
                     self.stats.acknowledged.fetch_add(1, Ordering::SeqCst);
+                    if let (Some(segment), Some(spool)) = (segment, self.spool.as_mut()) {
+                        spool.release(segment);
+                    }
                 }
             }
             TransportEvent::Command(topic, payload) => {
@@ -452,6 +537,7 @@ impl Driver {
                 }
             }
             TransportEvent::Lost(done) => {
+                self.down_since.get_or_insert_with(std::time::Instant::now);
                 self.outbox.disconnected();
                 let _ = done.send(());
             }

@@ -251,3 +251,89 @@ fn messages_in_flight_when_the_link_goes_silent_are_sent_again() {
     let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
     eprintln!("outbox: {published} messages across a silent link, {duplicates} duplicates");
 }
+
+#[test]
+fn a_daemon_killed_during_an_outage_sends_its_spool_after_a_restart() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-sigkill");
+    let site = Site::new(&broker, &[COUNTER], "");
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        config.replace(
+            "keep_alive_secs = 5",
+            "keep_alive_secs = 5\noutbox_spool_after_secs = 0\noutbox_segment_messages = 1",
+        ),
+    )
+    .unwrap();
+    broker.stop();
+    // All of the capture's results: the counter's intervals and its "running" status.
+    let expected = expect::counts(CAPTURE, 60_000, crate::harness::FLOOR).len() + 1;
+    let spool = site.dir.path().join("spool");
+    let segments = || std::fs::read_dir(&spool).map_or(0, |d| d.count());
+
+    let mut first = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg(capture(CAPTURE))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while segments() < expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} segments",
+            segments()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap(); // SIGKILL: no clean stop, nothing flushed by the daemon itself
+    first.wait().unwrap();
+
+    broker.restart();
+    // A second run with nothing to capture: it only has the spool to send.
+    let empty = site.dir.path().join("empty.pcap");
+    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    header.extend([0; 8]);
+    header.extend(65535u32.to_le_bytes());
+    header.extend(127u32.to_le_bytes());
+    std::fs::write(&empty, header).unwrap();
+    let out = site.replay(&empty, "info");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resending what an earlier run left in the spool"),
+        "{stderr}"
+    );
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
+        Duration::from_secs(20)
+    ));
+
+    let envelopes = sub.envelopes();
+    let boots: BTreeSet<&str> = envelopes
+        .iter()
+        .filter_map(|m| m["boot_id"].as_str())
+        .collect();
+    assert_eq!(boots.len(), 2, "both runs published: {boots:?}");
+    // The second run captured nothing, so every count comes from the killed one.
+    let killed_boot = envelopes
+        .iter()
+        .find(|m| m["stream"] == "counts")
+        .and_then(|m| m["boot_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let seqs: BTreeSet<u64> = envelopes
+        .iter()
+        .filter(|m| m["boot_id"] == killed_boot.as_str())
+        .filter_map(|m| m["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=expected as u64).collect(),
+        "every message of the killed run"
+    );
+    assert_eq!(segments(), 0, "delivered segments are deleted");
+}
