@@ -12,4 +12,6 @@ pub mod pipeline;
 pub mod plugins;
 pub mod privacy;
 pub mod publish;
+#[cfg(feature = "tail")]
+pub mod tail;
 pub mod telemetry;

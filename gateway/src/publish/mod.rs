@@ -2,6 +2,7 @@
 
 mod envelope;
 pub mod outbox;
+pub mod schemas;
 mod session;
 pub mod spool;
 

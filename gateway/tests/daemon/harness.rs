@@ -304,9 +304,22 @@ impl Subscriber {
 }
 
 impl Drop for Subscriber {
+    /// Every message any test received must satisfy its schema in docs/schemas: the back
+    /// office's contract is checked on everything the suite sees, not on chosen samples.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            return;
+        }
+        static VALIDATORS: OnceLock<probegate::publish::schemas::Validators> = OnceLock::new();
+        let validators = VALIDATORS.get_or_init(probegate::publish::schemas::Validators::new);
+        let wrong: Vec<String> = self
+            .messages()
+            .iter()
+            .filter_map(|m| validators.check(&m.topic, m.payload.as_bytes()).err())
+            .collect();
+        assert!(wrong.is_empty(), "payloads off their schema: {wrong:#?}");
     }
 }
 

@@ -9,4 +9,5 @@ mod expect;
 mod harness;
 mod outbox;
 mod replay;
+mod tail;
 mod tls;

@@ -1,0 +1,128 @@
+//! `probegate tail`: the back office's view of the topic tree in one command. It subscribes,
+//! validates every payload against its schema (docs/schemas), drops the repeats that
+//! at-least-once delivery brings (same site, gateway, boot_id and seq) and prints the rest.
+
+use crate::publish::schemas::Validators;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+pub struct TailOptions {
+    pub host: String,
+    pub port: u16,
+    pub site: Option<String>,
+    pub gateway: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// One JSON object per line instead of "topic payload".
+    pub json: bool,
+    /// Stop after this many distinct messages.
+    pub count: Option<u64>,
+    /// Stop after this long without a message.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TailReport {
+    pub printed: u64,
+    pub duplicates: u64,
+    pub invalid: u64,
+}
+
+/// Runs until `count` or the idle timeout (or forever); reports what it saw.
+pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailReport, String> {
+    let filter = format!(
+        "probegate/v1/{}/{}/#",
+        options.site.as_deref().unwrap_or("+"),
+        options.gateway.as_deref().unwrap_or("+")
+    );
+    let mut mqtt = MqttOptions::new(
+        format!("probegate-tail-{}", std::process::id()),
+        &options.host,
+        options.port,
+    );
+    mqtt.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some(user) = &options.username {
+        mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
+    }
+    if let Some(ca) = &options.ca_file {
+        let ca = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        mqtt.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth: None,
+            },
+        ));
+    }
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 16);
+    client
+        .subscribe(&filter, QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    let validators = Validators::new();
+    let mut seen: HashSet<(String, String, String, u64)> = HashSet::new();
+    let mut report = TailReport::default();
+    loop {
+        let event = match options.idle_timeout {
+            Some(t) => match tokio::time::timeout(t, eventloop.poll()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            None => eventloop.poll().await,
+        };
+        let publish = match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => p,
+            Ok(_) => continue,
+            Err(e) => return Err(format!("{}:{}: {e}", options.host, options.port)),
+        };
+        let verdict = validators.check(&publish.topic, &publish.payload);
+        let value: serde_json::Value =
+            serde_json::from_slice(&publish.payload).unwrap_or(serde_json::Value::Null);
+        if let Some(key) = dedup_key(&value)
+            && !seen.insert(key)
+        {
+            report.duplicates += 1;
+            continue;
+        }
+        if let Err(why) = &verdict {
+            report.invalid += 1;
+            eprintln!("invalid: {why}");
+        }
+        let line = if options.json {
+            serde_json::json!({
+                "topic": publish.topic,
+                "retained": publish.retain,
+                "valid": verdict.is_ok(),
+                "payload": value,
+            })
+            .to_string()
+        } else {
+            format!(
+                "{} {}",
+                publish.topic,
+                String::from_utf8_lossy(&publish.payload)
+            )
+        };
+        writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        report.printed += 1;
+        if options.count.is_some_and(|c| report.printed >= c) {
+            break;
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(report)
+}
+
+/// Enveloped messages carry (site, gateway, boot_id, seq): unique per message.
+fn dedup_key(v: &serde_json::Value) -> Option<(String, String, String, u64)> {
+    Some((
+        v.get("site")?.as_str()?.to_owned(),
+        v.get("gateway")?.as_str()?.to_owned(),
+        v.get("boot_id")?.as_str()?.to_owned(),
+        v.get("seq")?.as_u64()?,
+    ))
+}
