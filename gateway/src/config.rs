@@ -121,6 +121,15 @@ pub struct MqttConfig {
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
     pub outbox_max_messages: usize,
+    /// Which plugin message a full outbox drops: "oldest" (keep the latest data) or "newest"
+    /// (keep the history up to the outage).
+    #[serde(default)]
+    pub outbox_drop: crate::publish::outbox::DropPolicy,
+    /// Reconnect back-off: first wait and ceiling, in milliseconds; it doubles in between.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
     /// Where the outbox copies messages to flash during a long outage and at a stop with
     /// messages unacknowledged; a restart sends them. Relative to the config file.
     #[serde(default = "default_spool_dir")]
@@ -214,6 +223,12 @@ fn default_consent_registry() -> PathBuf {
 }
 fn default_port() -> u16 {
     1883
+}
+fn default_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
 }
 fn default_spool_dir() -> PathBuf {
     "spool".into()

@@ -52,9 +52,22 @@ pub struct Delivered {
     pub segment: Option<u64>,
 }
 
+/// Which plugin message goes when the outbox is full. Host messages (statuses, reports, gap
+/// records) and messages already on flash are never dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropPolicy {
+    /// Keep the newest data (a back office usually wants "now" most).
+    #[default]
+    Oldest,
+    /// Keep the oldest data (a complete history up to the outage).
+    Newest,
+}
+
 pub struct Outbox {
     entries: VecDeque<Slot>,
     max_messages: usize,
+    policy: DropPolicy,
     window: usize,
     connected: bool,
     gaps: Vec<Gap>,
@@ -63,9 +76,14 @@ pub struct Outbox {
 impl Outbox {
     /// At most `max_messages` kept; at most `window` handed to the transport at a time.
     pub fn new(max_messages: usize, window: usize) -> Outbox {
+        Outbox::with_policy(max_messages, window, DropPolicy::Oldest)
+    }
+
+    pub fn with_policy(max_messages: usize, window: usize, policy: DropPolicy) -> Outbox {
         Outbox {
             entries: VecDeque::new(),
             max_messages: max_messages.max(2),
+            policy,
             window: window.max(1),
             connected: false,
             gaps: Vec::new(),
@@ -80,10 +98,16 @@ impl Outbox {
         }
     }
 
-    /// Queues a message. When full, the oldest plugin message not yet handed over is dropped
-    /// (newer data is worth more to a back office than older) and counted in the gap report.
+    /// Queues a message. When full, a plugin message not yet handed over is dropped by the
+    /// policy and counted in the gap report.
     pub fn push(&mut self, entry: Entry) {
         if self.entries.len() >= self.max_messages {
+            if self.policy == DropPolicy::Newest
+                && let Some(seq) = entry.seq
+            {
+                self.record_drop(seq);
+                return;
+            }
             self.drop_oldest();
         }
         self.entries.push_back(Outbox::slot(entry, None));
@@ -114,7 +138,10 @@ impl Outbox {
             return;
         };
         let slot = self.entries.remove(i).expect("index found above");
-        let seq = slot.entry.seq.expect("filtered on seq");
+        self.record_drop(slot.entry.seq.expect("filtered on seq"));
+    }
+
+    fn record_drop(&mut self, seq: u64) {
         match self.gaps.last_mut() {
             Some(g) if g.last_seq + 1 == seq => {
                 g.last_seq = seq;
@@ -327,6 +354,24 @@ mod tests {
         o.sent(1);
         o.acknowledged(1);
         assert_eq!(hand_all(&mut o), vec![5]);
+    }
+
+    #[test]
+    fn the_newest_policy_keeps_the_history_up_to_the_outage() {
+        let mut o = Outbox::with_policy(3, 1, DropPolicy::Newest);
+        for s in 1..=5 {
+            o.push(msg(s));
+        }
+        assert_eq!(
+            o.take_gaps(),
+            vec![Gap {
+                first_seq: 4,
+                last_seq: 5,
+                count: 2
+            }]
+        );
+        o.connected();
+        assert_eq!(hand_all(&mut o), vec![1]);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use tokio::task::JoinHandle;
 
 /// Large enough for any plugin message the limits allow, with its envelope.
 const MAX_PACKET: usize = 256 * 1024;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Messages handed to rumqttc at once; the rest wait in the outbox.
 const WINDOW: usize = 32;
 
@@ -161,12 +160,16 @@ impl Session {
         let (to_driver, entries_rx) = mpsc::channel(64);
         let (unacknowledged_tx, unacknowledged) = watch::channel(0);
         let (commands_tx, commands) = mpsc::channel(64);
+        let min_backoff = Duration::from_millis(config.reconnect_min_ms.max(10));
         let transport = Transport {
+            min_backoff,
+            max_backoff: Duration::from_millis(config.reconnect_max_ms).max(min_backoff),
             events: events_tx,
             closing: closing.clone(),
             broker: format!("{}:{}", config.host, config.port),
         };
-        let mut outbox = Outbox::new(config.outbox_max_messages, WINDOW);
+        let mut outbox =
+            Outbox::with_policy(config.outbox_max_messages, WINDOW, config.outbox_drop);
         let spool = spool_dir.and_then(|dir| match Spool::open(dir) {
             Ok((spool, left)) => {
                 if !left.is_empty() {
@@ -367,6 +370,8 @@ impl Session {
 
 /// Owns rumqttc's event loop; forwards what the driver needs, in order.
 struct Transport {
+    min_backoff: Duration,
+    max_backoff: Duration,
     events: mpsc::Sender<TransportEvent>,
     closing: Arc<AtomicBool>,
     broker: String,
@@ -374,12 +379,12 @@ struct Transport {
 
 impl Transport {
     async fn run(self, mut eventloop: EventLoop) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = self.min_backoff;
         loop {
             let event = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %self.broker, "connected to broker");
-                    backoff = Duration::from_millis(250);
+                    backoff = self.min_backoff;
                     TransportEvent::Connected
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => TransportEvent::Sent(pkid),
@@ -404,7 +409,7 @@ impl Transport {
                     // the session is clean.)
                     eventloop.clean();
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(self.max_backoff);
                     continue;
                 }
             };
