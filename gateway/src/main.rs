@@ -193,6 +193,10 @@ fn consent_ids(key_file: &Path, macs: &[String]) -> ExitCode {
 
 fn check_config(path: &Path) -> ExitCode {
     let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+        // Plugins may log from init; those lines help explain a refusal.
+        init_logging(&c.log);
+        daemon::consent(&c).map_err(|e| e.to_string())?;
+        probegate::publish::TlsFiles::load(&c).map_err(|e| format!("mqtt.tls: {e}"))?;
         PluginSet::load(&c, LoadMode::Strict).map_err(|e| e.to_string())?;
         Ok(c)
     });

@@ -190,6 +190,7 @@ impl Registry {
                         reason: e.to_string(),
                     })?;
                 registry.version = stored.version;
+                registry.expire(crate::pipeline::wall_ms());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -219,6 +220,7 @@ impl Registry {
     /// Applies a command and persists the result; a refused command changes nothing.
     pub fn apply(&mut self, command: Command) -> Result<Summary, ConsentError> {
         let before = self.entries.clone();
+        self.expire(crate::pipeline::wall_ms());
         let result = match command {
             Command::Add { entries } => self.insert_all(entries),
             Command::Remove { ids } => ids.iter().try_for_each(|hex| {
@@ -236,7 +238,13 @@ impl Registry {
             return Err(e);
         }
         self.version += 1;
-        self.save()?;
+        // Not on flash means not applied: a change that a restart would undo must not be
+        // reported as done.
+        if let Err(e) = self.save() {
+            self.entries = before;
+            self.version -= 1;
+            return Err(e);
+        }
         Ok(self.summary())
     }
 
@@ -271,7 +279,7 @@ impl Registry {
                 }
                 _ => {
                     return Err(ConsentError::Command(
-                        "an opt-in needs a token of 1-128 characters; an opt-out has none".into(),
+                        "an opt-in needs a token of 1-128 bytes; an opt-out has none".into(),
                     ));
                 }
             };

@@ -118,6 +118,24 @@ impl Outbox {
         self.entries.push_back(Outbox::slot(entry, Some(segment)));
     }
 
+    /// Queues a host message outside the bound: gap records and the like must never push
+    /// out the very plugin messages whose loss they report.
+    pub fn push_unbounded(&mut self, entry: Entry) {
+        self.entries.push_back(Outbox::slot(entry, None));
+    }
+
+    /// Queues a message of which only the latest matters (metrics, a retained summary): it
+    /// replaces a waiting one on the same topic, so an outage does not pile them up.
+    pub fn push_latest(&mut self, entry: Entry) {
+        let waiting = self.entries.iter_mut().find(|s| {
+            s.state == State::Waiting && s.segment.is_none() && s.entry.topic == entry.topic
+        });
+        match waiting {
+            Some(slot) => slot.entry = entry,
+            None => self.entries.push_back(Outbox::slot(entry, None)),
+        }
+    }
+
     /// Queues a message ahead of everything not yet handed over (the "online" status after
     /// a reconnect must not wait behind an outage's backlog).
     pub fn push_first(&mut self, entry: Entry) {
@@ -372,6 +390,32 @@ mod tests {
         );
         o.connected();
         assert_eq!(hand_all(&mut o), vec![1]);
+    }
+
+    #[test]
+    fn only_the_latest_of_a_topic_waits_and_host_messages_push_nothing_out() {
+        let mut o = Outbox::new(2, 1);
+        o.push(msg(1));
+        o.push(msg(2));
+        let metrics = |n: u8| Entry {
+            seq: None,
+            topic: "metrics".into(),
+            body: vec![n],
+            retain: false,
+        };
+        o.push_latest(metrics(1));
+        o.push_latest(metrics(2));
+        o.push_unbounded(metrics(9));
+        assert!(o.take_gaps().is_empty(), "no plugin message was dropped");
+        assert_eq!(o.len(), 4);
+        o.connected();
+        let mut bodies = Vec::new();
+        while let Some(e) = o.hand_next() {
+            bodies.push(e.body.clone());
+            o.sent(1);
+            o.acknowledged(1);
+        }
+        assert_eq!(bodies, vec![b"1".to_vec(), b"2".to_vec(), vec![2], vec![9]]);
     }
 
     #[test]

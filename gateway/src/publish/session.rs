@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 
 /// Large enough for any plugin message the limits allow, with its envelope.
 const MAX_PACKET: usize = 256 * 1024;
+/// Commands from the back office: a full consent list (`replace`) can be large. A larger
+/// packet is a protocol error that costs the connection.
+const MAX_INCOMING: usize = 8 * 1024 * 1024;
 /// Messages handed to rumqttc at once; the rest wait in the outbox.
 const WINDOW: usize = 32;
 
@@ -85,6 +88,8 @@ impl TlsFiles {
 /// What the session asks of the driver.
 enum Request {
     Publish(Entry),
+    /// Only the newest of its topic matters (metrics, retained summaries).
+    PublishLatest(Entry),
     /// Copy everything unacknowledged to the spool (the daemon is stopping); replies with
     /// how many messages are now safe on flash.
     SpoolAll(oneshot::Sender<usize>),
@@ -134,7 +139,7 @@ impl Session {
         let mut options = MqttOptions::new(client_id, &config.host, config.port);
         options
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_max_packet_size(MAX_INCOMING, MAX_PACKET)
             .set_last_will(LastWill::new(
                 topics.status(),
                 Status::new(&identity, "offline", false).to_json(),
@@ -175,7 +180,13 @@ impl Session {
                 if !left.is_empty() {
                     tracing::info!(messages = left.len(), "resending what an earlier run left in the spool");
                 }
+                let mut spool = spool;
                 for (segment, entry) in left {
+                    // An earlier boot's retained status would overwrite this boot's "online".
+                    if entry.topic == topics.status() {
+                        spool.release(segment);
+                        continue;
+                    }
                     stats.sent.fetch_add(1, Ordering::SeqCst);
                     outbox.push_spooled(entry, segment);
                 }
@@ -189,6 +200,7 @@ impl Session {
         let driver = Driver {
             client: client.clone(),
             outbox,
+            pending_gaps: Vec::new(),
             spool,
             spool_after: Duration::from_secs(config.outbox_spool_after_secs),
             segment_messages: config.outbox_segment_messages.max(1),
@@ -237,14 +249,27 @@ impl Session {
     }
 
     /// Publishes a retained document of the host's own (not enveloped), e.g. a summary.
+    /// Only the latest per topic waits during an outage.
     pub async fn publish_retained(&mut self, topic: String, body: Vec<u8>) {
-        self.queue(Entry {
+        self.queue_latest(Entry {
             seq: None,
             topic,
             body,
             retain: true,
         })
         .await;
+    }
+
+    async fn queue_latest(&mut self, entry: Entry) {
+        self.stats.sent.fetch_add(1, Ordering::SeqCst);
+        if self
+            .to_driver
+            .send(Request::PublishLatest(entry))
+            .await
+            .is_err()
+        {
+            tracing::error!("mqtt session ended; message lost");
+        }
     }
 
     /// Wraps `output` in the envelope and puts it in the outbox.
@@ -296,7 +321,7 @@ impl Session {
             tokio::select! {
                 _ = tick.tick() => {
                     let topic = self.topics.metrics();
-                    self.queue(Entry { seq: None, topic, body: metrics(), retain: false }).await;
+                    self.queue_latest(Entry { seq: None, topic, body: metrics(), retain: false }).await;
                 }
                 output = rx.recv() => match output {
                     Some(output) => self.publish(&output).await,
@@ -424,6 +449,9 @@ impl Transport {
 struct Driver {
     client: AsyncClient,
     outbox: Outbox,
+    /// Drops not yet reported: gap records wait for a connection, so that during an outage
+    /// they neither fill the outbox nor push out the messages they would report.
+    pending_gaps: Vec<Gap>,
     spool: Option<Spool>,
     spool_after: Duration,
     segment_messages: usize,
@@ -468,6 +496,7 @@ impl Driver {
                 },
                 request = requests.recv(), if requests_open => match request {
                     Some(Request::Publish(entry)) => self.outbox.push(entry),
+                    Some(Request::PublishLatest(entry)) => self.outbox.push_latest(entry),
                     Some(Request::SpoolAll(reply)) => {
                         self.spool_up_to(usize::MAX);
                         let _ = reply.send(self.outbox.len() - self.outbox.unspooled());
@@ -476,8 +505,11 @@ impl Driver {
                 },
                 _ = tick.tick() => {}
             }
-            for gap in self.outbox.take_gaps() {
-                self.record_gap(gap);
+            self.pending_gaps.extend(self.outbox.take_gaps());
+            if self.outbox.is_connected() {
+                for gap in std::mem::take(&mut self.pending_gaps) {
+                    self.record_gap(gap);
+                }
             }
             if self
                 .down_since
@@ -568,7 +600,7 @@ impl Driver {
             reason: "outbox_full",
         };
         self.stats.sent.fetch_add(1, Ordering::SeqCst);
-        self.outbox.push(Entry {
+        self.outbox.push_unbounded(Entry {
             seq: None,
             topic: self.gaps_topic.clone(),
             body: serde_json::to_vec(&record).expect("gap record serialises"),

@@ -7,6 +7,7 @@ mod containment;
 mod errors;
 mod expect;
 mod harness;
+mod occupancy;
 mod outbox;
 mod replay;
 mod tail;

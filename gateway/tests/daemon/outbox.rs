@@ -187,6 +187,12 @@ fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
     );
     assert_eq!(reported.len() as u64, dropped);
     assert!(received.is_disjoint(&reported));
+    // What was dropped was only what did not fit: a full outbox of 20 still delivers ~20.
+    assert!(
+        received.len() >= 15,
+        "only {} messages survived the outage",
+        received.len()
+    );
 }
 
 #[test]
