@@ -7,6 +7,7 @@
 
 use crate::capture::{CaptureError, LossStats, Next, PcapSource};
 use crate::dot11;
+use crate::plugins::reload::Reloader;
 use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
 use crate::privacy::{Gate, Refusal, Sighting};
 use crate::telemetry::Counters;
@@ -115,6 +116,7 @@ pub fn run_capture(
 /// The plugin stage as a state machine: sightings and time in, plugin calls and outputs out.
 pub struct PluginStage {
     runners: Vec<PluginRunner>,
+    reloader: Reloader,
     batch: Vec<Sighting>,
     next_tick_ms: Option<u64>,
     now_ms: u64,
@@ -126,6 +128,7 @@ impl PluginStage {
     pub fn new(set: PluginSet, counters: Arc<Counters>) -> PluginStage {
         PluginStage {
             runners: set.runners,
+            reloader: set.reloader,
             batch: Vec::with_capacity(MAX_BATCH),
             next_tick_ms: None,
             now_ms: 0,
@@ -174,6 +177,17 @@ impl PluginStage {
             let outcome = runner.on_stop(self.now_ms, &mut self.outputs);
             count_call(&self.counters, runner, &outcome);
         }
+    }
+
+    /// Swaps in plugins whose files changed (checked every few seconds of wall time).
+    pub fn reload_changed(&mut self) {
+        if !self.reloader.due() {
+            return;
+        }
+        // The pending batch goes to the versions it was collected for.
+        self.flush();
+        self.reloader
+            .check(&mut self.runners, self.now_ms, &mut self.outputs);
     }
 
     /// Takes what plugins published so far.
@@ -235,6 +249,7 @@ pub fn run_plugins(
             Err(RecvTimeoutError::Timeout) => stage.flush(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        stage.reload_changed();
         if !send(&mut stage) {
             tracing::error!("publisher is gone; stopping the plugin stage");
             return;

@@ -6,6 +6,7 @@
 
 mod bindings;
 mod health;
+pub mod reload;
 mod runner;
 mod sandbox;
 
@@ -44,6 +45,8 @@ pub struct PluginSet {
     pub runners: Vec<PluginRunner>,
     /// Status reports produced while loading, for the publisher.
     pub reports: Vec<Output>,
+    /// Watches the plugin files for replacement, removal and (re)appearance.
+    pub reloader: reload::Reloader,
 }
 
 impl PluginSet {
@@ -56,8 +59,14 @@ impl PluginSet {
         let now = 0;
         let mut runners = Vec::with_capacity(config.plugins.len());
         let mut reports = Vec::new();
+        let mut watched = Vec::with_capacity(config.plugins.len());
         for plugin in &config.plugins {
             let path = config.plugin_path(plugin);
+            watched.push(reload::Watched::new(
+                plugin.name().to_owned(),
+                path.clone(),
+                plugin.config_json(),
+            ));
             let loaded = PluginRunner::load(
                 &engine,
                 &linker,
@@ -90,6 +99,11 @@ impl PluginSet {
             }
             runners.push(runner);
         }
-        Ok(PluginSet { runners, reports })
+        let reloader = reload::Reloader::new(engine, linker, limits, watched);
+        Ok(PluginSet {
+            runners,
+            reports,
+            reloader,
+        })
     }
 }

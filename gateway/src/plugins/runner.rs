@@ -114,6 +114,17 @@ impl PluginRunner {
         &self.name
     }
 
+    /// Hands this plugin's pseudonym space to its successor (a reloaded version), so a
+    /// device keeps its pseudonym across the reload within the key epoch.
+    pub(super) fn inherit_space(&mut self, from: &mut PluginRunner) {
+        std::mem::swap(&mut self.space, &mut from.space);
+    }
+
+    /// Reports "running" (after a reload swapped this version in).
+    pub(super) fn announce(&self, out: &mut Vec<Output>, now_ms: u64) {
+        self.report_running(out, now_ms);
+    }
+
     /// Publishes the host refused since the last call of this method.
     pub fn take_refused(&mut self) -> u64 {
         std::mem::take(&mut self.refused)
@@ -138,7 +149,7 @@ impl PluginRunner {
 
     /// Instantiates and initialises the plugin at pipeline time `now_ms`; an error leaves it
     /// not running. What init publishes goes out with the next call's outputs.
-    fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
+    pub(super) fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
         let init_err = |reason: String| PluginError::Init {
             name: self.name.to_string(),
             reason,

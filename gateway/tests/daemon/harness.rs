@@ -249,6 +249,7 @@ impl Subscriber {
             .collect()
     }
 
+    /// Waits until some message satisfies `pred` (which must not call back into `self`).
     pub fn wait_for(&self, pred: impl Fn(&Message) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -260,6 +261,18 @@ impl Subscriber {
             }
             sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until `cond(self)` holds; for conditions over all messages (counts, states).
+    pub fn wait_until(&self, cond: impl Fn(&Subscriber) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Messages on a plugin stream, payloads parsed, in arrival order.

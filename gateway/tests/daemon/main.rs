@@ -9,6 +9,7 @@ mod expect;
 mod harness;
 mod occupancy;
 mod outbox;
+mod reload;
 mod replay;
 mod tail;
 mod tls;

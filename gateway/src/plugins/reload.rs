@@ -1,0 +1,164 @@
+//! Hot reload: a plugin whose file is replaced, removed or (re)appears is swapped without
+//! restarting the daemon or pausing the others. A replacement that does not load and
+//! initialise is refused and the running version carries on.
+//!
+//! Files are watched by modification time and size, polled every few seconds: no inotify
+//! dependency, and a router's flash sees no extra writes. Install a new version by writing
+//! it beside the old one and renaming it into place, so a half-written file is never read.
+
+use super::runner::{PluginStatus, status_output};
+use super::sandbox::{HostState, Limits, Output};
+use super::{PluginError, PluginRunner};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// How often the plugin files are looked at.
+pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+type Stamp = Option<(SystemTime, u64)>;
+
+/// One configured plugin's file.
+pub struct Watched {
+    pub name: String,
+    pub path: PathBuf,
+    pub config_json: String,
+    stamp: Stamp,
+}
+
+impl Watched {
+    pub fn new(name: String, path: PathBuf, config_json: String) -> Watched {
+        let stamp = stamp(&path);
+        Watched {
+            name,
+            path,
+            config_json,
+            stamp,
+        }
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+pub struct Reloader {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    watched: Vec<Watched>,
+    last_check: Instant,
+}
+
+impl Reloader {
+    pub fn new(
+        engine: Engine,
+        linker: Linker<HostState>,
+        limits: Limits,
+        watched: Vec<Watched>,
+    ) -> Reloader {
+        Reloader {
+            engine,
+            linker,
+            limits,
+            watched,
+            last_check: Instant::now(),
+        }
+    }
+
+    /// Whether [`CHECK_EVERY`] of wall time passed since the last check.
+    pub fn due(&self) -> bool {
+        self.last_check.elapsed() >= CHECK_EVERY
+    }
+
+    /// Applies file changes to `runners` (kept in configured order). What stopped or
+    /// swapped plugins publish goes to `out`.
+    pub fn check(&mut self, runners: &mut Vec<PluginRunner>, now_ms: u64, out: &mut Vec<Output>) {
+        self.last_check = Instant::now();
+        for order in 0..self.watched.len() {
+            let current = stamp(&self.watched[order].path);
+            if current == self.watched[order].stamp {
+                continue;
+            }
+            self.watched[order].stamp = current;
+            let name = self.watched[order].name.clone();
+            let at = runners.iter().position(|r| r.name() == name);
+            match current {
+                None => {
+                    if let Some(i) = at {
+                        let mut old = runners.remove(i);
+                        old.on_stop(now_ms, out);
+                        tracing::info!(plugin = %name, "plugin file removed; plugin stopped");
+                        report(out, &name, now_ms, "removed", None);
+                    }
+                }
+                Some(_) => match self.candidate(order, now_ms) {
+                    Ok(mut new) => {
+                        match at {
+                            Some(i) => {
+                                // The old version publishes what it holds, then steps aside.
+                                runners[i].on_stop(now_ms, out);
+                                new.inherit_space(&mut runners[i]);
+                                runners[i] = new;
+                            }
+                            None => {
+                                let i = self.insert_position(runners, order);
+                                runners.insert(i, new);
+                            }
+                        }
+                        let i = runners
+                            .iter()
+                            .position(|r| r.name() == name)
+                            .expect("just placed");
+                        runners[i].announce(out, now_ms);
+                        tracing::info!(plugin = %name, "plugin reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %name, error = %e, "new plugin version refused; the running one carries on");
+                        report(out, &name, now_ms, "reload_failed", Some(&e.to_string()));
+                    }
+                },
+            }
+        }
+    }
+
+    fn candidate(&self, order: usize, now_ms: u64) -> Result<PluginRunner, PluginError> {
+        let w = &self.watched[order];
+        let mut runner = PluginRunner::load(
+            &self.engine,
+            &self.linker,
+            &w.name,
+            &w.path,
+            w.config_json.clone(),
+            self.limits.clone(),
+        )?;
+        runner.start(now_ms)?;
+        Ok(runner)
+    }
+
+    /// Where a plugin that (re)appears goes, so the chain keeps the configured order.
+    fn insert_position(&self, runners: &[PluginRunner], order: usize) -> usize {
+        let before: Vec<&str> = self.watched[..order]
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect();
+        runners
+            .iter()
+            .take_while(|r| before.contains(&r.name()))
+            .count()
+    }
+}
+
+fn report(out: &mut Vec<Output>, name: &str, now_ms: u64, state: &str, reason: Option<&str>) {
+    let status = PluginStatus {
+        state,
+        failures: 0,
+        traps: 0,
+        reason,
+        retry_at_ms: None,
+        failed_call_us: None,
+    };
+    out.push(status_output(name.into(), now_ms, &status));
+}

@@ -1,0 +1,120 @@
+//! Hot reload through the daemon: replacing a plugin's file swaps it in without a restart,
+//! a replacement that cannot start is refused while the old version carries on, removing
+//! the file stops the plugin, and the other plugins lose nothing throughout.
+
+use crate::consent::record_offsets;
+use crate::expect;
+use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, capture, plugin, text};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
+
+/// Installs `from` as `to` the way an operator should: write beside it, rename into place.
+fn install(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[test]
+fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let stable = PluginEntry {
+        name: "stable",
+        file: "visitor_counter.wasm",
+        config: "{ interval_secs = 300 }",
+    };
+    let site = Site::new(&broker, &[stable], "");
+    // "counter" lives in the site directory, where the test replaces it; no config table,
+    // so any of the example plugins can start under its name.
+    let counter = site.dir.path().join("counter.wasm");
+    install(&plugin("visitor_counter.wasm"), &counter);
+    let mut config = std::fs::read_to_string(&site.config).unwrap();
+    config += &format!(
+        "[[plugin]]\nname = \"counter\"\npath = \"{}\"\n",
+        counter.display()
+    );
+    std::fs::write(&site.config, config).unwrap();
+
+    let mut child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
+    let offsets = record_offsets(&bytes);
+    let cut = |k: usize| offsets[k * offsets.len() / 4];
+    let mut stdin = child.stdin.take().unwrap();
+    let status_is = |state: &'static str| {
+        move |m: &crate::harness::Message| {
+            m.topic.ends_with("/plugin-status/counter") && m.payload.contains(state)
+        }
+    };
+
+    stdin.write_all(&bytes[..cut(1)]).unwrap();
+    stdin.flush().unwrap();
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/plugins/counter/counts"),
+        Duration::from_secs(20)
+    ));
+
+    // A "new version" that cannot start with this config (the hostile plugin needs one).
+    install(&plugin("hostile.wasm"), &counter);
+    assert!(
+        sub.wait_for(status_is("\"reload_failed\""), Duration::from_secs(10)),
+        "{:?}",
+        sub.plugin_statuses("counter")
+    );
+    let before = sub.stream("counter", "counts").len();
+    stdin.write_all(&bytes[cut(1)..cut(2)]).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        sub.wait_until(
+            |sub| sub.stream("counter", "counts").len() > before,
+            Duration::from_secs(20)
+        ),
+        "the old version carries on after a refused reload"
+    );
+
+    // A version that starts: the occupancy plugin takes over under the same name.
+    install(&plugin("occupancy.wasm"), &counter);
+    let running = |sub: &Subscriber| {
+        sub.plugin_statuses("counter")
+            .iter()
+            .filter(|s| s["state"] == "running")
+            .count()
+    };
+    assert!(sub.wait_until(|sub| running(sub) >= 2, Duration::from_secs(10)));
+    stdin.write_all(&bytes[cut(2)..cut(3)]).unwrap();
+    stdin.flush().unwrap();
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/plugins/counter/occupancy"),
+        Duration::from_secs(20)
+    ));
+
+    // Removed: the plugin stops.
+    std::fs::remove_file(&counter).unwrap();
+    assert!(sub.wait_for(status_is("\"removed\""), Duration::from_secs(10)));
+    stdin.write_all(&bytes[cut(3)..]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+
+    // The other plugin saw every sighting: its counts are exactly those of a quiet run.
+    assert_eq!(
+        expect::rows_of(&sub.stream("stable", "counts")),
+        expect::counts(CAPTURE, 300_000, FLOOR)
+    );
+}

@@ -1,0 +1,1194 @@
+//! `cargo xtask dist <target> [--check]`: cross-builds `probegate` for a router CPU and packages
+//! it as an OpenWrt `.ipk` in `target/dist/`.
+//!
+//! - Tools, installed when missing: zig (PyPI's `ziglang`, by `pip install --target` into
+//!   `$CARGO_TARGET_DIR/cross/tools/`), cargo-zigbuild (`cargo install`), the Rust target
+//!   (rustup), flex and bison (apt, to build libpcap), qemu-user (apt, for `--check`).
+//! - libpcap is linked statically: built by `zig cc` for the target from Debian's source
+//!   package (`apt-get source libpcap`), once, cached under
+//!   `$CARGO_TARGET_DIR/cross/libpcap/<triple>/`.
+//! - The daemon is built with the release profile (size-optimised, stripped) into
+//!   `$CARGO_TARGET_DIR/cross/<triple>/`, so host builds keep their own directory warm.
+//! - `--check` unpacks the package and checks its structure and fields, then runs the packaged
+//!   binary under qemu-user: it replays a real capture through the packaged visitor-counter
+//!   plugin to a mosquitto on 127.0.0.1, and a `mosquitto_sub` must receive the same counts as
+//!   from the host build, between an `online` and a clean `offline` status.
+//!
+//! Written with std and the `tar` and `gzip` commands only, like the rest of xtask.
+
+use crate::{Reaper, Result, cargo_target_dir, dpkg_installed, is_root, root, run, wait_for_port};
+use std::collections::{BTreeMap, BTreeSet};
+use std::env;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// One router CPU: the Rust target, what zig calls it, and the opkg architecture string the
+/// package must carry exactly (opkg refuses any other).
+struct Target {
+    name: &'static str,
+    triple: &'static str,
+    zig: &'static str,
+    opkg_arch: &'static str,
+    qemu: &'static str,
+    /// ELF `e_machine` of the target's binaries.
+    elf_machine: u16,
+}
+
+const TARGETS: &[Target] = &[Target {
+    name: "aarch64",
+    triple: "aarch64-unknown-linux-musl",
+    zig: "aarch64-linux-musl",
+    opkg_arch: "aarch64_cortex-a53",
+    qemu: "qemu-aarch64",
+    elf_machine: 183,
+}];
+
+/// Versions installed when missing; the ones this task was checked with.
+const ZIGLANG: &str = "ziglang==0.17.1";
+const CARGO_ZIGBUILD: &str = "0.24.0";
+/// Host packages: libpcap's grammar and scanner need bison and flex; `apt-get source` needs
+/// dpkg-dev to unpack and patch the source package.
+const BUILD_APT: &[&str] = &["flex", "bison", "dpkg-dev"];
+
+const PACKAGE: &str = "probegate";
+/// The site config is the package's conffile: opkg keeps the user's edited copy on upgrade.
+const CONFFILE: &str = "/etc/probegate/probegate.toml";
+const PLUGIN: &str = "visitor_counter.wasm";
+/// The capture `--check` replays under qemu (a day in a university lab, many intervals).
+const CHECK_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2023-10-20.pcap";
+
+/// The package's files: path on the router, where it comes from, mode.
+fn data_files(binary: &Path) -> Vec<(&'static str, PathBuf, u32)> {
+    let root = root();
+    vec![
+        ("usr/bin/probegate", binary.to_owned(), 0o755),
+        (
+            "etc/init.d/probegate",
+            root.join("openwrt/files/probegate.init"),
+            0o755,
+        ),
+        // It may hold the broker password: readable by root only (the daemon runs as root).
+        (
+            "etc/probegate/probegate.toml",
+            root.join("config/probegate.toml"),
+            0o600,
+        ),
+        (
+            "usr/lib/probegate/plugins/visitor_counter.wasm",
+            root.join("target/wasm").join(PLUGIN),
+            0o644,
+        ),
+    ]
+}
+
+pub fn dist(args: &[String]) -> Result {
+    let usage = || {
+        let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+        format!("usage: cargo xtask dist {} [--check]", names.join(" | "))
+    };
+    let mut target = None;
+    let mut check = false;
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check = true,
+            name => target = Some(TARGETS.iter().find(|t| t.name == name).ok_or_else(usage)?),
+        }
+    }
+    let target = target.ok_or_else(usage)?;
+    let start = Instant::now();
+    let mut times: Vec<(&str, Duration)> = Vec::new();
+    let mut step = |name: &'static str, since: &mut Instant| {
+        eprintln!("dist: {name} took {:.1} s", since.elapsed().as_secs_f64());
+        times.push((name, since.elapsed()));
+        *since = Instant::now();
+    };
+    let mut since = Instant::now();
+
+    crate::deps()?;
+    let zig = tools(target, check)?;
+    step("tools", &mut since);
+    let (pcap_dir, pcap_version) = libpcap(target, &zig)?;
+    step("libpcap", &mut since);
+    crate::build_plugins()?;
+    step("plugins", &mut since);
+    let binary = cross_build(target, &zig, &pcap_dir, &pcap_version)?;
+    step("cross build", &mut since);
+    let size = file_size(&binary)?;
+    let ipk = package(target, &binary)?;
+    step("package", &mut since);
+    println!(
+        "dist: {} ({}, release profile, stripped): {} bytes ({:.2} MB)",
+        binary.display(),
+        target.triple,
+        size,
+        size as f64 / 1e6
+    );
+    println!("dist: {} ({} bytes)", ipk.display(), file_size(&ipk)?);
+    if check {
+        let unpacked = check_package(target, &ipk)?;
+        step("package check", &mut since);
+        // The host build, as `cargo xtask test` and the demo use it: the reference.
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["build", "--locked", "-p", PACKAGE]))?;
+        step("host build", &mut since);
+        replay_under_qemu(target, &unpacked)?;
+        step("qemu replay", &mut since);
+    }
+    let steps: Vec<String> = times
+        .iter()
+        .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+        .collect();
+    println!(
+        "dist {}: done in {:.1} s ({}); binary {} bytes",
+        target.name,
+        start.elapsed().as_secs_f64(),
+        steps.join(", "),
+        size
+    );
+    Ok(())
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn io<T>(what: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| format!("{}: {e}", what.display()))
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Installs what the cross build (and the check) needs, if missing; returns the zig binary.
+fn tools(target: &Target, check: bool) -> Result<PathBuf> {
+    let mut wanted: Vec<&str> = BUILD_APT.to_vec();
+    if check {
+        wanted.push("qemu-user");
+    }
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !dpkg_installed(p)).collect();
+    if !missing.is_empty() {
+        run(&mut apt(&["update", "-qq"]))?;
+        let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&missing);
+        run(&mut apt(&install))?;
+    }
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l == target.triple) {
+        run(Command::new("rustup").args(["target", "add", target.triple]))?;
+    }
+    let zig = match find_zig() {
+        Some(zig) => zig,
+        None => {
+            // Into a directory of our own: no change to the machine's Python, and allowed
+            // where Debian's Python refuses global installs (PEP 668).
+            run(Command::new("python3")
+                .args(["-m", "pip", "install", "-q", "--target"])
+                .arg(zig_dir())
+                .arg(ZIGLANG))?;
+            find_zig().ok_or("pip installed ziglang, but its zig binary is not there")?
+        }
+    };
+    let has_zigbuild = Command::new("cargo")
+        .args(["zigbuild", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_zigbuild {
+        run(Command::new("cargo").args([
+            "install",
+            "--locked",
+            "cargo-zigbuild",
+            "--version",
+            CARGO_ZIGBUILD,
+        ]))?;
+    }
+    Ok(zig)
+}
+
+/// Where `pip install --target` puts PyPI's `ziglang` for us.
+fn zig_dir() -> PathBuf {
+    cross_dir().join("tools/ziglang")
+}
+
+/// The zig that PyPI's `ziglang` package ships (ours, else the Python's), or one on PATH.
+fn find_zig() -> Option<PathBuf> {
+    let ours = zig_dir().join("ziglang/zig");
+    if ours.is_file() {
+        return Some(ours);
+    }
+    let from_pip = Command::new("python3")
+        .args([
+            "-c",
+            "import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), 'zig'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    from_pip.or_else(|| {
+        env::var_os("PATH").and_then(|paths| {
+            env::split_paths(&paths)
+                .map(|d| d.join("zig"))
+                .find(|p| p.is_file())
+        })
+    })
+}
+
+/// A command run as root: directly when we are root (as in CI), else through sudo.
+fn as_root(args: &[&str]) -> Command {
+    let mut all: Vec<&str> = if is_root() { vec![] } else { vec!["sudo"] };
+    all.extend_from_slice(args);
+    let mut cmd = Command::new(all[0]);
+    cmd.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
+fn apt(args: &[&str]) -> Command {
+    let mut all = vec!["apt-get"];
+    all.extend_from_slice(args);
+    as_root(&all)
+}
+
+fn cross_dir() -> PathBuf {
+    cargo_target_dir().join("cross")
+}
+
+/// A static libpcap for the target, built once from Debian's source package with `zig cc`.
+/// Returns the directory holding `libpcap.a` and libpcap's version.
+fn libpcap(target: &Target, zig: &Path) -> Result<(PathBuf, String)> {
+    let base = cross_dir().join("libpcap");
+    let src_parent = base.join("src");
+    let source = match find_source(&src_parent)? {
+        Some(dir) => dir,
+        None => {
+            fetch_source(&src_parent)?;
+            find_source(&src_parent)?.ok_or("apt-get source libpcap left no libpcap-* directory")?
+        }
+    };
+    let version = source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libpcap-"))
+        .ok_or("unexpected libpcap source directory name")?
+        .to_owned();
+    let out = base.join(target.triple);
+    let lib = out.join("lib");
+    let configure_args = [
+        format!("--host={}", target.triple),
+        "--disable-shared".into(),
+        "--with-pcap=linux".into(),
+        "--without-libnl".into(),
+        "--disable-usb".into(),
+        "--disable-netmap".into(),
+        "--disable-bluetooth".into(),
+        "--disable-dbus".into(),
+        "--disable-rdma".into(),
+        "--disable-remote".into(),
+        "--without-dpdk".into(),
+        "--without-dag".into(),
+        "--without-septel".into(),
+        "--without-snf".into(),
+        "--without-turbocap".into(),
+    ];
+    let cc = format!("{} cc -target {}", zig.display(), target.zig);
+    // What the cached library was built from: a change to any of it rebuilds.
+    let stamp = format!("{}\n{cc}\n{}\n", source.display(), configure_args.join(" "));
+    let stamp_file = out.join("built-from");
+    if lib.join("libpcap.a").is_file() && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp)
+    {
+        eprintln!(
+            "libpcap {version} for {}: cached in {}",
+            target.triple,
+            lib.display()
+        );
+        return Ok((lib, version));
+    }
+    let build = out.join("build");
+    if build.exists() {
+        io(&build, fs::remove_dir_all(&build))?;
+    }
+    io(&build, fs::create_dir_all(&build))?;
+    io(&lib, fs::create_dir_all(&lib))?;
+    run(Command::new(source.join("configure"))
+        .current_dir(&build)
+        .args(&configure_args)
+        .arg(format!("CC={cc}"))
+        .arg(format!("AR={} ar", zig.display()))
+        .arg(format!("RANLIB={} ranlib", zig.display()))
+        .arg("CFLAGS=-Os -fPIC")
+        .stdout(Stdio::null()))?;
+    run(Command::new("make")
+        .current_dir(&build)
+        .args(["-j2", "libpcap.a"])
+        // Debian's patch reads the shared library's version from debian/changelog, which a
+        // build outside the source tree does not see; the static library does not use it.
+        .arg(format!("LIBVERSION={version}"))
+        .stdout(Stdio::null()))?;
+    io(
+        &lib,
+        fs::copy(build.join("libpcap.a"), lib.join("libpcap.a")),
+    )?;
+    io(&stamp_file, fs::write(&stamp_file, stamp))?;
+    io(&build, fs::remove_dir_all(&build))?;
+    eprintln!(
+        "libpcap {version} for {}: built in {}",
+        target.triple,
+        lib.display()
+    );
+    Ok((lib, version))
+}
+
+fn find_source(dir: &Path) -> Result<Option<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    Ok(io(dir, fs::read_dir(dir))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.is_dir()
+                && p.join("configure").is_file()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libpcap-"))
+        }))
+}
+
+/// `apt-get source libpcap` into `dir`, adding Debian's deb-src line first if apt has none.
+fn fetch_source(dir: &Path) -> Result {
+    io(dir, fs::create_dir_all(dir))?;
+    let source = |dir: &Path| {
+        let mut cmd = Command::new("apt-get");
+        cmd.current_dir(dir).args(["source", "-qq", "libpcap"]);
+        cmd
+    };
+    if run(&mut source(dir)).is_ok() {
+        return Ok(());
+    }
+    let codename =
+        output(Command::new("sh").args(["-c", ". /etc/os-release && echo $VERSION_CODENAME"]))?;
+    let codename = codename.trim();
+    if codename.is_empty() {
+        return Err("cannot tell the Debian release for a deb-src line".into());
+    }
+    let list = Path::new("/etc/apt/sources.list.d/probegate-deb-src.sources");
+    eprintln!("adding {} for apt-get source", list.display());
+    let text = format!(
+        "Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: {codename}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    );
+    let tmp = dir.join("probegate-deb-src.sources");
+    io(&tmp, fs::write(&tmp, text))?;
+    run(as_root(&["cp"]).arg(&tmp).arg(list))?;
+    run(&mut apt(&["update", "-qq"]))?;
+    run(&mut source(dir))
+}
+
+/// `cargo zigbuild --release` for the target, linking the static libpcap. Returns the binary.
+fn cross_build(
+    target: &Target,
+    zig: &Path,
+    pcap_dir: &Path,
+    pcap_version: &str,
+) -> Result<PathBuf> {
+    let target_dir = cross_dir().join(target.triple);
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
+        // Default features are back-office tools (`tail`, with JSON Schema validation): a
+        // router has no use for them and the flash is small.
+        .arg("--no-default-features")
+        .args(["--target", target.triple, "--target-dir"])
+        .arg(&target_dir)
+        .env("CARGO_ZIGBUILD_ZIG_PATH", zig)
+        // The pcap crate links `-lpcap` from here; only libpcap.a is there, so it is static.
+        .env("LIBPCAP_LIBDIR", pcap_dir)
+        .env("LIBPCAP_VER", pcap_version))?;
+    let binary = target_dir.join(target.triple).join("release").join(PACKAGE);
+    if !binary.is_file() {
+        return Err(format!("{} was not built", binary.display()));
+    }
+    Ok(binary)
+}
+
+/// The workspace version, read from the root Cargo.toml at run time (see `root`).
+fn version() -> Result<String> {
+    let manifest = root().join("Cargo.toml");
+    let text = io(&manifest, fs::read_to_string(&manifest))?;
+    let mut in_package = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+        } else if in_package && let Some(v) = line.strip_prefix("version") {
+            let v = v.trim_start().trim_start_matches('=').trim();
+            return Ok(v.trim_matches('"').to_owned());
+        }
+    }
+    Err(format!(
+        "{}: no [workspace.package] version",
+        manifest.display()
+    ))
+}
+
+fn description() -> Result<String> {
+    let manifest = root().join("gateway/Cargo.toml");
+    let text = io(&manifest, fs::read_to_string(&manifest))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("description"))
+        .map(|v| {
+            v.trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .ok_or_else(|| format!("{}: no description", manifest.display()))
+}
+
+/// Files' modification time in the package: SOURCE_DATE_EPOCH, else the last commit's time,
+/// so that rebuilding the same commit gives the same archives.
+fn mtime() -> String {
+    if let Ok(s) = env::var("SOURCE_DATE_EPOCH") {
+        return s;
+    }
+    Command::new("git")
+        .current_dir(root())
+        .args(["log", "-1", "--format=%ct"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "0".into())
+}
+
+const POSTINST: &str = "#!/bin/sh
+# Enables the service and starts it (only `start` on upgrade), as OpenWrt's own packages do
+# through default_postinst. When an image is built (IPKG_INSTROOT set) it only enables.
+[ \"${IPKG_NO_SCRIPT}\" = \"1\" ] && exit 0
+[ -s \"${IPKG_INSTROOT}/lib/functions.sh\" ] || exit 0
+. \"${IPKG_INSTROOT}/lib/functions.sh\"
+default_postinst \"$0\" \"$@\"
+";
+
+const PRERM: &str = "#!/bin/sh
+# Stops the service and disables it (only `stop` on upgrade), as OpenWrt's own packages do
+# through default_prerm.
+[ -s \"${IPKG_INSTROOT}/lib/functions.sh\" ] || exit 0
+. \"${IPKG_INSTROOT}/lib/functions.sh\"
+default_prerm \"$0\" \"$@\"
+";
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result {
+    if let Some(dir) = path.parent() {
+        io(dir, fs::create_dir_all(dir))?;
+    }
+    io(path, fs::write(path, contents))?;
+    io(
+        path,
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)),
+    )
+}
+
+/// `tar` of `members` (relative to `dir`) owned by root, gzip'd without a name or time stamp.
+fn tar_gz(dir: &Path, members: &[&str], out: &Path) -> Result {
+    let file = io(out, fs::File::create(out))?;
+    let mut tar = Command::new("tar");
+    tar.current_dir(dir)
+        .args(["--format=gnu", "--numeric-owner", "--owner=0", "--group=0"])
+        .arg(format!("--mtime=@{}", mtime()))
+        .args(["-cf", "-", "--no-recursion"])
+        .args(members)
+        .stdout(Stdio::piped());
+    eprintln!("+ {tar:?} | gzip -9n > {}", out.display());
+    let mut tar_child = tar.spawn().map_err(|e| format!("cannot run tar: {e}"))?;
+    let gzip = Command::new("gzip")
+        .arg("-9n")
+        .stdin(tar_child.stdout.take().expect("piped"))
+        .stdout(file)
+        .status()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    let tar_status = tar_child.wait().map_err(|e| format!("tar: {e}"))?;
+    if !tar_status.success() || !gzip.success() {
+        return Err(format!(
+            "tar | gzip for {} failed: {tar_status}, {gzip}",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Every entry under `dir`, as `./path` (directories with a trailing `/`), for `tar
+/// --no-recursion`, so the archive lists exactly what was staged.
+fn members(dir: &Path) -> Result<Vec<String>> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result {
+        let mut entries: Vec<_> = io(dir, fs::read_dir(dir))?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = format!("{rel}{}", e.file_name().to_string_lossy());
+            if e.path().is_dir() {
+                out.push(format!("{name}/"));
+                walk(&e.path(), &format!("{name}/"), out)?;
+            } else {
+                out.push(name);
+            }
+        }
+        Ok(())
+    }
+    let mut out = vec!["./".to_owned()];
+    walk(dir, "./", &mut out)?;
+    Ok(out)
+}
+
+/// Builds `target/dist/probegate_<version>_<arch>.ipk`.
+fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
+    let version = version()?;
+    let stage = cross_dir().join("pkg").join(target.opkg_arch);
+    if stage.exists() {
+        io(&stage, fs::remove_dir_all(&stage))?;
+    }
+    let data = stage.join("data");
+    let control = stage.join("control");
+    let outer = stage.join("outer");
+    for dir in [&data, &control, &outer] {
+        io(dir, fs::create_dir_all(dir))?;
+    }
+    let mut installed_size = 0;
+    for (path, from, mode) in data_files(binary) {
+        let bytes = io(&from, fs::read(&from))?;
+        installed_size += bytes.len() as u64;
+        write_file(&data.join(path), &bytes, mode)?;
+    }
+    // Directories 0755: tar records the staging tree's modes.
+    for dir in members(&data)?.iter().filter(|m| m.ends_with('/')) {
+        let path = data.join(dir);
+        io(
+            &path,
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)),
+        )?;
+    }
+    let control_text = format!(
+        "Package: {PACKAGE}\nVersion: {version}\nDepends: libc\nLicense: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
+        target.opkg_arch,
+        description()?
+    );
+    write_file(&control.join("control"), control_text.as_bytes(), 0o644)?;
+    write_file(
+        &control.join("conffiles"),
+        format!("{CONFFILE}\n").as_bytes(),
+        0o644,
+    )?;
+    write_file(&control.join("postinst"), POSTINST.as_bytes(), 0o755)?;
+    write_file(&control.join("prerm"), PRERM.as_bytes(), 0o755)?;
+    io(
+        &control,
+        fs::set_permissions(&control, fs::Permissions::from_mode(0o755)),
+    )?;
+    io(
+        &data,
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)),
+    )?;
+
+    let data_members = members(&data)?;
+    let data_refs: Vec<&str> = data_members.iter().map(String::as_str).collect();
+    tar_gz(&data, &data_refs, &outer.join("data.tar.gz"))?;
+    let control_members = members(&control)?;
+    let control_refs: Vec<&str> = control_members.iter().map(String::as_str).collect();
+    tar_gz(&control, &control_refs, &outer.join("control.tar.gz"))?;
+    write_file(&outer.join("debian-binary"), b"2.0\n", 0o644)?;
+
+    let dist = root().join("target/dist");
+    io(&dist, fs::create_dir_all(&dist))?;
+    let name = format!("{PACKAGE}_{version}_{}.ipk", target.opkg_arch);
+    let tmp = dist.join(format!(".{name}.tmp"));
+    // opkg reads an .ipk as a gzip'd tar (not ar), members in this order.
+    tar_gz(
+        &outer,
+        &["./debian-binary", "./control.tar.gz", "./data.tar.gz"],
+        &tmp,
+    )?;
+    let ipk = dist.join(&name);
+    io(&ipk, fs::rename(&tmp, &ipk))?;
+    Ok(ipk)
+}
+
+/// One line of `tar -tv --numeric-owner`.
+#[derive(Debug)]
+struct Entry {
+    mode: String,
+    owner: String,
+    size: u64,
+    name: String,
+}
+
+fn list(archive: &Path) -> Result<Vec<Entry>> {
+    let text = output(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(archive),
+    )?;
+    text.lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 6 {
+                return Err(format!("{}: unexpected entry {line:?}", archive.display()));
+            }
+            Ok(Entry {
+                mode: f[0].to_owned(),
+                owner: f[1].to_owned(),
+                size: f[2].parse().map_err(|_| format!("bad size in {line:?}"))?,
+                name: f[5].to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn extract(archive: &Path, into: &Path) -> Result {
+    io(into, fs::create_dir_all(into))?;
+    run(Command::new("tar")
+        .args(["--no-same-owner", "-xzf"])
+        .arg(archive)
+        .arg("-C")
+        .arg(into))
+}
+
+/// Unpacks the package and checks it as opkg and a store's router would see it. Returns the
+/// directory holding the unpacked data tree.
+fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
+    let version = version()?;
+    let name = ipk.file_name().unwrap_or_default().to_string_lossy();
+    ensure(
+        name == format!("{PACKAGE}_{version}_{}.ipk", target.opkg_arch),
+        || format!("package name {name}"),
+    )?;
+    let head = io(ipk, fs::read(ipk))?;
+    ensure(head.starts_with(&[0x1f, 0x8b]), || {
+        "the .ipk is not gzip (opkg refuses an ar outer)".into()
+    })?;
+    let outer: Vec<String> = list(ipk)?.into_iter().map(|e| e.name).collect();
+    ensure(
+        outer == ["./debian-binary", "./control.tar.gz", "./data.tar.gz"],
+        || format!("outer members {outer:?}"),
+    )?;
+
+    let dir = cross_dir().join("check").join(target.opkg_arch);
+    if dir.exists() {
+        io(&dir, fs::remove_dir_all(&dir))?;
+    }
+    extract(ipk, &dir)?;
+    let debian_binary = dir.join("debian-binary");
+    ensure(
+        io(&debian_binary, fs::read(&debian_binary))? == b"2.0\n",
+        || "debian-binary is not \"2.0\\n\"".into(),
+    )?;
+
+    // Control archive: exactly these members, root-owned, scripts executable.
+    let control_tgz = dir.join("control.tar.gz");
+    let control_entries = list(&control_tgz)?;
+    let control_names: BTreeSet<&str> = control_entries.iter().map(|e| e.name.as_str()).collect();
+    let want: BTreeSet<&str> = ["./", "./conffiles", "./control", "./postinst", "./prerm"].into();
+    ensure(control_names == want, || {
+        format!("control.tar.gz holds {control_names:?}")
+    })?;
+    for e in &control_entries {
+        ensure(e.owner == "0/0", || {
+            format!("control {} owned by {}", e.name, e.owner)
+        })?;
+        let want_mode = match e.name.as_str() {
+            "./" => "drwxr-xr-x",
+            "./postinst" | "./prerm" => "-rwxr-xr-x",
+            _ => "-rw-r--r--",
+        };
+        ensure(e.mode == want_mode, || {
+            format!("control {} mode {}", e.name, e.mode)
+        })?;
+    }
+    let control_dir = dir.join("control");
+    extract(&control_tgz, &control_dir)?;
+    for script in ["postinst", "prerm"] {
+        let path = control_dir.join(script);
+        let text = io(&path, fs::read_to_string(&path))?;
+        ensure(text.starts_with("#!/bin/sh\n"), || {
+            format!("{script} is not a sh script")
+        })?;
+    }
+    let fields = control_fields(&io(
+        &control_dir,
+        fs::read_to_string(control_dir.join("control")),
+    )?)?;
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    ensure(field("Package") == PACKAGE, || {
+        format!("Package {:?}", field("Package"))
+    })?;
+    ensure(field("Version") == version, || {
+        format!("Version {:?}", field("Version"))
+    })?;
+    ensure(field("Architecture") == target.opkg_arch, || {
+        format!("Architecture {:?}", field("Architecture"))
+    })?;
+    ensure(field("Depends") == "libc", || {
+        format!("Depends {:?}", field("Depends"))
+    })?;
+    ensure(!field("Description").is_empty(), || "no Description".into())?;
+    let conffiles = io(
+        &control_dir,
+        fs::read_to_string(control_dir.join("conffiles")),
+    )?;
+    ensure(conffiles == format!("{CONFFILE}\n"), || {
+        format!("conffiles {conffiles:?}")
+    })?;
+
+    // Data archive: exactly the expected tree, root-owned, with the sources' bytes.
+    let data_tgz = dir.join("data.tar.gz");
+    let data_entries = list(&data_tgz)?;
+    let data_dir = dir.join("data");
+    extract(&data_tgz, &data_dir)?;
+    let built = cross_dir()
+        .join(target.triple)
+        .join(target.triple)
+        .join("release")
+        .join(PACKAGE);
+    let files = data_files(&built);
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    for (path, _, mode) in &files {
+        want.insert(format!("./{path}"), mode_string(*mode, false));
+        let mut parent = Path::new(path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            want.insert(format!("./{}/", p.display()), mode_string(0o755, true));
+            parent = p.parent();
+        }
+    }
+    want.insert("./".into(), mode_string(0o755, true));
+    let got: BTreeMap<String, String> = data_entries
+        .iter()
+        .map(|e| (e.name.clone(), e.mode.clone()))
+        .collect();
+    ensure(got == want, || {
+        format!("data.tar.gz holds {got:?}, expected {want:?}")
+    })?;
+    for e in &data_entries {
+        ensure(e.owner == "0/0", || {
+            format!("data {} owned by {}", e.name, e.owner)
+        })?;
+    }
+    let installed: u64 = data_entries.iter().map(|e| e.size).sum();
+    ensure(field("Installed-Size") == installed.to_string(), || {
+        format!(
+            "Installed-Size {} but the files hold {installed} bytes",
+            field("Installed-Size")
+        )
+    })?;
+    ensure(
+        fields.keys().map(String::as_str).collect::<BTreeSet<_>>()
+            == [
+                "Architecture",
+                "Depends",
+                "Description",
+                "Installed-Size",
+                "License",
+                "Package",
+                "Section",
+                "Version",
+            ]
+            .into(),
+        || format!("control fields {:?}", fields.keys()),
+    )?;
+    for (path, from, _) in &files {
+        let packaged = data_dir.join(path);
+        ensure(
+            io(&packaged, fs::read(&packaged))? == io(from, fs::read(from))?,
+            || format!("/{path} differs from {}", from.display()),
+        )?;
+    }
+    ensure(data_dir.join(&CONFFILE[1..]).is_file(), || {
+        format!("conffile {CONFFILE} is not in the data tree")
+    })?;
+    check_elf(target, &data_dir.join("usr/bin/probegate"))?;
+    println!(
+        "check: {} is a gzip'd tar of debian-binary, control.tar.gz, data.tar.gz; control fields, conffiles, scripts (0755) and the root-owned data tree are as expected",
+        ipk.display()
+    );
+    Ok(data_dir)
+}
+
+fn mode_string(mode: u32, dir: bool) -> String {
+    let mut s = String::from(if dir { "d" } else { "-" });
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn control_fields(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut fields = BTreeMap::new();
+    for line in text.lines() {
+        let (k, v) = line
+            .split_once(": ")
+            .ok_or_else(|| format!("control line {line:?} is not `Field: value`"))?;
+        if fields.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(format!("control field {k} twice"));
+        }
+    }
+    Ok(fields)
+}
+
+/// The binary is for the target's CPU, needs no dynamic loader (libpcap and musl are linked
+/// in) and carries no symbol table (stripped).
+fn check_elf(target: &Target, path: &Path) -> Result {
+    let b = io(path, fs::read(path))?;
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize;
+    ensure(b.len() > 64 && b.starts_with(b"\x7fELF\x02\x01"), || {
+        format!("{} is not a 64-bit little-endian ELF", path.display())
+    })?;
+    ensure(u16_at(18) == target.elf_machine, || {
+        format!(
+            "{} is for ELF machine {}, not {}",
+            path.display(),
+            u16_at(18),
+            target.elf_machine
+        )
+    })?;
+    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54) as usize, u16_at(56) as usize);
+    let interp = (0..phnum).any(|i| u32_at(phoff + i * phentsize) == 3);
+    ensure(!interp, || {
+        format!("{} needs a dynamic loader (PT_INTERP)", path.display())
+    })?;
+    let (shoff, shentsize, shnum) = (u64_at(40), u16_at(58) as usize, u16_at(60) as usize);
+    let symtab = (0..shnum).any(|i| u32_at(shoff + i * shentsize + 4) == 2);
+    ensure(!symtab, || {
+        format!("{} is not stripped (.symtab)", path.display())
+    })?;
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Lines `mosquitto_sub -F "%t %p"` prints, collected by a thread.
+struct Subscriber {
+    _child: Reaper,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Subscriber {
+    fn start(port: u16) -> Result<Subscriber> {
+        let mut child = Reaper(
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+                .args(["-t", "probegate/#", "-F", "%t %p"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start mosquitto_sub: {e}"))?,
+        );
+        let stdout = child.0.stdout.take().expect("piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                sink.lock().expect("not poisoned").push(line);
+            }
+        });
+        let sub = Subscriber {
+            _child: child,
+            lines,
+        };
+        // mosquitto_sub says nothing once subscribed: publish markers until one comes back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sub.wait_for(
+            |l| l.starts_with("probegate/_ready "),
+            Duration::from_millis(300),
+        ) {
+            if Instant::now() > deadline {
+                return Err("mosquitto_sub never subscribed".into());
+            }
+            Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-t", "probegate/_ready", "-m", "ready"])
+                .status()
+                .map_err(|e| format!("cannot run mosquitto_pub: {e}"))?;
+        }
+        Ok(sub)
+    }
+
+    fn wait_for(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self
+                .lines
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|l| pred(l))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Payloads on topics under `prefix` ending in `suffix`, in arrival order.
+    fn payloads(&self, prefix: &str, suffix: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(t, _)| t.starts_with(prefix) && t.ends_with(suffix))
+            .map(|(_, p)| p.to_owned())
+            .collect()
+    }
+}
+
+/// The raw JSON text of `key` at the top level of a JSON object (compact or not).
+fn json_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut expecting_key = false;
+    let mut current_key: Option<&str> = None;
+    let mut value_start: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expecting_key {
+                    current_key = text.get(start..i);
+                    expecting_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expecting_key = depth == 1;
+            }
+            b':' if depth == 1 && current_key == Some(key) => value_start = Some(i + 1),
+            b',' if depth == 1 => {
+                if let Some(s) = value_start {
+                    return text.get(s..i).map(str::trim);
+                }
+                expecting_key = true;
+                current_key = None;
+            }
+            b'}' | b']' => {
+                if depth == 1
+                    && let Some(s) = value_start
+                {
+                    return text.get(s..i).map(str::trim);
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Replays a real capture with the packaged binary under qemu and the packaged plugin, and
+/// compares what a subscriber receives with the same replay by the host build.
+fn replay_under_qemu(target: &Target, unpacked: &Path) -> Result {
+    let host_binary = cargo_target_dir().join("debug").join(PACKAGE);
+
+    let work = cross_dir()
+        .join("check")
+        .join(format!("{}-replay", target.opkg_arch));
+    if work.exists() {
+        io(&work, fs::remove_dir_all(&work))?;
+    }
+    io(&work, fs::create_dir_all(&work))?;
+    let port = free_port()?;
+    let broker_conf = work.join("mosquitto.conf");
+    io(
+        &broker_conf,
+        fs::write(
+            &broker_conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        ),
+    )?;
+    let _broker = Reaper(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&broker_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start mosquitto: {e}"))?,
+    );
+    wait_for_port(port)?;
+    let sub = Subscriber::start(port)?;
+    let plugin = unpacked.join("usr/lib/probegate/plugins").join(PLUGIN);
+    let capture = root().join(CHECK_CAPTURE);
+
+    let replay = |gateway: &str, program: &mut Command| -> Result<Duration> {
+        let config = work.join(format!("{gateway}.toml"));
+        io(
+            &config,
+            fs::write(
+                &config,
+                format!(
+                    "[gateway]\nsite = \"dist-check\"\nid = \"{gateway}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\n[privacy]\nsignal_floor_dbm = -95\n\n[[plugin]]\nname = \"visitor-counter\"\npath = \"{}\"\nconfig = {{ interval_secs = 300 }}\n",
+                    plugin.display()
+                ),
+            ),
+        )?;
+        let start = Instant::now();
+        let out = program
+            .current_dir(&work)
+            .env("RUST_LOG", "info")
+            .args(["replay", "--config"])
+            .arg(&config)
+            .arg(&capture)
+            .output()
+            .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+        let took = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure(out.status.success(), || {
+            format!("{gateway}: replay failed ({}):\n{stderr}", out.status)
+        })?;
+        if let Some(summary) = stderr.lines().find(|l| l.contains("probegate stopped")) {
+            eprintln!("{gateway}: {}", summary.trim());
+        }
+        let topic = format!("probegate/v1/dist-check/{gateway}/status");
+        ensure(
+            sub.wait_for(
+                |l| l.starts_with(&topic) && l.contains("\"offline\""),
+                Duration::from_secs(20),
+            ),
+            || format!("{gateway}: no offline status arrived"),
+        )?;
+        Ok(took)
+    };
+
+    let mut qemu = Command::new(target.qemu);
+    qemu.arg(unpacked.join("usr/bin/probegate"));
+    let qemu_took = replay("gw-qemu", &mut qemu)?;
+    let host_took = replay("gw-host", &mut Command::new(&host_binary))?;
+
+    let counts = |gateway: &str| -> Result<Vec<String>> {
+        sub.payloads(
+            &format!("probegate/v1/dist-check/{gateway}/"),
+            "/plugins/visitor-counter/counts",
+        )
+        .iter()
+        .map(|p| {
+            json_value(p, "data")
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{gateway}: counts message without data: {p}"))
+        })
+        .collect()
+    };
+    let (qemu_counts, host_counts) = (counts("gw-qemu")?, counts("gw-host")?);
+    ensure(qemu_counts.len() > 10, || {
+        format!("only {} counts from the qemu run", qemu_counts.len())
+    })?;
+    ensure(qemu_counts == host_counts, || {
+        format!(
+            "the {} build's counts differ from the host build's:\nqemu: {qemu_counts:#?}\nhost: {host_counts:#?}",
+            target.triple
+        )
+    })?;
+    let sightings: u64 = qemu_counts
+        .iter()
+        .filter_map(|d| json_value(d, "sightings")?.parse::<u64>().ok())
+        .sum();
+    ensure(sightings > 0, || "the counts hold no sightings".into())?;
+    let statuses = sub.payloads("probegate/v1/dist-check/gw-qemu/status", "");
+    let state = |p: &String| json_value(p, "state").unwrap_or_default().to_owned();
+    ensure(
+        statuses.first().map(state).as_deref() == Some("\"online\""),
+        || format!("the first status was not online: {statuses:?}"),
+    )?;
+    let last = statuses.last().cloned().unwrap_or_default();
+    ensure(
+        state(&last) == "\"offline\"" && json_value(&last, "clean") == Some("true"),
+        || format!("the last status was not a clean offline: {last}"),
+    )?;
+    println!(
+        "check: under {}, {} replayed {} through the packaged visitor counter in {:.1} s (host build {:.1} s): {} counts ({sightings} sightings) equal to the host build's, status online then clean offline",
+        target.qemu,
+        target.triple,
+        CHECK_CAPTURE,
+        qemu_took.as_secs_f64(),
+        host_took.as_secs_f64(),
+        qemu_counts.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_value_reads_top_level_keys_only() {
+        let text = r#"{"v":1,"stream":"counts","data":{"sightings":44,"partial":false},"x":[1,{"data":2}]}"#;
+        assert_eq!(
+            json_value(text, "data"),
+            Some(r#"{"sightings":44,"partial":false}"#)
+        );
+        assert_eq!(json_value(text, "stream"), Some(r#""counts""#));
+        assert_eq!(json_value(text, "v"), Some("1"));
+        assert_eq!(json_value(text, "x"), Some(r#"[1,{"data":2}]"#));
+        assert_eq!(json_value(text, "sightings"), None);
+        let data = json_value(text, "data").unwrap();
+        assert_eq!(json_value(data, "sightings"), Some("44"));
+        assert_eq!(json_value(data, "partial"), Some("false"));
+        assert_eq!(json_value(r#"{"a":"x,}\"y","b":2}"#, "b"), Some("2"));
+    }
+
+    #[test]
+    fn modes_read_as_tar_lists_them() {
+        assert_eq!(mode_string(0o755, true), "drwxr-xr-x");
+        assert_eq!(mode_string(0o600, false), "-rw-------");
+    }
+
+    #[test]
+    fn control_fields_refuse_duplicates() {
+        assert!(control_fields("Package: a\nPackage: b\n").is_err());
+        assert_eq!(control_fields("Package: a\n").unwrap()["Package"], "a");
+    }
+}
