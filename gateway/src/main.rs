@@ -39,34 +39,7 @@ enum Command {
     /// The back office's view: subscribe to the topic tree, validate every payload against
     /// its schema, drop at-least-once repeats, print. Exits non-zero if a payload was invalid.
     #[cfg(feature = "tail")]
-    Tail {
-        #[arg(long, default_value = "localhost")]
-        host: String,
-        #[arg(long, default_value_t = 1883)]
-        port: u16,
-        /// Only this store (default: all).
-        #[arg(long)]
-        site: Option<String>,
-        /// Only this gateway (default: all).
-        #[arg(long)]
-        gateway: Option<String>,
-        #[arg(long)]
-        username: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
-        /// PEM CA file: connect with TLS.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Print one JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Stop after this many messages.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Stop after this many seconds without a message.
-        #[arg(long)]
-        idle_timeout: Option<u64>,
-    },
+    Tail(probegate::tail::TailOptions),
     /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
     /// live, publishing to the configured broker.
     Replay {
@@ -100,29 +73,7 @@ fn main() -> ExitCode {
         Command::Consent(ConsentCommand::Id { key_file, macs }) => consent_ids(&key_file, &macs),
         Command::Run { config } => serve(&config, None),
         #[cfg(feature = "tail")]
-        Command::Tail {
-            host,
-            port,
-            site,
-            gateway,
-            username,
-            password,
-            ca_file,
-            json,
-            count,
-            idle_timeout,
-        } => tail(probegate::tail::TailOptions {
-            host,
-            port,
-            site,
-            gateway,
-            username,
-            password,
-            ca_file,
-            json,
-            count,
-            idle_timeout: idle_timeout.map(std::time::Duration::from_secs),
-        }),
+        Command::Tail(options) => tail(options),
         Command::Replay { config, capture } => serve(&config, Some(&capture)),
     }
 }

@@ -8,20 +8,34 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
+#[derive(clap::Args, Debug)]
 pub struct TailOptions {
+    #[arg(long, default_value = "localhost")]
     pub host: String,
+    #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// Only this store (default: all).
+    #[arg(long)]
     pub site: Option<String>,
+    /// Only this gateway (default: all).
+    #[arg(long)]
     pub gateway: Option<String>,
+    #[arg(long)]
     pub username: Option<String>,
+    #[arg(long)]
     pub password: Option<String>,
+    /// PEM CA file: connect with TLS.
+    #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
     /// One JSON object per line instead of "topic payload".
+    #[arg(long)]
     pub json: bool,
     /// Stop after this many distinct messages.
+    #[arg(long)]
     pub count: Option<u64>,
-    /// Stop after this long without a message.
-    pub idle_timeout: Option<Duration>,
+    /// Stop after this many seconds without a message.
+    #[arg(long = "idle-timeout")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -67,7 +81,7 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
     let mut seen: HashSet<(String, String, String, u64)> = HashSet::new();
     let mut report = TailReport::default();
     loop {
-        let event = match options.idle_timeout {
+        let event = match options.idle_timeout_secs.map(Duration::from_secs) {
             Some(t) => match tokio::time::timeout(t, eventloop.poll()).await {
                 Ok(event) => event,
                 Err(_) => break,

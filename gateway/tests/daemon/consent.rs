@@ -3,8 +3,7 @@
 
 use crate::expect::{self, Probe};
 use crate::harness::{Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, text};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
@@ -115,23 +114,10 @@ pub fn opt_out_at_start(site: &Site, id: &str) {
     .unwrap();
 }
 
-/// Byte offsets where each frame's record starts in a classic little-endian pcap.
-pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut at = 24;
-    while at + 16 <= bytes.len() {
-        offsets.push(at);
-        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        at += 16 + len;
-    }
-    offsets
-}
-
 #[test]
 fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
-    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
-    let offsets = record_offsets(&bytes);
-    let split_frame = offsets.len() / 2; // frames numbered from 1: the second half starts here + 1
+    let frames = expect::frame_times(CAPTURE).len();
+    let split_frame = frames / 2; // frames numbered from 1: the second half starts here + 1
     let half = |p: &Probe| p.frame > split_frame;
     // A device seen often on both sides of the split.
     let device = pick_device(|ps| {
@@ -144,18 +130,8 @@ fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
     let sub = Subscriber::start(&broker);
     let site = consent_site(&broker, &[COUNTER], "");
     let id = consent_id(&site, &device);
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bytes[..offsets[split_frame]]).unwrap();
-    stdin.flush().unwrap();
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(1, 2);
     assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
 
     // The back office opts the device out, by id, for the whole site.
@@ -177,9 +153,7 @@ fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
         sub.messages()
     );
 
-    stdin.write_all(&bytes[offsets[split_frame]..]).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(sub.wait_for(
         |m| m.payload.contains("\"offline\""),

@@ -26,12 +26,7 @@ fn a_capture_of_another_link_type_is_refused_by_name() {
     let broker = Broker::start();
     let site = Site::new(&broker, &[COUNTER], "");
     let ethernet = site.dir.path().join("ethernet.pcap");
-    // A valid, empty pcap whose link type is Ethernet (1).
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-    header.extend([0; 8]);
-    header.extend(65535u32.to_le_bytes());
-    header.extend(1u32.to_le_bytes());
-    std::fs::write(&ethernet, header).unwrap();
+    crate::harness::empty_pcap(&ethernet, 1);
     let out = site.replay(&ethernet, "info");
     let stderr = text(&out.stderr);
     assert!(!out.status.success());

@@ -389,6 +389,41 @@ impl Site {
             .unwrap()
     }
 
+    /// `probegate replay -` on `capture` (a name under tests/data), fed by the test.
+    pub fn replay_stream(&self, capture_name: &str) -> Stream {
+        let child = self
+            .command("info")
+            .args(["replay", "--config"])
+            .arg(&self.config)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bytes = std::fs::read(capture(capture_name)).unwrap();
+        let mut stream = Stream {
+            child,
+            stdin: None,
+            offsets: record_offsets(&bytes),
+            bytes,
+            sent: 0,
+        };
+        stream.stdin = stream.child.stdin.take();
+        stream
+    }
+
+    /// Adds lines to the `[mqtt]` table of the site's config.
+    pub fn mqtt_settings(&self, lines: &str) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let edited = config.replace(
+            "keep_alive_secs = 5\n",
+            &format!("keep_alive_secs = 5\n{lines}\n"),
+        );
+        assert_ne!(config, edited);
+        std::fs::write(&self.config, edited).unwrap();
+    }
+
     pub fn command(&self, rust_log: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_probegate"));
         cmd.current_dir(self.dir.path()).env("RUST_LOG", rust_log);
@@ -457,5 +492,63 @@ impl Proxy {
     pub fn blackhole(&self, on: bool) {
         self.blackhole
             .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Byte offsets where each frame's record starts in a classic little-endian pcap.
+pub fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    offsets
+}
+
+/// A pcap file with a header and no frames, of link type `dlt`.
+pub fn empty_pcap(path: &Path, dlt: u32) {
+    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    header.extend([0; 8]);
+    header.extend(65535u32.to_le_bytes());
+    header.extend(dlt.to_le_bytes());
+    std::fs::write(path, header).unwrap();
+}
+
+/// `probegate replay -` fed a real capture piece by piece on stdin, as frames would come
+/// from a radio: the test decides when each part arrives.
+pub struct Stream {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+    sent: usize,
+}
+
+impl Stream {
+    /// Sends the capture up to `num/den` of its frames (whole frames only).
+    pub fn feed_to(&mut self, num: usize, den: usize) {
+        use std::io::Write;
+        let end = self.offsets[num * self.offsets.len() / den];
+        let stdin = self.stdin.as_mut().expect("stream still open");
+        stdin.write_all(&self.bytes[self.sent..end]).unwrap();
+        stdin.flush().unwrap();
+        self.sent = end;
+    }
+
+    /// Sends the rest and closes the stream; waits for the daemon to finish.
+    pub fn finish(mut self) -> Output {
+        use std::io::Write;
+        let mut stdin = self.stdin.take().expect("stream still open");
+        stdin.write_all(&self.bytes[self.sent..]).unwrap();
+        drop(stdin);
+        self.child.wait_with_output().unwrap()
+    }
+
+    /// SIGKILL: the daemon gets no chance to say goodbye.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 }

@@ -1,10 +1,9 @@
 //! The outbox: a broker that goes away loses the back office nothing, and when the outbox
 //! overflows, the gap record says exactly which messages are missing.
 
+use crate::expect;
 use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
-use crate::{consent::record_offsets, expect};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::process::Stdio;
 use std::thread::sleep;
 use std::time::Duration;
@@ -38,46 +37,13 @@ fn summary(stderr: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
 }
 
-#[test]
-fn a_broker_restarted_mid_stream_loses_nothing() {
-    let mut broker = Broker::persistent();
-    let sub = Subscriber::persistent(&broker, "back-office-restart");
-    let site = Site::new(&broker, &[COUNTER], "");
-    let config = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        config.replace(
-            "keep_alive_secs = 5",
-            "keep_alive_secs = 5\nmetrics_interval_secs = 1",
-        ),
-    )
-    .unwrap();
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
-    let offsets = record_offsets(&bytes);
-    let (a, b) = (offsets[offsets.len() / 3], offsets[2 * offsets.len() / 3]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bytes[..a]).unwrap();
-    stdin.flush().unwrap();
-    assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
-
-    broker.stop();
-    // The gateway keeps capturing and counting while the broker is away.
-    stdin.write_all(&bytes[a..b]).unwrap();
-    stdin.flush().unwrap();
-    sleep(Duration::from_secs(2));
-    broker.restart();
-    stdin.write_all(&bytes[b..]).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+/// After a run through an outage (`what`): it succeeded, the outage was noticed, and the
+/// subscriber holds every seq the run published. Returns the run's log and what arrived.
+fn assert_nothing_lost(
+    out: std::process::Output,
+    sub: &Subscriber,
+    what: &str,
+) -> (String, BTreeMap<u64, (serde_json::Value, usize)>) {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -88,16 +54,34 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
         |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
         Duration::from_secs(20)
     ));
-
     let published = summary(&stderr, "published");
     assert_eq!(summary(&stderr, "mqtt_unacknowledged"), 0, "{stderr}");
-    let received = by_seq(&sub);
+    let received = by_seq(sub);
     let missing: Vec<u64> = (1..=published)
         .filter(|s| !received.contains_key(s))
         .collect();
     assert!(missing.is_empty(), "lost seqs {missing:?} of {published}");
     let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
-    eprintln!("outbox: {published} messages across a broker restart, {duplicates} duplicates");
+    eprintln!("outbox: {published} messages across {what}, {duplicates} duplicates");
+    (stderr, received)
+}
+
+#[test]
+fn a_broker_restarted_mid_stream_loses_nothing() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-restart");
+    let site = Site::new(&broker, &[COUNTER], "");
+    site.mqtt_settings("metrics_interval_secs = 1");
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(1, 3);
+    assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
+
+    broker.stop();
+    // The gateway keeps capturing and counting while the broker is away.
+    stream.feed_to(2, 3);
+    sleep(Duration::from_secs(2));
+    broker.restart();
+    let (_, received) = assert_nothing_lost(stream.finish(), &sub, "a broker restart");
 
     // Metrics went out meanwhile, with the pipeline's counters.
     let metrics: Vec<serde_json::Value> = sub
@@ -132,15 +116,7 @@ fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
     let mut broker = Broker::persistent();
     let sub = Subscriber::persistent(&broker, "back-office-overflow");
     let site = Site::new(&broker, &[COUNTER], "");
-    let config = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        config.replace(
-            "keep_alive_secs = 5",
-            "keep_alive_secs = 5\noutbox_max_messages = 20",
-        ),
-    )
-    .unwrap();
+    site.mqtt_settings("outbox_max_messages = 20");
     broker.stop();
 
     // The whole capture is processed while the broker is away: far more than 20 messages.
@@ -210,52 +186,18 @@ fn messages_in_flight_when_the_link_goes_silent_are_sent_again() {
         ),
     )
     .unwrap();
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
-    let offsets = record_offsets(&bytes);
-    let (a, b) = (offsets[offsets.len() / 3], offsets[2 * offsets.len() / 3]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bytes[..a]).unwrap();
-    stdin.flush().unwrap();
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(1, 3);
     assert!(sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)));
 
     // Silence: what the gateway sends now goes out on a connection that still looks alive,
     // and is never acknowledged.
     proxy.blackhole(true);
-    stdin.write_all(&bytes[a..b]).unwrap();
-    stdin.flush().unwrap();
+    stream.feed_to(2, 3);
     // keep_alive_secs = 5: the client notices within about two keep-alive periods.
     sleep(Duration::from_secs(12));
     proxy.blackhole(false);
-    stdin.write_all(&bytes[b..]).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("mqtt connection failed"),
-        "the link died: {stderr}"
-    );
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
-        Duration::from_secs(20)
-    ));
-    let published = summary(&stderr, "published");
-    let received = by_seq(&sub);
-    let missing: Vec<u64> = (1..=published)
-        .filter(|s| !received.contains_key(s))
-        .collect();
-    assert!(missing.is_empty(), "lost seqs {missing:?} of {published}");
-    let duplicates: usize = received.values().map(|(_, n)| n - 1).sum();
-    eprintln!("outbox: {published} messages across a silent link, {duplicates} duplicates");
+    assert_nothing_lost(stream.finish(), &sub, "a silent link");
 }
 
 #[test]
@@ -263,15 +205,7 @@ fn a_daemon_killed_during_an_outage_sends_its_spool_after_a_restart() {
     let mut broker = Broker::persistent();
     let sub = Subscriber::persistent(&broker, "back-office-sigkill");
     let site = Site::new(&broker, &[COUNTER], "");
-    let config = std::fs::read_to_string(&site.config).unwrap();
-    std::fs::write(
-        &site.config,
-        config.replace(
-            "keep_alive_secs = 5",
-            "keep_alive_secs = 5\noutbox_spool_after_secs = 0\noutbox_segment_messages = 1",
-        ),
-    )
-    .unwrap();
+    site.mqtt_settings("outbox_spool_after_secs = 0\noutbox_segment_messages = 1");
     broker.stop();
     // All of the capture's results: the counter's intervals and its "running" status.
     let expected = expect::counts(CAPTURE, 60_000, crate::harness::FLOOR).len() + 1;
@@ -301,11 +235,7 @@ fn a_daemon_killed_during_an_outage_sends_its_spool_after_a_restart() {
     broker.restart();
     // A second run with nothing to capture: it only has the spool to send.
     let empty = site.dir.path().join("empty.pcap");
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-    header.extend([0; 8]);
-    header.extend(65535u32.to_le_bytes());
-    header.extend(127u32.to_le_bytes());
-    std::fs::write(&empty, header).unwrap();
+    crate::harness::empty_pcap(&empty, 127);
     let out = site.replay(&empty, "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");

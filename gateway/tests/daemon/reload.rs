@@ -2,12 +2,9 @@
 //! a replacement that cannot start is refused while the old version carries on, removing
 //! the file stops the plugin, and the other plugins lose nothing throughout.
 
-use crate::consent::record_offsets;
 use crate::expect;
-use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, capture, plugin, text};
-use std::io::Write;
+use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, plugin, text};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
@@ -40,27 +37,14 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
     );
     std::fs::write(&site.config, config).unwrap();
 
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
-    let offsets = record_offsets(&bytes);
-    let cut = |k: usize| offsets[k * offsets.len() / 4];
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stream = site.replay_stream(CAPTURE);
     let status_is = |state: &'static str| {
         move |m: &crate::harness::Message| {
             m.topic.ends_with("/plugin-status/counter") && m.payload.contains(state)
         }
     };
 
-    stdin.write_all(&bytes[..cut(1)]).unwrap();
-    stdin.flush().unwrap();
+    stream.feed_to(1, 4);
     assert!(sub.wait_for(
         |m| m.topic.ends_with("/plugins/counter/counts"),
         Duration::from_secs(20)
@@ -74,8 +58,7 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
         sub.plugin_statuses("counter")
     );
     let before = sub.stream("counter", "counts").len();
-    stdin.write_all(&bytes[cut(1)..cut(2)]).unwrap();
-    stdin.flush().unwrap();
+    stream.feed_to(2, 4);
     assert!(
         sub.wait_until(
             |sub| sub.stream("counter", "counts").len() > before,
@@ -93,8 +76,7 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
             .count()
     };
     assert!(sub.wait_until(|sub| running(sub) >= 2, Duration::from_secs(10)));
-    stdin.write_all(&bytes[cut(2)..cut(3)]).unwrap();
-    stdin.flush().unwrap();
+    stream.feed_to(3, 4);
     assert!(sub.wait_for(
         |m| m.topic.ends_with("/plugins/counter/occupancy"),
         Duration::from_secs(20)
@@ -103,9 +85,7 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
     // Removed: the plugin stops.
     std::fs::remove_file(&counter).unwrap();
     assert!(sub.wait_for(status_is("\"removed\""), Duration::from_secs(10)));
-    stdin.write_all(&bytes[cut(3)..]).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(sub.wait_for(
         |m| m.payload.contains("\"offline\""),

@@ -3,8 +3,6 @@
 
 use crate::expect;
 use crate::harness::{Broker, COUNTER, FLOOR, Site, Subscriber, capture, text};
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
@@ -70,29 +68,16 @@ fn a_stream_on_stdin_is_processed_as_it_arrives_and_a_killed_gateway_leaves_its_
     let broker = Broker::start();
     let sub = Subscriber::start(&broker);
     let site = Site::new(&broker, &[COUNTER], "");
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
     // Half the capture, and the pipe stays open: results for it must come out regardless.
-    let bytes = std::fs::read(capture(CAPTURE)).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
-    stdin.flush().unwrap();
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(1, 2);
     assert!(
         sub.wait_for(|m| m.topic.ends_with("/counts"), Duration::from_secs(20)),
         "no counts while the stream is still open"
     );
     assert!(sub.wait_for(|m| m.payload.contains("\"online\""), Duration::from_secs(5)));
 
-    child.kill().unwrap(); // SIGKILL: no clean goodbye, so the broker must send the will.
-    child.wait().unwrap();
+    stream.kill(); // SIGKILL: no clean goodbye, so the broker must send the will.
     assert!(
         sub.wait_for(
             |m| m.payload.contains("\"offline\"") && m.payload.contains("\"clean\":false"),
@@ -104,5 +89,4 @@ fn a_stream_on_stdin_is_processed_as_it_arrives_and_a_killed_gateway_leaves_its_
     let last = sub.statuses().pop().unwrap();
     assert_eq!(last["state"], "offline");
     assert_eq!(last["clean"], false);
-    drop(stdin);
 }

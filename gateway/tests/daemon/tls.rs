@@ -105,20 +105,10 @@ fn tls_broker() -> Broker {
 
 fn site_with_ca(broker: &Broker, ca_file: &str) -> Site {
     let site = Site::new(broker, &[COUNTER], "");
-    let certs = broker.dir();
-    let config = std::fs::read_to_string(&site.config).unwrap();
-    let tls = format!(
-        "close_grace_secs = 3\n\n[mqtt.tls]\nca_file = \"{d}/{ca_file}\"\nclient_cert_file = \"{d}/gateway.crt\"\nclient_key_file = \"{d}/gateway.key\"\n",
-        d = certs.display()
-    );
-    std::fs::write(
-        &site.config,
-        config.replace(
-            "keep_alive_secs = 5\n",
-            &format!("keep_alive_secs = 5\n{tls}"),
-        ),
-    )
-    .unwrap();
+    site.mqtt_settings(&format!(
+        "close_grace_secs = 3\n\n[mqtt.tls]\nca_file = \"{d}/{ca_file}\"\nclient_cert_file = \"{d}/gateway.crt\"\nclient_key_file = \"{d}/gateway.key\"",
+        d = broker.dir().display()
+    ));
     site
 }
 
