@@ -241,7 +241,7 @@ fn demo() -> Result {
     drop(sub);
     let count = printer.join().unwrap_or(0);
     println!(
-        "# {count} messages received over MQTT (status online, one per 15-minute interval, status offline)"
+        "# {count} messages received over MQTT (gateway online, plugin status, one per 15-minute interval, gateway offline)"
     );
     Ok(())
 }
