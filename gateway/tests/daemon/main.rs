@@ -11,5 +11,6 @@ mod occupancy;
 mod outbox;
 mod reload;
 mod replay;
+mod rotation;
 mod tail;
 mod tls;
