@@ -39,6 +39,8 @@ pub struct PluginRunner {
     live: Option<Live>,
     /// Reused for every batch, so delivering sightings does not allocate once warm.
     batch: Vec<WitSighting>,
+    /// The key epoch of the last sighting delivered (0: none yet).
+    epoch: u32,
     pub traps: u64,
     pub calls: u64,
     refused: u64,
@@ -100,6 +102,7 @@ impl PluginRunner {
             space: PseudonymSpace::default(),
             live: None,
             batch: Vec::new(),
+            epoch: 0,
             traps: 0,
             calls: 0,
             refused: 0,
@@ -175,7 +178,43 @@ impl PluginRunner {
         }
     }
 
+    /// Delivers `sightings` (in capture order, so epochs never decrease). At a key rotation
+    /// the plugin is restarted between the last sighting of the old epoch and the first of
+    /// the new one: it publishes what it holds (on-stop) and starts empty, so no per-device
+    /// state can outlive the keys it was built on, whatever the plugin's author did.
     pub fn on_sightings(
+        &mut self,
+        sightings: &[Sighting],
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> CallOutcome {
+        let split = sightings
+            .iter()
+            .position(|s| s.epoch > self.epoch)
+            .unwrap_or(sightings.len());
+        if split == sightings.len() {
+            return self.deliver(sightings, now_ms, out);
+        }
+        let (old, new) = sightings.split_at(split);
+        let mut outcome = CallOutcome::Ok;
+        if !old.is_empty() {
+            outcome = self.deliver(old, now_ms, out);
+        }
+        let rotated = self.epoch != 0;
+        self.epoch = new[0].epoch;
+        if rotated && self.live.is_some() {
+            let at = new[0].time_ms;
+            self.on_stop(at, out);
+            self.live = None;
+            tracing::info!(plugin = %self.name, epoch = self.epoch, "keys rotated: plugin restarted empty");
+        }
+        match self.deliver(new, now_ms, out) {
+            CallOutcome::Ok => outcome,
+            failed => failed,
+        }
+    }
+
+    fn deliver(
         &mut self,
         sightings: &[Sighting],
         now_ms: u64,

@@ -2,7 +2,7 @@
 //! device gets a new pseudonym (a new epoch) and no pseudonym of the old epoch comes back.
 
 use crate::expect;
-use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, capture, text};
+use crate::harness::{Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, text};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
     };
     let site = Site::new(
         &broker,
-        &[echo],
+        &[echo, COUNTER],
         &format!("privacy.rotate_at = \"{rotate_at}\"\nprivacy.rotate_every_hours = 24"),
     );
     let out = site
@@ -77,4 +77,22 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
         (macs(true), macs(false)),
         "{by_epoch:?}"
     );
+
+    // The host restarted every plugin at the rotation, so no per-device state of the old
+    // epoch can survive in any plugin: each was started afresh once more (and said so).
+    assert_eq!(
+        stderr
+            .matches("keys rotated: plugin restarted empty")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    for plugin in ["echo", "visitor-counter"] {
+        let starts = sub
+            .plugin_statuses(plugin)
+            .iter()
+            .filter(|s| s["state"] == "running")
+            .count();
+        assert_eq!(starts, 2, "{plugin}: {:?}", sub.plugin_statuses(plugin));
+    }
 }
