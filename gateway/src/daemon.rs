@@ -122,7 +122,10 @@ pub fn serve(
             .map_err(DaemonError::Runtime)?
     };
     let plugin_thread = {
-        let stage = PluginStage::new(plugins, counters.clone());
+        let mut stage = PluginStage::new(plugins, counters.clone());
+        if let Some(registry) = &registry {
+            stage = stage.with_consent(registry.clone());
+        }
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("plugins".into())

@@ -9,11 +9,11 @@ use crate::capture::{CaptureError, LossStats, Next, PcapSource};
 use crate::dot11;
 use crate::plugins::reload::Reloader;
 use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
-use crate::privacy::{Gate, Refusal, Sighting};
+use crate::privacy::{Gate, Refusal, Registry, Sighting};
 use crate::telemetry::Counters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// Sightings delivered to plugins in one call, at most.
@@ -117,6 +117,8 @@ pub fn run_capture(
 pub struct PluginStage {
     runners: Vec<PluginRunner>,
     reloader: Reloader,
+    /// The consent registry, to notice new opt-outs, and the count last acted on.
+    consent: Option<(Arc<RwLock<Registry>>, u64)>,
     batch: Vec<Sighting>,
     next_tick_ms: Option<u64>,
     now_ms: u64,
@@ -129,6 +131,7 @@ impl PluginStage {
         PluginStage {
             runners: set.runners,
             reloader: set.reloader,
+            consent: None,
             batch: Vec::with_capacity(MAX_BATCH),
             next_tick_ms: None,
             now_ms: 0,
@@ -179,10 +182,27 @@ impl PluginStage {
         }
     }
 
-    /// Swaps in plugins whose files changed (checked every few seconds of wall time).
+    /// Watches `registry` for new opt-outs (see [`PluginStage::reload_changed`]).
+    pub fn with_consent(mut self, registry: Arc<RwLock<Registry>>) -> PluginStage {
+        self.consent = Some((registry, 0));
+        self
+    }
+
+    /// Swaps in plugins whose files changed, and restarts every plugin empty after a new
+    /// opt-out (checked every few seconds of wall time: well within a minute).
     pub fn reload_changed(&mut self) {
         if !self.reloader.due() {
             return;
+        }
+        if let Some((registry, seen)) = &mut self.consent {
+            let added = registry.read().map_or(*seen, |r| r.opt_outs_added());
+            if added != *seen {
+                *seen = added;
+                self.flush();
+                for runner in &mut self.runners {
+                    runner.restart_empty(self.now_ms, &mut self.outputs, "new opt-out");
+                }
+            }
         }
         // The pending batch goes to the versions it was collected for.
         self.flush();

@@ -202,16 +202,25 @@ impl PluginRunner {
         }
         let rotated = self.epoch != 0;
         self.epoch = new[0].epoch;
-        if rotated && self.live.is_some() {
-            let at = new[0].time_ms;
-            self.on_stop(at, out);
-            self.live = None;
-            tracing::info!(plugin = %self.name, epoch = self.epoch, "keys rotated: plugin restarted empty");
+        if rotated {
+            self.restart_empty(new[0].time_ms, out, "keys rotated");
         }
         match self.deliver(new, now_ms, out) {
             CallOutcome::Ok => outcome,
             failed => failed,
         }
+    }
+
+    /// Lets the plugin publish what it holds (on-stop), then drops its instance: the next call
+    /// starts a fresh one from init, with no per-device state. Used when the state must not
+    /// survive: a key rotation, a new opt-out.
+    pub fn restart_empty(&mut self, now_ms: u64, out: &mut Vec<Output>, why: &str) {
+        if self.live.is_none() {
+            return;
+        }
+        self.on_stop(now_ms, out);
+        self.live = None;
+        tracing::info!(plugin = %self.name, epoch = self.epoch, "{why}: plugin restarted empty");
     }
 
     fn deliver(

@@ -165,6 +165,9 @@ pub struct Registry {
     entries: HashMap<ConsentId, Entry>,
     version: u64,
     path: Option<PathBuf>,
+    /// Grows whenever a command adds an opt-out: the plugin stage then restarts every plugin,
+    /// so nothing a plugin held about a newly opted-out device survives (RAM only).
+    opt_outs_added: u64,
 }
 
 impl Registry {
@@ -245,7 +248,23 @@ impl Registry {
             self.version -= 1;
             return Err(e);
         }
+        let opt_outs =
+            |entries: &HashMap<ConsentId, Entry>| -> std::collections::HashSet<ConsentId> {
+                entries
+                    .iter()
+                    .filter(|(_, e)| e.choice == Choice::OptOut)
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
+        if !opt_outs(&self.entries).is_subset(&opt_outs(&before)) {
+            self.opt_outs_added += 1;
+        }
         Ok(self.summary())
+    }
+
+    /// How many applied commands added an opt-out since start.
+    pub fn opt_outs_added(&self) -> u64 {
+        self.opt_outs_added
     }
 
     /// Drops entries that expired by `now_ms`; true if any did.
@@ -422,6 +441,31 @@ mod tests {
         assert_eq!((s.version, s.opt_out, s.opt_in), (2, 0, 1));
         let s = r.apply(add(r#"{"op":"replace","entries":[]}"#)).unwrap();
         assert_eq!((s.version, s.opt_out, s.opt_in), (3, 0, 0));
+    }
+
+    #[test]
+    fn only_a_new_opt_out_asks_for_plugins_to_forget() {
+        let mut r = Registry::default();
+        let a = id([2, 0, 0, 0, 0, 1]);
+        let b = id([2, 0, 0, 0, 0, 2]);
+        let opt_out =
+            |x: &str| format!(r#"{{"op":"add","entries":[{{"id":"{x}","status":"opt-out"}}]}}"#);
+        r.apply(add(&opt_out(&a))).unwrap();
+        assert_eq!(r.opt_outs_added(), 1);
+        r.apply(add(&opt_out(&a))).unwrap();
+        assert_eq!(r.opt_outs_added(), 1, "already opted out");
+        r.apply(add(&format!(
+            r#"{{"op":"add","entries":[{{"id":"{b}","status":"opt-in","token":"t"}}]}}"#
+        )))
+        .unwrap();
+        r.apply(add(&format!(r#"{{"op":"remove","ids":["{a}"]}}"#)))
+            .unwrap();
+        assert_eq!(r.opt_outs_added(), 1);
+        r.apply(add(&format!(
+            r#"{{"op":"replace","entries":[{{"id":"{b}","status":"opt-out"}}]}}"#
+        )))
+        .unwrap();
+        assert_eq!(r.opt_outs_added(), 2);
     }
 
     #[test]
