@@ -42,7 +42,6 @@ pub struct PluginRunner {
     /// The key epoch of the last sighting delivered (0: none yet).
     epoch: u32,
     pub traps: u64,
-    pub calls: u64,
     refused: u64,
     health: Health,
     trap_log: WarnLimiter,
@@ -104,7 +103,6 @@ impl PluginRunner {
             batch: Vec::new(),
             epoch: 0,
             traps: 0,
-            calls: 0,
             refused: 0,
             health: Health::default(),
             trap_log: WarnLimiter::default(),
@@ -271,7 +269,6 @@ impl PluginRunner {
         let Some(live) = self.live.as_mut() else {
             return CallOutcome::NotRunning;
         };
-        self.calls += 1;
         live.store.data_mut().begin_call(now_ms);
         if let Err(e) = live.store.set_fuel(self.limits.fuel_per_call) {
             tracing::error!(plugin = %self.name, error = %e, "cannot set fuel");

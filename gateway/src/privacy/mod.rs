@@ -42,15 +42,6 @@ pub enum Refusal {
     OptedOut,
 }
 
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::BelowSignalFloor => "below_signal_floor",
-            Refusal::OptedOut => "opted_out",
-        }
-    }
-}
-
 /// The consent key and the registry the MQTT side keeps up to date.
 pub struct Consent {
     pub key: ConsentKey,
@@ -102,10 +93,6 @@ impl Gate {
             freq_mhz: probe.freq_mhz,
             randomized: probe.randomized(),
         })
-    }
-
-    pub fn epoch(&self) -> u32 {
-        self.keys.epoch()
     }
 
     fn opted_out(&self, mac: &[u8; 6], now_ms: u64) -> bool {

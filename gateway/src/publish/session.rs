@@ -237,10 +237,6 @@ impl Session {
         }
     }
 
-    pub fn topics(&self) -> &Topics {
-        &self.topics
-    }
-
     async fn queue(&mut self, entry: Entry) {
         self.stats.sent.fetch_add(1, Ordering::SeqCst);
         if self.to_driver.send(Request::Publish(entry)).await.is_err() {
