@@ -163,7 +163,7 @@ fn main() {
     let (ns, allocs) = measure(s, |round| {
         // Each round is a later stretch of time, so windows close and ticks fire as live.
         for sighting in &sightings {
-            let mut moved = *sighting;
+            let mut moved = sighting.clone();
             moved.time_ms += round * 1000 * DAY_MS;
             stage.sighting(moved);
         }

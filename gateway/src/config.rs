@@ -3,6 +3,7 @@
 //! Every error names the file, line and column, and the key when there is one, so store IT can
 //! fix it from `logread` alone.
 
+pub use crate::plugins::manifest::Capability;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,10 @@ pub struct PrivacyConfig {
     /// Where the consent registry (keyed ids only, never MACs) persists across restarts.
     #[serde(default = "default_consent_registry")]
     pub consent_registry: PathBuf,
+    /// Counts above 0 and below this in a plugin's aggregate streams are published as `null`,
+    /// so no group this small can be singled out. 1 turns the guard off.
+    #[serde(default = "spanned_min_cell")]
+    pub min_cell: Spanned<u32>,
 }
 
 impl Default for PrivacyConfig {
@@ -101,6 +106,7 @@ impl Default for PrivacyConfig {
             rotate_every_hours: spanned_rotate_hours(),
             consent_key_file: None,
             consent_registry: default_consent_registry(),
+            min_cell: spanned_min_cell(),
         }
     }
 }
@@ -177,6 +183,12 @@ pub struct LimitsConfig {
     /// Most publishes one plugin call may make.
     #[serde(default = "default_outputs_per_call")]
     pub max_outputs_per_call: u32,
+    /// Most publishes to one stream per minute of pipeline time (bursts up to this many).
+    #[serde(default = "default_outputs_per_stream_per_minute")]
+    pub max_outputs_per_stream_per_minute: u32,
+    /// Bytes of key-value state (keys and values) one plugin may hold.
+    #[serde(default = "default_state_bytes")]
+    pub state_bytes: u32,
 }
 
 impl Default for LimitsConfig {
@@ -186,6 +198,8 @@ impl Default for LimitsConfig {
             memory_mib: default_memory_mib(),
             max_output_bytes: spanned_output_bytes(),
             max_outputs_per_call: default_outputs_per_call(),
+            max_outputs_per_stream_per_minute: default_outputs_per_stream_per_minute(),
+            state_bytes: default_state_bytes(),
         }
     }
 }
@@ -200,6 +214,10 @@ pub struct PluginConfig {
     /// Handed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// Capabilities this site grants the plugin; a plugin whose manifest asks for more is not
+    /// loaded. Default: `["signal", "frequency"]`.
+    #[serde(default)]
+    pub allow: Option<Spanned<Vec<String>>>,
 }
 
 fn default_log() -> String {
@@ -266,6 +284,15 @@ fn spanned_output_bytes() -> Spanned<u32> {
 pub const MAX_OUTPUT_BYTES: u32 = 128 * 1024;
 fn default_outputs_per_call() -> u32 {
     64
+}
+fn default_outputs_per_stream_per_minute() -> u32 {
+    120
+}
+fn default_state_bytes() -> u32 {
+    64 * 1024
+}
+fn spanned_min_cell() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
 }
 
 /// A name that is safe as one MQTT topic level and one log field.
@@ -339,6 +366,19 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for plugin in &self.plugins {
             check_name("plugin.name", &plugin.name)?;
+            if let Some(allow) = &plugin.allow {
+                for cap in allow.get_ref() {
+                    if cap.parse::<Capability>().is_err() {
+                        return Err(Invalid::at(
+                            allow,
+                            format!(
+                                "plugin.allow: unknown capability {cap:?} (known: {})",
+                                Capability::ALL.map(|c| c.as_str()).join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             if !seen.insert(plugin.name.get_ref().as_str()) {
                 return Err(Invalid::at(&plugin.name, "two plugins share this name"));
             }
@@ -368,6 +408,18 @@ impl Config {
 impl PluginConfig {
     pub fn name(&self) -> &str {
         self.name.get_ref()
+    }
+
+    /// What the site grants this plugin (validated at parse time).
+    pub fn granted(&self) -> Vec<Capability> {
+        match &self.allow {
+            Some(allow) => allow
+                .get_ref()
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            None => Capability::DEFAULT_GRANT.to_vec(),
+        }
     }
 
     /// The plugin's config table as the JSON object `init` receives.

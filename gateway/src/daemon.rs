@@ -2,7 +2,7 @@
 
 use crate::capture::{CaptureError, LossStats, PcapSource};
 use crate::config::{Config, parse_hh_mm};
-use crate::pipeline::{self, CHANNEL_DEPTH, PluginStage};
+use crate::pipeline::{self, CHANNEL_DEPTH, PluginMessage, PluginStage};
 use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::consent::{ConsentError, Report, handle_command};
 use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
@@ -103,6 +103,8 @@ pub fn serve(
     let tls = TlsFiles::load(config).map_err(DaemonError::Tls)?;
     let (event_tx, event_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
     let (output_tx, output_rx) = tokio::sync::mpsc::channel(256);
+    // Control messages for plugins: few, small, and worth dropping rather than blocking MQTT.
+    let (message_tx, message_rx) = std::sync::mpsc::sync_channel(64);
     let mut gate = gate(config);
     let registry = match consent(config)? {
         Some(consent) => {
@@ -129,16 +131,17 @@ pub fn serve(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("plugins".into())
-            .spawn(move || pipeline::run_plugins(stage, event_rx, output_tx, &stop))
+            .spawn(move || pipeline::run_plugins(stage, event_rx, message_rx, output_tx, &stop))
             .map_err(DaemonError::Runtime)?
     };
 
     let session = runtime.block_on(async {
         let topics = Topics::new(&identity);
-        let subscribe = match registry {
-            Some(_) => topics.consent_commands(&identity),
-            None => Vec::new(),
-        };
+        let mut subscribe = topics.plugin_commands(&identity);
+        if registry.is_some() {
+            subscribe.extend(topics.consent_commands(&identity));
+        }
+        let command_identity = identity.clone();
         let metrics_identity = identity.clone();
         let spool_dir = config.resolve(&config.mqtt.outbox_spool_dir);
         let mut session = Session::start(&config.mqtt, identity, subscribe, tls, Some(&spool_dir));
@@ -175,7 +178,22 @@ pub fn serve(
         session
             .run(
                 output_rx,
-                |_topic, payload| registry.as_ref().map(|r| report(r, Some(payload))),
+                |topic, payload| {
+                    if let Some((plugin, sub)) =
+                        topics.parse_plugin_command(&command_identity, topic)
+                    {
+                        let message = PluginMessage {
+                            plugin: plugin.to_owned(),
+                            topic: sub.to_owned(),
+                            payload: payload.to_vec(),
+                        };
+                        if message_tx.try_send(message).is_err() {
+                            tracing::warn!(plugin, "plugin message dropped: too many queued");
+                        }
+                        return None;
+                    }
+                    registry.as_ref().map(|r| report(r, Some(payload)))
+                },
                 Duration::from_secs(config.mqtt.metrics_interval_secs.max(1)),
                 metrics,
             )

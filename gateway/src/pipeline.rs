@@ -8,7 +8,7 @@
 use crate::capture::{CaptureError, LossStats, Next, PcapSource};
 use crate::dot11;
 use crate::plugins::reload::Reloader;
-use crate::plugins::{CallOutcome, Output, PluginRunner, PluginSet};
+use crate::plugins::{CallOutcome, Kind, Output, PluginRunner, PluginSet, Verdict};
 use crate::privacy::{Gate, Refusal, Registry, Sighting};
 use crate::telemetry::Counters;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,14 @@ pub enum Event {
     /// Pipeline time reached this instant without a sighting: a live source idled, or frames
     /// arrived that the parser or the gate dropped. Windows still close on time.
     Clock(u64),
+}
+
+/// A back-office control message for one plugin (`.../cmd/plugins/{plugin}/{topic}`).
+#[derive(Debug)]
+pub struct PluginMessage {
+    pub plugin: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
 }
 
 /// Reads `source` to its end (or until `stop`), gating every probe, and sends the sightings.
@@ -120,6 +128,8 @@ pub struct PluginStage {
     /// The consent registry, to notice new opt-outs, and the count last acted on.
     consent: Option<(Arc<RwLock<Registry>>, u64)>,
     batch: Vec<Sighting>,
+    /// Tags filters gave the batch's sightings: empty, or one entry per sighting.
+    tags: Vec<Vec<String>>,
     next_tick_ms: Option<u64>,
     now_ms: u64,
     outputs: Vec<Output>,
@@ -133,6 +143,7 @@ impl PluginStage {
             reloader: set.reloader,
             consent: None,
             batch: Vec::with_capacity(MAX_BATCH),
+            tags: Vec::new(),
             next_tick_ms: None,
             now_ms: 0,
             outputs: set.reports,
@@ -161,16 +172,44 @@ impl PluginStage {
         }
     }
 
-    /// Delivers the pending batch to every plugin.
+    /// Delivers the pending batch through the chain: every filter in configured order, then
+    /// every analytics plugin with what the filters passed.
     pub fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        for runner in &mut self.runners {
-            let outcome = runner.on_sightings(&self.batch, self.now_ms, &mut self.outputs);
-            count_call(&self.counters, runner, &outcome);
+        for kind in [Kind::Filter, Kind::Analytics] {
+            for runner in self.runners.iter_mut().filter(|r| r.kind() == kind) {
+                if self.batch.is_empty() {
+                    break;
+                }
+                let delivery =
+                    runner.on_sightings(&self.batch, &self.tags, self.now_ms, &mut self.outputs);
+                count_call(&self.counters, runner, &delivery.outcome);
+                if let Some(verdicts) = delivery.verdicts {
+                    let down = delivery.outcome != CallOutcome::Ok;
+                    apply_verdicts(
+                        &mut self.batch,
+                        &mut self.tags,
+                        verdicts,
+                        &self.counters,
+                        down,
+                    );
+                }
+            }
         }
         self.batch.clear();
+        self.tags.clear();
+    }
+
+    /// Hands a back-office message to the plugin it names.
+    pub fn message(&mut self, message: PluginMessage) {
+        let runner = self.runners.iter_mut().find(|r| r.name() == message.plugin);
+        let (Some(runner), Ok(payload)) = (runner, std::str::from_utf8(&message.payload)) else {
+            Counters::add(&self.counters.plugin_messages_refused, 1);
+            tracing::warn!(plugin = %message.plugin, "message for an unknown plugin, or not UTF-8: dropped");
+            return;
+        };
+        // Sightings collected before the message are judged by the rules before it.
+        let outcome = runner.on_message(&message.topic, payload, self.now_ms, &mut self.outputs);
+        count_call(&self.counters, runner, &outcome);
     }
 
     /// The source ended or the daemon stops: deliver what is pending and let plugins flush.
@@ -236,6 +275,57 @@ impl PluginStage {
     }
 }
 
+/// Keeps what a filter passed, with its tags. `down`: the filter could not judge (its verdicts
+/// are all drops), counted apart from its own decisions.
+fn apply_verdicts(
+    batch: &mut Vec<Sighting>,
+    tags: &mut Vec<Vec<String>>,
+    verdicts: Vec<Verdict>,
+    counters: &Counters,
+    down: bool,
+) {
+    let tagging = verdicts.iter().any(|v| matches!(v, Verdict::Tag(_)));
+    if tagging && tags.is_empty() {
+        tags.resize(batch.len(), Vec::new());
+    }
+    let mut dropped = 0;
+    let mut keep = Vec::with_capacity(verdicts.len());
+    for (i, verdict) in verdicts.into_iter().enumerate() {
+        match verdict {
+            Verdict::Pass => keep.push(true),
+            Verdict::Drop => {
+                dropped += 1;
+                keep.push(false);
+            }
+            Verdict::Tag(new) => {
+                keep.push(true);
+                tags[i].extend(new.into_iter().filter(|t| crate::config::is_valid_name(t)));
+            }
+        }
+    }
+    let counter = if down {
+        &counters.dropped_filter_down
+    } else {
+        &counters.dropped_by_filter
+    };
+    Counters::add(counter, dropped);
+    if dropped == 0 {
+        return;
+    }
+    let mut i = 0;
+    batch.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    if !tags.is_empty() {
+        let mut i = 0;
+        tags.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+    }
+}
+
 fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutcome) {
     Counters::add(&counters.outputs_refused, runner.take_refused());
     match outcome {
@@ -253,6 +343,7 @@ fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutc
 pub fn run_plugins(
     mut stage: PluginStage,
     rx: Receiver<Event>,
+    messages: Receiver<PluginMessage>,
     out: tokio::sync::mpsc::Sender<Output>,
     stop: &AtomicBool,
 ) {
@@ -268,6 +359,10 @@ pub fn run_plugins(
             // A stream that pauses (or a quiet radio) still gets its sightings delivered.
             Err(RecvTimeoutError::Timeout) => stage.flush(),
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Ok(message) = messages.try_recv() {
+            stage.flush();
+            stage.message(message);
         }
         stage.reload_changed();
         if !send(&mut stage) {

@@ -41,6 +41,14 @@ counters! {
     dropped_backpressure,
     /// Sightings handed to the plugin stage.
     sightings,
+    /// Sightings a filter plugin dropped (its verdict).
+    dropped_by_filter,
+    /// Sightings dropped because a filter could not judge them (trapped, backing off): a
+    /// broken filter fails closed.
+    dropped_filter_down,
+    /// Back-office messages to plugins that could not be delivered (no such plugin, not
+    /// UTF-8).
+    plugin_messages_refused,
     /// Calls into plugins.
     plugin_calls,
     /// Plugin calls that trapped (panic, fuel, memory).

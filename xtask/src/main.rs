@@ -14,7 +14,7 @@ mod dist;
 use std::env;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -150,6 +150,26 @@ fn build_plugins() -> Result {
             std::fs::copy(&path, &tmp).map_err(|e| format!("{}: {e}", path.display()))?;
             std::fs::rename(&tmp, out.join(name)).map_err(|e| format!("{e}"))?;
             eprintln!("plugin: target/wasm/{}", name.to_string_lossy());
+        }
+    }
+    copy_manifests(&out)
+}
+
+/// Each plugin's `manifest.toml` goes beside its component as `<component>.toml`, where the
+/// daemon looks for it.
+fn copy_manifests(out: &Path) -> Result {
+    for group in ["examples", "testing"] {
+        let dir = root().join("plugins").join(group);
+        let crates = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in crates.flatten() {
+            let manifest = entry.path().join("manifest.toml");
+            if !manifest.exists() {
+                continue;
+            }
+            let stem = entry.file_name().to_string_lossy().replace('-', "_");
+            let tmp = out.join(format!(".{stem}.toml.tmp"));
+            std::fs::copy(&manifest, &tmp).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            std::fs::rename(&tmp, out.join(format!("{stem}.toml"))).map_err(|e| format!("{e}"))?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! Pure parsing: no I/O, no allocation per frame, and no panic on any input, since every byte
 //! comes off the air from whoever is in range.
 
-mod ie;
+pub(crate) mod ie;
 mod mac;
 mod probe;
 mod radiotap;

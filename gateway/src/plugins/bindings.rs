@@ -1,9 +1,25 @@
-//! Host side of `plugins/wit`: generated from the same WIT files the SDK uses.
+//! Host side of `plugins/wit`: generated from the same WIT files the SDK uses, one module per
+//! plugin kind sharing the data types and host functions.
 
-wasmtime::component::bindgen!({
-    world: "plugin",
-    path: "../plugins/wit",
-});
+pub mod analytics {
+    wasmtime::component::bindgen!({
+        world: "analytics",
+        path: "../plugins/wit",
+    });
+}
 
-// `self::` because the generated module `probegate` shares its name with this crate.
-pub use self::probegate::plugin::types::{LogLevel, PublishError};
+pub mod filter {
+    wasmtime::component::bindgen!({
+        world: "filter",
+        path: "../plugins/wit",
+        with: {
+            "probegate:plugin/types": super::analytics::probegate::plugin::types,
+            "probegate:plugin/host": super::analytics::probegate::plugin::host,
+        },
+    });
+}
+
+pub use analytics::probegate::plugin::host::Host;
+pub use analytics::probegate::plugin::types::{
+    Host as TypesHost, LogLevel, PublishError, Sighting, StateError, Verdict,
+};

@@ -5,12 +5,17 @@
 //! that plugin its instance.
 
 mod bindings;
+mod guard;
 mod health;
+pub mod manifest;
 pub mod reload;
 mod runner;
 mod sandbox;
+mod state;
 
-pub use runner::{CallOutcome, PluginRunner, PluginStatus, status_output};
+pub use bindings::Verdict;
+pub use manifest::Kind;
+pub use runner::{CallOutcome, Delivery, PluginRunner, PluginStatus, status_output};
 pub use sandbox::{Limits, Output, OutputKind};
 
 use crate::config::Config;
@@ -24,6 +29,8 @@ pub enum PluginError {
         path: PathBuf,
         reason: String,
     },
+    #[error("plugin {name}: not loaded: {reason}")]
+    Refused { name: String, reason: String },
     #[error("plugin {name}: init refused to start: {reason}")]
     Init { name: String, reason: String },
     #[error("cannot set up the wasm engine: {0}")]
@@ -51,7 +58,7 @@ pub struct PluginSet {
 
 impl PluginSet {
     pub fn load(config: &Config, mode: LoadMode) -> Result<PluginSet, PluginError> {
-        let limits = Limits::from_config(&config.limits);
+        let limits = Limits::from_config(config);
         let engine = sandbox::engine()?;
         let linker = sandbox::linker(&engine)?;
         // Pipeline time starts with the first frame; until then it is 0, which also lets a
@@ -66,6 +73,7 @@ impl PluginSet {
                 plugin.name().to_owned(),
                 path.clone(),
                 plugin.config_json(),
+                plugin.granted(),
             ));
             let loaded = PluginRunner::load(
                 &engine,
@@ -74,6 +82,7 @@ impl PluginSet {
                 &path,
                 plugin.config_json(),
                 limits.clone(),
+                &plugin.granted(),
             );
             let mut runner = match (loaded, mode) {
                 (Ok(runner), _) => runner,
@@ -88,6 +97,8 @@ impl PluginSet {
                         reason: Some(&reason),
                         retry_at_ms: None,
                         failed_call_us: None,
+                        version: None,
+                        kind: None,
                     };
                     reports.push(status_output(plugin.name().into(), now, &status));
                     continue;

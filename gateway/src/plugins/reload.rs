@@ -6,6 +6,7 @@
 //! dependency, and a router's flash sees no extra writes. Install a new version by writing
 //! it beside the old one and renaming it into place, so a half-written file is never read.
 
+use super::manifest::{self, Capability};
 use super::runner::{PluginStatus, status_output};
 use super::sandbox::{HostState, Limits, Output};
 use super::{PluginError, PluginRunner};
@@ -17,31 +18,44 @@ use wasmtime::component::Linker;
 /// How often the plugin files are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
-type Stamp = Option<(SystemTime, u64)>;
+type Stamp = Option<((SystemTime, u64), Option<(SystemTime, u64)>)>;
 
 /// One configured plugin's file.
 pub struct Watched {
     pub name: String,
     pub path: PathBuf,
     pub config_json: String,
+    pub granted: Vec<Capability>,
     stamp: Stamp,
 }
 
 impl Watched {
-    pub fn new(name: String, path: PathBuf, config_json: String) -> Watched {
+    pub fn new(
+        name: String,
+        path: PathBuf,
+        config_json: String,
+        granted: Vec<Capability>,
+    ) -> Watched {
         let stamp = stamp(&path);
         Watched {
             name,
             path,
             config_json,
+            granted,
             stamp,
         }
     }
 }
 
+/// The component's and its manifest's times and sizes: a new version may change either.
 fn stamp(path: &std::path::Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    let one = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let wasm = one(path)?;
+    let manifest = one(&manifest::path_for(path));
+    Some((wasm, manifest))
 }
 
 pub struct Reloader {
@@ -94,7 +108,7 @@ impl Reloader {
                         report(out, &name, now_ms, "removed", None);
                     }
                 }
-                Some(_) => match self.candidate(order, now_ms) {
+                Some(_) => match self.candidate(order, at.map(|i| &runners[i]), now_ms) {
                     Ok(mut new) => {
                         match at {
                             Some(i) => {
@@ -124,7 +138,14 @@ impl Reloader {
         }
     }
 
-    fn candidate(&self, order: usize, now_ms: u64) -> Result<PluginRunner, PluginError> {
+    /// Loads and starts the new version beside the running one (`current`), whose key-value
+    /// state its init sees.
+    fn candidate(
+        &self,
+        order: usize,
+        current: Option<&PluginRunner>,
+        now_ms: u64,
+    ) -> Result<PluginRunner, PluginError> {
         let w = &self.watched[order];
         let mut runner = PluginRunner::load(
             &self.engine,
@@ -133,7 +154,11 @@ impl Reloader {
             &w.path,
             w.config_json.clone(),
             self.limits.clone(),
+            &w.granted,
         )?;
+        if let Some(current) = current {
+            current.lend_state(&mut runner);
+        }
         runner.start(now_ms)?;
         Ok(runner)
     }
@@ -159,6 +184,8 @@ fn report(out: &mut Vec<Output>, name: &str, now_ms: u64, state: &str, reason: O
         reason,
         retry_at_ms: None,
         failed_call_us: None,
+        version: None,
+        kind: None,
     };
     out.push(status_output(name.into(), now_ms, &status));
 }

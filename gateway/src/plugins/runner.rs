@@ -1,15 +1,25 @@
 //! One plugin's life: instantiate, init, call with fuel, and start afresh after a trap.
 
 use super::PluginError;
-use super::bindings::{self, Sighting as WitSighting};
+use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
 use super::health::Health;
+use super::manifest::{Capability, Kind, Manifest};
 use super::sandbox::{HostState, Limits, Output, OutputKind};
+use super::state::State;
 use crate::privacy::{PseudonymSpace, Sighting};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
+
+/// What delivering a batch did: how the call went and, from a filter, one verdict per
+/// sighting.
+#[derive(Debug)]
+pub struct Delivery {
+    pub outcome: CallOutcome,
+    pub verdicts: Option<Vec<Verdict>>,
+}
 
 /// How a call into the plugin went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +33,19 @@ pub enum CallOutcome {
     BackingOff,
 }
 
+/// The two kinds of plugin, as instantiated from their worlds.
+enum Instance {
+    Analytics(analytics::Analytics),
+    Filter(filter::Filter),
+}
+
 struct Live {
     store: Store<HostState>,
-    plugin: bindings::Plugin,
+    instance: Instance,
 }
+
+/// At most this many tags per sighting reach later plugins (the WIT promises it).
+const MAX_TAGS: usize = 4;
 
 pub struct PluginRunner {
     name: Arc<str>,
@@ -35,8 +54,11 @@ pub struct PluginRunner {
     component: Component,
     config_json: String,
     limits: Limits,
+    manifest: Arc<Manifest>,
     space: PseudonymSpace,
     live: Option<Live>,
+    /// The key-value state while no instance holds it.
+    state: State,
     /// Reused for every batch, so delivering sightings does not allocate once warm.
     batch: Vec<WitSighting>,
     /// The key epoch of the last sighting delivered (0: none yet).
@@ -72,6 +94,8 @@ impl WarnLimiter {
 }
 
 impl PluginRunner {
+    /// Reads the manifest beside `path`, checks it against what the site `granted`, and
+    /// compiles the component; nothing of the plugin runs yet.
     pub fn load(
         engine: &Engine,
         linker: &Linker<HostState>,
@@ -79,18 +103,37 @@ impl PluginRunner {
         path: &Path,
         config_json: String,
         limits: Limits,
+        granted: &[Capability],
     ) -> Result<PluginRunner, PluginError> {
         let load_err = |reason: String| PluginError::Load {
             name: name.to_owned(),
             path: path.to_owned(),
             reason,
         };
+        let manifest = Manifest::load(path).map_err(|e| load_err(e.to_string()))?;
+        manifest
+            .check_grants(granted)
+            .map_err(|e| PluginError::Refused {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?;
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
         let component = Component::new(engine, &bytes).map_err(|e| load_err(format!("{e:#}")))?;
-        // Type-check the imports now, so a plugin built for another interface fails at load.
-        linker
+        // Type-check imports and exports now, so a plugin built for another interface or
+        // another kind than its manifest says fails at load, not at its first call.
+        let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("{e:#}")))?;
+        let exports = match manifest.kind {
+            Kind::Analytics => analytics::AnalyticsPre::new(pre).map(drop),
+            Kind::Filter => filter::FilterPre::new(pre).map(drop),
+        };
+        exports.map_err(|e| {
+            load_err(format!(
+                "the manifest says kind = \"{}\", but the component does not export that world: {e:#}",
+                manifest.kind.as_str()
+            ))
+        })?;
         Ok(PluginRunner {
             name: name.into(),
             engine: engine.clone(),
@@ -98,8 +141,10 @@ impl PluginRunner {
             component,
             config_json,
             limits,
+            manifest: Arc::new(manifest),
             space: PseudonymSpace::default(),
             live: None,
+            state: State::default(),
             batch: Vec::new(),
             epoch: 0,
             traps: 0,
@@ -115,10 +160,27 @@ impl PluginRunner {
         &self.name
     }
 
+    pub fn kind(&self) -> Kind {
+        self.manifest.kind
+    }
+
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
     /// Hands this plugin's pseudonym space to its successor (a reloaded version), so a
     /// device keeps its pseudonym across the reload within the key epoch.
     pub(super) fn inherit_space(&mut self, from: &mut PluginRunner) {
         std::mem::swap(&mut self.space, &mut from.space);
+    }
+
+    /// Gives a successor (not started yet) a copy of this version's key-value state, so its
+    /// init sees it; the copy is dropped if the successor is refused.
+    pub(super) fn lend_state(&self, to: &mut PluginRunner) {
+        to.state = match &self.live {
+            Some(live) => live.store.data().state.clone(),
+            None => self.state.clone(),
+        };
     }
 
     /// Reports "running" (after a reload swapped this version in).
@@ -155,126 +217,232 @@ impl PluginRunner {
             name: self.name.to_string(),
             reason,
         };
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(self.name.clone(), self.limits.clone()),
+        let host = HostState::new(
+            self.name.clone(),
+            self.limits.clone(),
+            self.manifest.clone(),
+            std::mem::take(&mut self.state),
         );
+        let mut store = Store::new(&self.engine, host);
         store.limiter(|s| &mut s.store_limits);
         store
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|e| init_err(e.to_string()))?;
-        let plugin = bindings::Plugin::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(|e| init_err(format!("{e:#}")))?;
+        let instance = match self.manifest.kind {
+            Kind::Analytics => {
+                analytics::Analytics::instantiate(&mut store, &self.component, &self.linker)
+                    .map(Instance::Analytics)
+            }
+            Kind::Filter => filter::Filter::instantiate(&mut store, &self.component, &self.linker)
+                .map(Instance::Filter),
+        };
+        let instance = match instance {
+            Ok(instance) => instance,
+            Err(e) => {
+                self.state = std::mem::take(&mut store.data_mut().state);
+                return Err(init_err(format!("{e:#}")));
+            }
+        };
         store.data_mut().begin_call(now_ms);
-        match plugin.call_init(&mut store, &self.config_json) {
+        let result = match &instance {
+            Instance::Analytics(p) => p.call_init(&mut store, &self.config_json),
+            Instance::Filter(p) => p.call_init(&mut store, &self.config_json),
+        };
+        match result {
             Ok(Ok(())) => {
-                self.live = Some(Live { store, plugin });
+                self.live = Some(Live { store, instance });
                 Ok(())
             }
-            Ok(Err(reason)) => Err(init_err(reason)),
-            Err(trap) => Err(init_err(format!("trapped: {}", trap_text(&trap)))),
+            Ok(Err(reason)) => {
+                self.state = std::mem::take(&mut store.data_mut().state);
+                Err(init_err(reason))
+            }
+            Err(trap) => {
+                self.state = std::mem::take(&mut store.data_mut().state);
+                Err(init_err(format!("trapped: {}", trap_text(&trap))))
+            }
         }
     }
 
-    /// Delivers `sightings` (in capture order, so epochs never decrease). At a key rotation
-    /// the plugin is restarted between the last sighting of the old epoch and the first of
-    /// the new one: it publishes what it holds (on-stop) and starts empty, so no per-device
-    /// state can outlive the keys it was built on, whatever the plugin's author did.
+    /// Delivers `sightings` (in capture order, so epochs never decrease) with the tags
+    /// filters gave them (`tags` is empty, or one entry per sighting). A filter answers with
+    /// one verdict per sighting; a filter that cannot answer drops them all, so a broken
+    /// consent filter never leaks a device. At a key rotation the plugin is restarted between
+    /// the last sighting of the old epoch and the first of the new one: it publishes what it
+    /// holds (on-stop) and starts empty, so no per-device state can outlive the keys it was
+    /// built on, whatever the plugin's author did.
     pub fn on_sightings(
         &mut self,
         sightings: &[Sighting],
+        tags: &[Vec<String>],
         now_ms: u64,
         out: &mut Vec<Output>,
-    ) -> CallOutcome {
+    ) -> Delivery {
         let split = sightings
             .iter()
             .position(|s| s.epoch > self.epoch)
             .unwrap_or(sightings.len());
         if split == sightings.len() {
-            return self.deliver(sightings, now_ms, out);
+            return self.deliver(sightings, tags, now_ms, out);
         }
         let (old, new) = sightings.split_at(split);
-        let mut outcome = CallOutcome::Ok;
-        if !old.is_empty() {
-            outcome = self.deliver(old, now_ms, out);
-        }
+        let (old_tags, new_tags) = tags.split_at(if tags.is_empty() { 0 } else { split });
+        let mut first = self.deliver(old, old_tags, now_ms, out);
         let rotated = self.epoch != 0;
         self.epoch = new[0].epoch;
         if rotated {
             self.restart_empty(new[0].time_ms, out, "keys rotated");
         }
-        match self.deliver(new, now_ms, out) {
-            CallOutcome::Ok => outcome,
-            failed => failed,
+        let second = self.deliver(new, new_tags, now_ms, out);
+        if let (Some(a), Some(b)) = (first.verdicts.as_mut(), second.verdicts) {
+            a.extend(b);
         }
+        if second.outcome != CallOutcome::Ok {
+            first.outcome = second.outcome;
+        }
+        first
     }
 
-    /// Lets the plugin publish what it holds (on-stop), then drops its instance: the next call
-    /// starts a fresh one from init, with no per-device state. Used when the state must not
-    /// survive: a key rotation, a new opt-out.
+    /// Lets the plugin publish what it holds (on-stop), then drops its instance and its
+    /// key-value state: the next call starts a fresh one from init, with no per-device state.
+    /// Used when the state must not survive: a key rotation, a new opt-out.
     pub fn restart_empty(&mut self, now_ms: u64, out: &mut Vec<Output>, why: &str) {
+        self.state.clear();
         if self.live.is_none() {
             return;
         }
         self.on_stop(now_ms, out);
         self.live = None;
+        self.state.clear();
         tracing::info!(plugin = %self.name, epoch = self.epoch, "{why}: plugin restarted empty");
     }
 
     fn deliver(
         &mut self,
         sightings: &[Sighting],
+        tags: &[Vec<String>],
         now_ms: u64,
         out: &mut Vec<Output>,
-    ) -> CallOutcome {
+    ) -> Delivery {
+        let kind = self.manifest.kind;
+        if sightings.is_empty() {
+            return Delivery {
+                outcome: CallOutcome::Ok,
+                verdicts: (kind == Kind::Filter).then(Vec::new),
+            };
+        }
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
-        batch.extend(sightings.iter().map(|s| WitSighting {
+        for (i, s) in sightings.iter().enumerate() {
+            let tags = tags.get(i).cloned().unwrap_or_default();
+            let wit = self.visible(s, tags);
+            batch.push(wit);
+        }
+        let expected = batch.len();
+        let (outcome, verdicts) = self.call(now_ms, out, |instance, store| match instance {
+            Instance::Analytics(p) => p.call_on_sightings(store, &batch).map(|()| None),
+            Instance::Filter(p) => {
+                let verdicts = p.call_filter(store, &batch)?;
+                if verdicts.len() != expected {
+                    return Err(wasmtime::Error::msg(format!(
+                        "filter returned {} verdicts for {expected} sightings",
+                        verdicts.len()
+                    )));
+                }
+                Ok(Some(verdicts))
+            }
+        });
+        self.batch = batch;
+        let verdicts = match kind {
+            Kind::Analytics => None,
+            Kind::Filter => Some(
+                verdicts
+                    .flatten()
+                    .unwrap_or_else(|| vec![Verdict::Drop; expected]),
+            ),
+        };
+        Delivery { outcome, verdicts }
+    }
+
+    /// What this plugin may see of a sighting: only the fields its granted capabilities name.
+    fn visible(&mut self, s: &Sighting, mut tags: Vec<String>) -> WitSighting {
+        let m = &self.manifest;
+        tags.truncate(MAX_TAGS);
+        WitSighting {
             device: self.space.pseudonym(s),
             epoch: s.epoch,
             time_ms: s.time_ms,
-            signal_dbm: s.signal_dbm,
-            freq_mhz: s.freq_mhz,
             randomized: s.randomized,
-        }));
-        let outcome = self.call(now_ms, out, |p, store| p.call_on_sightings(store, &batch));
-        self.batch = batch;
-        outcome
+            signal_dbm: s.signal_dbm.filter(|_| m.has(Capability::Signal)),
+            freq_mhz: s.freq_mhz.filter(|_| m.has(Capability::Frequency)),
+            seq: m.has(Capability::Sequence).then_some(s.seq),
+            ie_signature: m
+                .has(Capability::IeSignature)
+                .then(|| self.space.signature(s)),
+            consent_token: s
+                .consent
+                .as_deref()
+                .filter(|_| m.has(Capability::Consent))
+                .map(str::to_owned),
+            tags,
+        }
     }
 
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
-        self.call(now_ms, out, |p, store| p.call_on_tick(store, now_ms))
+        self.call(now_ms, out, |instance, store| match instance {
+            Instance::Analytics(p) => p.call_on_tick(store, now_ms),
+            Instance::Filter(p) => p.call_on_tick(store, now_ms),
+        })
+        .0
+    }
+
+    pub fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> CallOutcome {
+        self.call(now_ms, out, |instance, store| match instance {
+            Instance::Analytics(p) => p.call_on_message(store, topic, payload),
+            Instance::Filter(p) => p.call_on_message(store, topic, payload),
+        })
+        .0
     }
 
     pub fn on_stop(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
-        self.call(now_ms, out, |p, store| p.call_on_stop(store, now_ms))
+        self.call(now_ms, out, |instance, store| match instance {
+            Instance::Analytics(p) => p.call_on_stop(store, now_ms),
+            Instance::Filter(p) => p.call_on_stop(store, now_ms),
+        })
+        .0
     }
 
-    fn call(
+    fn call<R>(
         &mut self,
         now_ms: u64,
         out: &mut Vec<Output>,
-        f: impl FnOnce(&bindings::Plugin, &mut Store<HostState>) -> wasmtime::Result<()>,
-    ) -> CallOutcome {
+        f: impl FnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (CallOutcome, Option<R>) {
         if self.live.is_none() {
             if !self.health.may_run(now_ms) {
-                return CallOutcome::BackingOff;
+                return (CallOutcome::BackingOff, None);
             }
-            // The previous instance failed: a fresh one starts from init. Its state is lost,
-            // which the contract tells plugin authors to expect.
+            // The previous instance failed: a fresh one starts from init. What it held in
+            // memory is lost, which the contract tells plugin authors to expect.
             if self.launch(now_ms, out).is_err() {
-                return CallOutcome::NotRunning;
+                return (CallOutcome::NotRunning, None);
             }
         }
         let Some(live) = self.live.as_mut() else {
-            return CallOutcome::NotRunning;
+            return (CallOutcome::NotRunning, None);
         };
         live.store.data_mut().begin_call(now_ms);
         if let Err(e) = live.store.set_fuel(self.limits.fuel_per_call) {
             tracing::error!(plugin = %self.name, error = %e, "cannot set fuel");
         }
         let started = Instant::now();
-        let result = f(&live.plugin, &mut live.store);
+        let result = f(&live.instance, &mut live.store);
         let call_us = started.elapsed().as_micros() as u64;
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
@@ -286,11 +454,11 @@ impl PluginRunner {
         }
         self.refused += refused;
         match result {
-            Ok(()) => {
+            Ok(r) => {
                 if self.health.succeeded(now_ms) {
                     self.report_running(out, now_ms);
                 }
-                CallOutcome::Ok
+                (CallOutcome::Ok, Some(r))
             }
             Err(trap) => {
                 self.traps += 1;
@@ -300,9 +468,12 @@ impl PluginRunner {
                     &text,
                     "plugin trapped; it restarts after a back-off",
                 );
-                self.live = None;
+                // The key-value state is the host's, not the instance's: it survives.
+                if let Some(mut dead) = self.live.take() {
+                    self.state = std::mem::take(&mut dead.store.data_mut().state);
+                }
                 self.failed(out, now_ms, &text, Some(call_us));
-                CallOutcome::Trapped(text)
+                (CallOutcome::Trapped(text), None)
             }
         }
     }
@@ -316,6 +487,8 @@ impl PluginRunner {
             reason: Some(reason),
             retry_at_ms: Some(retry_at),
             failed_call_us: call_us,
+            version: Some(&self.manifest.version),
+            kind: Some(self.manifest.kind.as_str()),
         };
         out.push(status_output(self.name.clone(), now_ms, &status));
     }
@@ -329,6 +502,8 @@ impl PluginRunner {
             reason: None,
             retry_at_ms: None,
             failed_call_us: None,
+            version: Some(&self.manifest.version),
+            kind: Some(self.manifest.kind.as_str()),
         };
         out.push(status_output(self.name.clone(), now_ms, &status));
     }
@@ -347,6 +522,11 @@ pub struct PluginStatus<'a> {
     pub retry_at_ms: Option<u64>,
     /// How long the failing call ran before the host stopped it: the containment time.
     pub failed_call_us: Option<u64>,
+    /// From the plugin's manifest, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
 }
 
 pub fn status_output(plugin: Arc<str>, now_ms: u64, status: &PluginStatus) -> Output {

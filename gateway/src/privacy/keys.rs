@@ -104,6 +104,15 @@ impl EpochKeys {
     pub fn pseudonym(&self, bytes: &[u8]) -> u64 {
         keyed_hash(&self.key, bytes)
     }
+
+    /// A keyed hash of what `input` feeds, under this epoch's key but in its own domain, so
+    /// it can never equal a device's pseudonym.
+    pub fn signature(&self, input: impl FnOnce(&mut dyn FnMut(&[u8]))) -> u64 {
+        let mut h = SipHasher24::new_with_key(&self.key);
+        h.write(b"probegate ie-signature\0");
+        input(&mut |bytes| h.write(bytes));
+        h.finish()
+    }
 }
 
 /// SipHash-2-4: a PRF with a 128-bit key, made for short inputs like a 6-byte MAC. Without the

@@ -22,8 +22,9 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct DeviceId(pub u64);
 
-/// One probe request after the gate: safe to hand to the plugin host.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One probe request after the gate: safe to hand to the plugin host, which passes each field
+/// on only to plugins granted the matching capability.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sighting {
     pub device: DeviceId,
     pub epoch: u32,
@@ -31,6 +32,11 @@ pub struct Sighting {
     pub signal_dbm: Option<i8>,
     pub freq_mhz: Option<u16>,
     pub randomized: bool,
+    pub seq: u16,
+    /// A keyed hash (this epoch's key) of the model-identifying information elements.
+    pub ie_signature: u64,
+    /// The opt-in token, when the device's owner opted in.
+    pub consent: Option<Arc<str>>,
 }
 
 /// Why the gate let a probe go no further.
@@ -81,9 +87,7 @@ impl Gate {
             return Err(Refusal::BelowSignalFloor);
         }
         let mac = probe.transmitter.octets();
-        if self.opted_out(&mac, time_ms) {
-            return Err(Refusal::OptedOut);
-        }
+        let consent = self.consent_of(&mac, time_ms)?;
         self.keys.rotate_if_due(time_ms);
         Ok(Sighting {
             device: DeviceId(self.keys.pseudonym(&mac)),
@@ -92,29 +96,63 @@ impl Gate {
             signal_dbm: probe.signal_dbm,
             freq_mhz: probe.freq_mhz,
             randomized: probe.randomized(),
+            seq: probe.seq,
+            ie_signature: self.keys.signature(|feed| signature_input(probe.ies, feed)),
+            consent,
         })
     }
 
-    fn opted_out(&self, mac: &[u8; 6], now_ms: u64) -> bool {
+    /// The device's opt-in token, or the refusal of an opted-out device.
+    fn consent_of(&self, mac: &[u8; 6], now_ms: u64) -> Result<Option<Arc<str>>, Refusal> {
         let Some(consent) = &self.consent else {
-            return false;
+            return Ok(None);
         };
         // A poisoned lock means the MQTT side panicked mid-update: refusing every device is
         // the only answer that cannot break an opt-out.
         let Ok(registry) = consent.registry.read() else {
-            return true;
+            return Err(Refusal::OptedOut);
         };
         if registry.is_empty() {
-            return false;
+            return Ok(None);
         }
         let id = consent.key.id(mac);
-        registry.choice(&id, now_ms) == Some(&consent::Choice::OptOut)
+        match registry.choice(&id, now_ms) {
+            Some(consent::Choice::OptOut) => Err(Refusal::OptedOut),
+            Some(consent::Choice::OptIn { token }) => Ok(Some(token.as_str().into())),
+            None => Ok(None),
+        }
     }
 
     /// Rotates the keys if `now_ms` is past the schedule, so an old key does not outlive its
     /// epoch just because no device came by.
     pub fn rotate_if_due(&mut self, now_ms: u64) {
         self.keys.rotate_if_due(now_ms);
+    }
+}
+
+/// Feeds the parts of a probe's information elements that describe the phone's model and
+/// software (which elements, in which order, and the capability bodies) to `feed`. SSIDs and
+/// the channel are left out: they describe the network looked for, not the phone, and an SSID
+/// can name its owner.
+fn signature_input(ies: &[u8], mut feed: impl FnMut(&[u8])) {
+    use crate::dot11::ie::Elements;
+    // Rates, HT/VHT/HE capabilities, extended capabilities, interworking: fixed per model.
+    const BODY_KEPT: [u8; 6] = [1, 45, 50, 107, 127, 191];
+    const VENDOR: u8 = 221;
+    const EXTENSION: u8 = 255;
+    for e in Elements::new(ies) {
+        if BODY_KEPT.contains(&e.tag) {
+            feed(&[e.tag, e.body.len() as u8]);
+            feed(e.body);
+            continue;
+        }
+        feed(&[e.tag]);
+        if e.tag == VENDOR {
+            // The vendor's OUI and type say who made the stack; the rest may carry state.
+            feed(&e.body[..e.body.len().min(4)]);
+        } else if e.tag == EXTENSION {
+            feed(&e.body[..e.body.len().min(1)]);
+        }
     }
 }
 

@@ -30,6 +30,16 @@ impl PseudonymSpace {
         let DeviceId(id) = sighting.device;
         keyed_hash(&self.key, &id.to_le_bytes())
     }
+
+    /// The plugin's view of the sighting's IE signature: joinable with no other plugin's.
+    pub fn signature(&mut self, sighting: &Sighting) -> u64 {
+        // Same epoch check as pseudonyms; the "ie" prefix keeps the two domains apart.
+        self.pseudonym(sighting);
+        let mut input = [0u8; 10];
+        input[..2].copy_from_slice(b"ie");
+        input[2..].copy_from_slice(&sighting.ie_signature.to_le_bytes());
+        keyed_hash(&self.key, &input)
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +54,9 @@ mod tests {
             signal_dbm: None,
             freq_mhz: None,
             randomized: false,
+            seq: 0,
+            ie_signature: 7,
+            consent: None,
         }
     }
 

@@ -63,6 +63,29 @@ impl Topics {
         ]
     }
 
+    /// Where the back office sends control messages to plugins: site-wide or this gateway.
+    pub fn plugin_commands(&self, id: &Identity) -> Vec<String> {
+        vec![
+            format!("probegate/v1/{}/cmd/plugins/#", id.site),
+            format!("{}/cmd/plugins/#", self.root),
+        ]
+    }
+
+    /// The plugin and the plugin's own topic of a control message, if `topic` is one.
+    pub fn parse_plugin_command<'t>(
+        &self,
+        id: &Identity,
+        topic: &'t str,
+    ) -> Option<(&'t str, &'t str)> {
+        let site_wide = format!("probegate/v1/{}/cmd/plugins/", id.site);
+        let gateway = format!("{}/cmd/plugins/", self.root);
+        let rest = topic
+            .strip_prefix(&site_wide)
+            .or_else(|| topic.strip_prefix(&gateway))?;
+        let (plugin, sub) = rest.split_once('/').unwrap_or((rest, ""));
+        (!plugin.is_empty()).then_some((plugin, sub))
+    }
+
     /// Retained: the consent registry's version and size after the last change.
     pub fn consent_summary(&self) -> String {
         format!("{}/consent", self.root)
@@ -140,6 +163,28 @@ mod tests {
             "probegate/v1/store-1/gw-1/plugins/visitor-counter/counts"
         );
         assert_eq!(t.status(), "probegate/v1/store-1/gw-1/status");
+    }
+
+    #[test]
+    fn plugin_commands_name_their_plugin_and_topic() {
+        let id = Identity::new("store-1", "gw-1");
+        let t = Topics::new(&id);
+        assert_eq!(
+            t.parse_plugin_command(&id, "probegate/v1/store-1/cmd/plugins/coupons/list"),
+            Some(("coupons", "list"))
+        );
+        assert_eq!(
+            t.parse_plugin_command(&id, "probegate/v1/store-1/gw-1/cmd/plugins/c/a/b"),
+            Some(("c", "a/b"))
+        );
+        assert_eq!(
+            t.parse_plugin_command(&id, "probegate/v1/store-1/cmd/consent"),
+            None
+        );
+        assert_eq!(
+            t.parse_plugin_command(&id, "probegate/v1/store-2/cmd/plugins/c/x"),
+            None
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
         name: "hostile",
         file: "hostile.wasm",
         config: "{ act = \"trap\", on = \"sightings\" }",
+        allow: "",
     };
     // Consent paths too: a key, an opt-out in the registry, the summary on MQTT.
     let site = crate::consent::consent_site(&broker, &[COUNTER, hostile], "log = \"trace\"");

@@ -37,6 +37,7 @@ fn run_beside(act: &str, on: &str, extra: &str) -> Run {
         name: "hostile",
         file: "hostile.wasm",
         config: &config,
+        allow: "",
     };
     // The hostile plugin runs first, so the counter is called after every one of its failures.
     let site = Site::new(&broker, &[hostile, COUNTER], extra);

@@ -342,12 +342,15 @@ pub struct PluginEntry<'a> {
     pub file: &'a str,
     /// Inline TOML table for the plugin's `config`.
     pub config: &'a str,
+    /// Inline TOML array of granted capabilities; "" keeps the default grant.
+    pub allow: &'a str,
 }
 
 pub const COUNTER: PluginEntry<'static> = PluginEntry {
     name: "visitor-counter",
     file: "visitor_counter.wasm",
     config: "{ interval_secs = 300 }",
+    allow: "",
 };
 
 /// A site config in its own directory: the daemon's whole world for one test.
@@ -361,17 +364,26 @@ impl Site {
     /// any whole tables (`[limits]`).
     pub fn new(broker: &Broker, plugins: &[PluginEntry], extra: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
+        // Tests compare exact counts; the aggregation guard has tests of its own.
+        let min_cell = match extra.contains("min_cell") {
+            true => "",
+            false => "privacy.min_cell = 1\n",
+        };
         let mut text = format!(
-            "privacy.signal_floor_dbm = {FLOOR}\n{extra}\n\n[gateway]\nsite = \"test-store\"\nid = \"gw-1\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n\n",
+            "privacy.signal_floor_dbm = {FLOOR}\n{min_cell}{extra}\n\n[gateway]\nsite = \"test-store\"\nid = \"gw-1\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n\n",
             broker.port
         );
         for p in plugins {
             text += &format!(
-                "[[plugin]]\nname = \"{}\"\npath = \"{}\"\nconfig = {}\n\n",
+                "[[plugin]]\nname = \"{}\"\npath = \"{}\"\nconfig = {}\n",
                 p.name,
                 plugin(p.file).display(),
                 p.config
             );
+            if !p.allow.is_empty() {
+                text += &format!("allow = {}\n", p.allow);
+            }
+            text += "\n";
         }
         let config = dir.path().join("probegate.toml");
         std::fs::write(&config, text).unwrap();

@@ -35,6 +35,7 @@ const fn variant(name: &'static str, config: &'static str) -> PluginEntry<'stati
         name,
         file: "occupancy.wasm",
         config,
+        allow: "",
     }
 }
 

@@ -15,6 +15,7 @@ const COUNTER: PluginEntry<'static> = PluginEntry {
     name: "visitor-counter",
     file: "visitor_counter.wasm",
     config: "{ interval_secs = 60 }",
+    allow: "",
 };
 
 /// Every enveloped message by seq, and how many copies of each arrived.

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
 
-/// Installs `from` as `to` the way an operator should: write beside it, rename into place.
+/// Installs `from` and its manifest as `to` the way an operator should: write beside it,
+/// rename into place, manifest first.
 fn install(from: &Path, to: &Path) {
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
+    for ext in ["toml", "wasm"] {
+        let tmp = to.with_extension("tmp");
+        std::fs::copy(from.with_extension(ext), &tmp).unwrap();
+        std::fs::rename(&tmp, to.with_extension(ext)).unwrap();
+    }
 }
 
 #[test]
@@ -24,6 +27,7 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
         name: "stable",
         file: "visitor_counter.wasm",
         config: "{ interval_secs = 300 }",
+        allow: "",
     };
     let site = Site::new(&broker, &[stable], "");
     // "counter" lives in the site directory, where the test replaces it; no config table,
@@ -66,6 +70,24 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
         ),
         "the old version carries on after a refused reload"
     );
+
+    // A version whose manifest asks for more than the site grants is refused by name.
+    install(&plugin("echo.wasm"), &counter);
+    assert!(
+        sub.wait_until(
+            |sub| sub
+                .plugin_statuses("counter")
+                .iter()
+                .filter(|s| s["state"] == "reload_failed")
+                .any(|s| s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("\"per-device-output\""))),
+            Duration::from_secs(10)
+        ),
+        "{:?}",
+        sub.plugin_statuses("counter")
+    );
+    assert!(sub.stream("counter", "seen").is_empty());
 
     // A version that starts: the occupancy plugin takes over under the same name.
     install(&plugin("occupancy.wasm"), &counter);

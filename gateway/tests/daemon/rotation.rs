@@ -22,6 +22,7 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
         name: "echo",
         file: "echo.wasm",
         config: "{}",
+        allow: "[\"per-device-output\"]",
     };
     let site = Site::new(
         &broker,

@@ -77,6 +77,8 @@ fn misbehave(act: &str) {
                 "",
                 "UPPER",
                 "$SYS",
+                // A valid name the manifest does not declare.
+                "sneaky",
                 "x".repeat(40).as_str(),
             ] {
                 let _ = publish(stream, &Alive { alive: 0 });

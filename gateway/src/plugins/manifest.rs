@@ -1,0 +1,297 @@
+//! A plugin's manifest: what it is and what it asks for, read before any of its code runs.
+//!
+//! The manifest is a TOML file beside the component (`counter.wasm` → `counter.toml`), so a
+//! plugin in any language can ship one and store IT can read it. The host compares it with what
+//! the site config grants and refuses a plugin that asks for more.
+
+use crate::config::is_valid_name;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The interface version this host implements (`plugins/wit/plugin.wit`).
+pub const INTERFACE: &str = "0.2";
+
+/// What a plugin may be given beyond pseudonym, epoch, time and the randomized flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// Received signal strength.
+    Signal,
+    /// Channel frequency.
+    Frequency,
+    /// 802.11 sequence numbers.
+    Sequence,
+    /// A keyed hash of the probe's information elements.
+    IeSignature,
+    /// Opt-in consent tokens.
+    Consent,
+    /// Streams that carry per-device records (pseudonyms, consent tokens).
+    PerDeviceOutput,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 6] = [
+        Capability::Signal,
+        Capability::Frequency,
+        Capability::Sequence,
+        Capability::IeSignature,
+        Capability::Consent,
+        Capability::PerDeviceOutput,
+    ];
+
+    /// What a site grants when its config says nothing: radio facts that identify no one.
+    pub const DEFAULT_GRANT: [Capability; 2] = [Capability::Signal, Capability::Frequency];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Signal => "signal",
+            Capability::Frequency => "frequency",
+            Capability::Sequence => "sequence",
+            Capability::IeSignature => "ie-signature",
+            Capability::Consent => "consent",
+            Capability::PerDeviceOutput => "per-device-output",
+        }
+    }
+}
+
+impl FromStr for Capability {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Capability::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(())
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Capability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|()| {
+            serde::de::Error::custom(format!(
+                "unknown capability {s:?} (known: {})",
+                Capability::ALL.map(|c| c.as_str()).join(", ")
+            ))
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Judges sightings before analytics plugins see them.
+    Filter,
+    /// Consumes sightings and publishes results.
+    Analytics,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Filter => "filter",
+            Kind::Analytics => "analytics",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    /// Counts over groups of devices; the host suppresses small cells.
+    Aggregate,
+    /// Records about one device each (pseudonyms, consent tokens): needs `per-device-output`.
+    PerDevice,
+    /// Anything else about the store as a whole (estimates, alerts); no device identifiers.
+    Event,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub kind: StreamKind,
+    /// For aggregate streams: the top-level members that hold counts (numbers, or arrays and
+    /// objects of them). Without it, every number in the payload is taken for a count.
+    #[serde(default)]
+    pub counts: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    /// The WIT interface version the plugin was built against, "major.minor".
+    pub interface: String,
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Every stream the plugin publishes to.
+    #[serde(default)]
+    pub streams: BTreeMap<String, Stream>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("no manifest: expected {0} beside the component (see plugins/README.md)")]
+    Missing(PathBuf),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "asks for capability \"{asked}\", which the site config does not grant (granted: {granted}; add it to `allow` in this plugin's [[plugin]] table if the store agrees)"
+    )]
+    NotGranted { asked: Capability, granted: String },
+}
+
+/// Where the manifest of the component at `wasm` lives.
+pub fn path_for(wasm: &Path) -> PathBuf {
+    wasm.with_extension("toml")
+}
+
+impl Manifest {
+    /// Reads and checks the manifest beside `wasm`.
+    pub fn load(wasm: &Path) -> Result<Manifest, ManifestError> {
+        let path = path_for(wasm);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ManifestError::Missing(path));
+            }
+            Err(e) => {
+                return Err(ManifestError::Invalid {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        Manifest::parse(&text).map_err(|message| ManifestError::Invalid { path, message })
+    }
+
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            let line = text[..at.min(text.len())].lines().count().max(1);
+            format!("line {line}: {}", e.message().trim())
+        })?;
+        if manifest.interface != INTERFACE {
+            return Err(format!(
+                "built for plugin interface {:?}; this probegate implements {INTERFACE:?}",
+                manifest.interface
+            ));
+        }
+        for (name, stream) in &manifest.streams {
+            if !is_valid_name(name) || name == "status" {
+                return Err(format!(
+                    "stream name {name:?} must be 1-32 characters of a-z, 0-9, '-', '_' (and not \"status\")"
+                ));
+            }
+            if stream.kind == StreamKind::PerDevice
+                && !manifest.capabilities.contains(&Capability::PerDeviceOutput)
+            {
+                return Err(format!(
+                    "stream {name:?} is per-device, which needs the capability \"per-device-output\""
+                ));
+            }
+            if stream.counts.is_some() && stream.kind != StreamKind::Aggregate {
+                return Err(format!(
+                    "stream {name:?}: `counts` only applies to aggregate streams"
+                ));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// The first capability the manifest asks for that `granted` lacks, as an error.
+    pub fn check_grants(&self, granted: &[Capability]) -> Result<(), ManifestError> {
+        match self.capabilities.iter().find(|c| !granted.contains(c)) {
+            None => Ok(()),
+            Some(&asked) => Err(ManifestError::NotGranted {
+                asked,
+                granted: if granted.is_empty() {
+                    "nothing".into()
+                } else {
+                    granted
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            }),
+        }
+    }
+
+    pub fn has(&self, cap: Capability) -> bool {
+        self.capabilities.contains(&cap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COUNTER: &str = r#"
+name = "visitor-counter"
+version = "0.2.0"
+kind = "analytics"
+interface = "0.2"
+capabilities = ["signal"]
+
+[streams.counts]
+kind = "aggregate"
+counts = ["visitors"]
+"#;
+
+    #[test]
+    fn a_valid_manifest_reads() {
+        let m = Manifest::parse(COUNTER).unwrap();
+        assert_eq!(m.kind, Kind::Analytics);
+        assert!(m.has(Capability::Signal));
+        assert_eq!(m.streams["counts"].kind, StreamKind::Aggregate);
+    }
+
+    #[test]
+    fn another_interface_version_is_refused() {
+        let e = Manifest::parse(&COUNTER.replace("\"0.2\"", "\"0.1\"")).unwrap_err();
+        assert!(e.contains("interface \"0.1\""), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_capability_names_its_line() {
+        let e = Manifest::parse(&COUNTER.replace("\"signal\"", "\"mac-address\"")).unwrap_err();
+        assert!(e.starts_with("line 6:"), "{e}");
+        assert!(e.contains("mac-address"), "{e}");
+    }
+
+    #[test]
+    fn a_per_device_stream_needs_the_capability() {
+        let text = COUNTER.replace(
+            "kind = \"aggregate\"\ncounts = [\"visitors\"]",
+            "kind = \"per-device\"",
+        );
+        let e = Manifest::parse(&text).unwrap_err();
+        assert!(e.contains("per-device-output"), "{e}");
+    }
+
+    #[test]
+    fn asking_for_more_than_granted_is_refused_by_name() {
+        let m =
+            Manifest::parse(&COUNTER.replace("[\"signal\"]", "[\"signal\", \"consent\"]")).unwrap();
+        assert!(m.check_grants(&Capability::DEFAULT_GRANT).is_err());
+        let e = m
+            .check_grants(&[Capability::Signal])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"consent\""), "{e}");
+        m.check_grants(&[Capability::Signal, Capability::Consent])
+            .unwrap();
+    }
+}
