@@ -230,6 +230,8 @@ fn log_report(report: &RunReport) {
         dropped_bad_fcs = c.dropped_bad_fcs,
         dropped_multicast = c.dropped_multicast,
         dropped_backpressure = c.dropped_backpressure,
+        dropped_by_filter = c.dropped_by_filter,
+        dropped_filter_down = c.dropped_filter_down,
         plugin_calls = c.plugin_calls,
         plugin_traps = c.plugin_traps,
         plugin_start_failures = c.plugin_start_failures,

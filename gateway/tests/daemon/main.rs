@@ -2,6 +2,7 @@
 //! real captures, and plugins built from `plugins/` running in wasmtime.
 
 mod canary;
+mod chain;
 mod consent;
 mod containment;
 mod errors;
