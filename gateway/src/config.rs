@@ -45,6 +45,12 @@ pub struct Config {
     /// The plugins to run, in order.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// A directory of plugins (`<name>.wasm` with its manifest `<name>.toml`): every one in it
+    /// runs, and adding, replacing or removing a file there (re)loads or stops that plugin.
+    /// A [[plugin]] table without `path` configures the plugin `<name>.wasm` found here; one
+    /// without a table runs under its file name with config `{}` and the default grant.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
     /// Log verbosity, e.g. "info" or "probegate=debug" (overridden by RUST_LOG).
     #[serde(default = "default_log")]
     pub log: String,
@@ -209,8 +215,10 @@ impl Default for LimitsConfig {
 pub struct PluginConfig {
     /// The plugin's name: its MQTT namespace and pseudonym space. `a-z0-9-_`, at most 32.
     pub name: Spanned<String>,
-    /// The component file (.wasm), relative to the config file's directory.
-    pub path: PathBuf,
+    /// The component file (.wasm), relative to the config file's directory; without it,
+    /// `<plugin_dir>/<name>.wasm`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Handed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: Option<toml::Table>,
@@ -366,6 +374,12 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for plugin in &self.plugins {
             check_name("plugin.name", &plugin.name)?;
+            if plugin.path.is_none() && self.plugin_dir.is_none() {
+                return Err(Invalid::at(
+                    &plugin.name,
+                    "this plugin has no `path`, and the config names no `plugin_dir` to find it in",
+                ));
+            }
             if let Some(allow) = &plugin.allow {
                 for cap in allow.get_ref() {
                     if cap.parse::<Capability>().is_err() {
@@ -393,7 +407,20 @@ impl Config {
 
     /// Where the plugin's component lives on disk.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
-        self.base_dir.join(&plugin.path)
+        match (&plugin.path, &self.plugin_dir) {
+            (Some(path), _) => self.base_dir.join(path),
+            (None, Some(dir)) => self
+                .base_dir
+                .join(dir)
+                .join(format!("{}.wasm", plugin.name())),
+            // Refused by validation.
+            (None, None) => PathBuf::new(),
+        }
+    }
+
+    /// The plugin directory, resolved.
+    pub fn plugin_dir(&self) -> Option<PathBuf> {
+        self.plugin_dir.as_ref().map(|d| self.base_dir.join(d))
     }
 
     pub fn site(&self) -> &str {
@@ -527,6 +554,28 @@ config = { interval_secs = 60 }
     fn a_name_that_would_escape_its_topic_level_is_refused() {
         let e = err(&GOOD.replace("gw-1", "gw/#"));
         assert!(e.starts_with("site.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_without_a_path_needs_a_plugin_dir() {
+        let pathless = GOOD.replace("path = \"visitor_counter.wasm\"\n", "");
+        let e = err(&pathless);
+        assert!(e.starts_with("site.toml:10:8:"), "{e}");
+        assert!(e.contains("plugin_dir"), "{e}");
+        let with_dir = format!("plugin_dir = \"/usr/lib/probegate/plugins\"\n{pathless}");
+        let c = Config::parse(Path::new("/etc/probegate/site.toml"), &with_dir).unwrap();
+        assert_eq!(
+            c.plugin_path(&c.plugins[0]),
+            Path::new("/usr/lib/probegate/plugins/visitor-counter.wasm")
+        );
+    }
+
+    #[test]
+    fn an_unknown_capability_is_refused_at_its_line() {
+        let text = GOOD.replace("config = {", "allow = [\"signal\", \"mac\"]\nconfig = {");
+        let e = err(&text);
+        assert!(e.starts_with("site.toml:12:9:"), "{e}");
+        assert!(e.contains("unknown capability \"mac\""), "{e}");
     }
 
     #[test]

@@ -64,25 +64,33 @@ impl PluginSet {
         // Pipeline time starts with the first frame; until then it is 0, which also lets a
         // plugin that failed here be retried at the first call.
         let now = 0;
-        let mut runners = Vec::with_capacity(config.plugins.len());
+        let mut watched: Vec<reload::Watched> = config
+            .plugins
+            .iter()
+            .map(|plugin| {
+                reload::Watched::new(
+                    plugin.name().to_owned(),
+                    config.plugin_path(plugin),
+                    plugin.config_json(),
+                    plugin.granted(),
+                )
+            })
+            .collect();
+        let dir = config.plugin_dir();
+        if let Some(dir) = &dir {
+            watched.extend(reload::discover(dir, &watched));
+        }
+        let mut runners = Vec::with_capacity(watched.len());
         let mut reports = Vec::new();
-        let mut watched = Vec::with_capacity(config.plugins.len());
-        for plugin in &config.plugins {
-            let path = config.plugin_path(plugin);
-            watched.push(reload::Watched::new(
-                plugin.name().to_owned(),
-                path.clone(),
-                plugin.config_json(),
-                plugin.granted(),
-            ));
+        for w in &watched {
             let loaded = PluginRunner::load(
                 &engine,
                 &linker,
-                plugin.name(),
-                &path,
-                plugin.config_json(),
+                &w.name,
+                &w.path,
+                w.config_json.clone(),
                 limits.clone(),
-                &plugin.granted(),
+                &w.granted,
             );
             let mut runner = match (loaded, mode) {
                 (Ok(runner), _) => runner,
@@ -100,7 +108,7 @@ impl PluginSet {
                         version: None,
                         kind: None,
                     };
-                    reports.push(status_output(plugin.name().into(), now, &status));
+                    reports.push(status_output(w.name.as_str().into(), now, &status));
                     continue;
                 }
             };
@@ -110,7 +118,7 @@ impl PluginSet {
             }
             runners.push(runner);
         }
-        let reloader = reload::Reloader::new(engine, linker, limits, watched);
+        let reloader = reload::Reloader::new(engine, linker, limits, watched, dir);
         Ok(PluginSet {
             runners,
             reports,

@@ -10,7 +10,8 @@ use super::manifest::{self, Capability};
 use super::runner::{PluginStatus, status_output};
 use super::sandbox::{HostState, Limits, Output};
 use super::{PluginError, PluginRunner};
-use std::path::PathBuf;
+use crate::config::is_valid_name;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -63,7 +64,41 @@ pub struct Reloader {
     linker: Linker<HostState>,
     limits: Limits,
     watched: Vec<Watched>,
+    /// The plugin directory, scanned for new plugins at every check.
+    dir: Option<PathBuf>,
     last_check: Instant,
+}
+
+/// The plugins in `dir` that no entry of `known` names: each `<name>.wasm`, running under its
+/// file name with config `{}` and the default grant. Files whose name is not a valid plugin
+/// name are skipped with a warning.
+pub fn discover(dir: &Path, known: &[Watched]) -> Vec<Watched> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        tracing::warn!(dir = %dir.display(), "cannot read the plugin directory");
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .filter(|p| !known.iter().any(|w| &w.path == p))
+        .collect();
+    // Directory order is arbitrary; names give a stable chain order.
+    found.sort();
+    found
+        .into_iter()
+        .filter_map(|path| {
+            let name = path.file_stem()?.to_str()?.to_owned();
+            if !is_valid_name(&name) || known.iter().any(|w| w.name == name) {
+                tracing::warn!(file = %path.display(), "not a usable plugin name (a-z, 0-9, '-', '_', unique): skipped");
+                return None;
+            }
+            let mut w = Watched::new(name, path, "{}".into(), Capability::DEFAULT_GRANT.to_vec());
+            // Seen for the first time: load it at this check, whatever its stamp.
+            w.stamp = None;
+            Some(w)
+        })
+        .collect()
 }
 
 impl Reloader {
@@ -71,13 +106,19 @@ impl Reloader {
         engine: Engine,
         linker: Linker<HostState>,
         limits: Limits,
-        watched: Vec<Watched>,
+        mut watched: Vec<Watched>,
+        dir: Option<PathBuf>,
     ) -> Reloader {
+        // Loaded at start: only later changes count.
+        for w in &mut watched {
+            w.stamp = stamp(&w.path);
+        }
         Reloader {
             engine,
             linker,
             limits,
             watched,
+            dir,
             last_check: Instant::now(),
         }
     }
@@ -91,6 +132,10 @@ impl Reloader {
     /// swapped plugins publish goes to `out`.
     pub fn check(&mut self, runners: &mut Vec<PluginRunner>, now_ms: u64, out: &mut Vec<Output>) {
         self.last_check = Instant::now();
+        if let Some(dir) = &self.dir {
+            let new = discover(dir, &self.watched);
+            self.watched.extend(new);
+        }
         for order in 0..self.watched.len() {
             let current = stamp(&self.watched[order].path);
             if current == self.watched[order].stamp {

@@ -120,3 +120,65 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
         expect::counts(CAPTURE, 300_000, FLOOR)
     );
 }
+
+#[test]
+fn the_plugin_directory_starts_what_is_dropped_in_and_stops_what_is_removed() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = Site::new(&broker, &[], "plugin_dir = \"plugins\"");
+    let dir = site.dir.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    // Configured by name only: its file is found in the directory.
+    install(&plugin("visitor_counter.wasm"), &dir.join("counter.wasm"));
+    let mut config = std::fs::read_to_string(&site.config).unwrap();
+    config += "[[plugin]]\nname = \"counter\"\nconfig = { interval_secs = 300 }\n";
+    std::fs::write(&site.config, config).unwrap();
+
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(1, 4);
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/plugins/counter/counts"),
+        Duration::from_secs(20)
+    ));
+
+    // Dropped in without any config: it runs under its file name.
+    let extra = dir.join("extra.wasm");
+    install(&plugin("occupancy.wasm"), &extra);
+    assert!(
+        sub.wait_until(
+            |sub| sub
+                .plugin_statuses("extra")
+                .iter()
+                .any(|s| s["state"] == "running" && s["version"].is_string()),
+            Duration::from_secs(10)
+        ),
+        "{:?}",
+        sub.plugin_statuses("extra")
+    );
+    stream.feed_to(3, 4);
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/plugins/extra/occupancy"),
+        Duration::from_secs(20)
+    ));
+
+    std::fs::remove_file(&extra).unwrap();
+    assert!(sub.wait_until(
+        |sub| {
+            sub.plugin_statuses("extra")
+                .iter()
+                .any(|s| s["state"] == "removed")
+        },
+        Duration::from_secs(10)
+    ));
+    let out = stream.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+    // The configured plugin saw every sighting throughout.
+    assert_eq!(
+        expect::rows_of(&sub.stream("counter", "counts")),
+        expect::counts(CAPTURE, 300_000, FLOOR)
+    );
+}
