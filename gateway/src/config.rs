@@ -51,6 +51,9 @@ pub struct Config {
     /// without a table runs under its file name with config `{}` and the default grant.
     #[serde(default)]
     pub plugin_dir: Option<PathBuf>,
+    /// Signed plugin bundles pushed by the retailer (see docs/bundles.md).
+    #[serde(default)]
+    pub bundles: BundlesConfig,
     /// Log verbosity, e.g. "info" or "probegate=debug" (overridden by RUST_LOG).
     #[serde(default = "default_log")]
     pub log: String,
@@ -66,6 +69,49 @@ pub struct GatewayConfig {
     pub site: Spanned<String>,
     /// This router within the store, e.g. "gw-1".
     pub id: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlesConfig {
+    /// minisign public keys (the base64 line of a `.pub` file) whose signed bundles this
+    /// gateway installs. Empty: no bundle is ever installed.
+    #[serde(default)]
+    pub trusted_keys: Vec<Spanned<String>>,
+    /// Keys also trusted to ship precompiled code (which skips wasm validation on load).
+    #[serde(default)]
+    pub trusted_precompiled_keys: Vec<Spanned<String>>,
+    /// Largest bundle accepted, bytes.
+    #[serde(default = "default_bundle_bytes")]
+    pub max_bytes: usize,
+    /// How long a new version must run without a trap or limit breach before it is kept.
+    #[serde(default = "default_health_secs")]
+    pub health_secs: u64,
+    /// Where the installed set, the journal and the previous versions live (on flash).
+    #[serde(default = "default_bundle_state")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig {
+            trusted_keys: Vec::new(),
+            trusted_precompiled_keys: Vec::new(),
+            max_bytes: default_bundle_bytes(),
+            health_secs: default_health_secs(),
+            state_dir: default_bundle_state(),
+        }
+    }
+}
+
+fn default_bundle_bytes() -> usize {
+    4 << 20
+}
+fn default_health_secs() -> u64 {
+    60
+}
+fn default_bundle_state() -> PathBuf {
+    "bundles".into()
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -370,6 +416,12 @@ impl Config {
                 out,
                 format!("limits.max_output_bytes must be between 1 and {MAX_OUTPUT_BYTES}"),
             ));
+        }
+        let b = &self.bundles;
+        for key in b.trusted_keys.iter().chain(&b.trusted_precompiled_keys) {
+            if let Err(e) = crate::bundle::signing::public_key(key.get_ref()) {
+                return Err(Invalid::at(key, format!("bundles: {e}")));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for plugin in &self.plugins {

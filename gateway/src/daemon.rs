@@ -1,8 +1,10 @@
 //! The daemon's main job, shared by `run` (live radio) and `replay` (recorded capture).
 
+use crate::bundle::install::{self, Installer};
+use crate::bundle::{self, chunks};
 use crate::capture::{CaptureError, LossStats, PcapSource};
 use crate::config::{Config, parse_hh_mm};
-use crate::pipeline::{self, CHANNEL_DEPTH, PluginMessage, PluginStage};
+use crate::pipeline::{self, CHANNEL_DEPTH, Control, PluginMessage, PluginStage};
 use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::consent::{ConsentError, Report, handle_command};
 use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
@@ -78,12 +80,39 @@ pub fn gate(config: &Config) -> Gate {
     Gate::new(schedule, floor)
 }
 
+/// The bundle installer, when the site takes bundles (a plugin directory or trusted keys).
+pub fn installer(config: &Config) -> Option<Installer> {
+    let b = &config.bundles;
+    if config.plugin_dir.is_none() && b.trusted_keys.is_empty() {
+        return None;
+    }
+    let keys = |list: &[toml::Spanned<String>]| {
+        list.iter()
+            .filter_map(|k| bundle::signing::public_key(k.get_ref()).ok())
+            .collect()
+    };
+    Some(Installer::start(install::Settings {
+        trust: bundle::Trust {
+            keys: keys(&b.trusted_keys),
+            precompiled: keys(&b.trusted_precompiled_keys),
+        },
+        site: config.site().to_owned(),
+        gateway: config.gateway_id().to_owned(),
+        max_bytes: b.max_bytes,
+        health: Duration::from_secs(b.health_secs),
+        plugin_dir: config.plugin_dir(),
+        state_dir: config.resolve(&b.state_dir),
+    }))
+}
+
 /// Runs the whole pipeline over `source` until it ends or `stop` is set.
 pub fn serve(
     config: &Config,
     source: PcapSource,
     stop: Arc<AtomicBool>,
 ) -> Result<RunReport, DaemonError> {
+    // Before the plugins load: an install a crash interrupted is undone first.
+    let installer = installer(config);
     let plugins = PluginSet::load(config, LoadMode::Tolerant)?;
     tracing::info!(
         plugins = plugins.runners.len(),
@@ -115,6 +144,7 @@ pub fn serve(
         None => None,
     };
 
+    let takes_bundles = installer.is_some();
     let loss = Arc::new(Mutex::new(None));
     let capture = {
         let (counters, stop, loss) = (counters.clone(), stop.clone(), loss.clone());
@@ -127,6 +157,9 @@ pub fn serve(
         let mut stage = PluginStage::new(plugins, counters.clone());
         if let Some(registry) = &registry {
             stage = stage.with_consent(registry.clone());
+        }
+        if let Some(installer) = installer {
+            stage = stage.with_installer(installer);
         }
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -141,6 +174,16 @@ pub fn serve(
         if registry.is_some() {
             subscribe.extend(topics.consent_commands(&identity));
         }
+        let bundle_bases: Vec<String> = match takes_bundles {
+            true => chunks::subscriptions(&identity.site, &identity.gateway),
+            false => Vec::new(),
+        };
+        subscribe.extend(bundle_bases.iter().cloned());
+        let bundle_bases: Vec<String> = bundle_bases
+            .iter()
+            .map(|b| b.trim_end_matches("/#").to_owned())
+            .collect();
+        let mut assembler = chunks::Assembler::new(config.bundles.max_bytes);
         let command_identity = identity.clone();
         let metrics_identity = identity.clone();
         let spool_dir = config.resolve(&config.mqtt.outbox_spool_dir);
@@ -182,13 +225,26 @@ pub fn serve(
                     if let Some((plugin, sub)) =
                         topics.parse_plugin_command(&command_identity, topic)
                     {
-                        let message = PluginMessage {
+                        let message = Control::Message(PluginMessage {
                             plugin: plugin.to_owned(),
                             topic: sub.to_owned(),
                             payload: payload.to_vec(),
-                        };
+                        });
                         if message_tx.try_send(message).is_err() {
                             tracing::warn!(plugin, "plugin message dropped: too many queued");
+                        }
+                        return None;
+                    }
+                    if let Some((push_id, index, count)) = chunks::parse_topic(topic, &bundle_bases)
+                    {
+                        let push_id = push_id.to_owned();
+                        let control = match assembler.add(&push_id, index, count, payload) {
+                            chunks::Assembled::Incomplete => return None,
+                            chunks::Assembled::Done(bytes) => Control::Bundle { push_id, bytes },
+                            chunks::Assembled::Oversize => Control::Oversize { push_id },
+                        };
+                        if message_tx.send(control).is_err() {
+                            tracing::warn!("bundle dropped: the plugin stage is gone");
                         }
                         return None;
                     }

@@ -36,6 +36,9 @@ enum Command {
     /// Consent ids for the back office: it publishes ids, never MACs.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Signed plugin bundles: keygen, build, sign, verify, push, list, remove.
+    #[command(subcommand)]
+    Plugin(probegate::bundle::cli::PluginCommand),
     /// The back office's view: subscribe to the topic tree, validate every payload against
     /// its schema, drop at-least-once repeats, print. Exits non-zero if a payload was invalid.
     #[cfg(feature = "tail")]
@@ -72,6 +75,13 @@ fn main() -> ExitCode {
         }
         Command::Consent(ConsentCommand::Id { key_file, macs }) => consent_ids(&key_file, &macs),
         Command::Run { config } => serve(&config, None),
+        Command::Plugin(command) => match probegate::bundle::cli::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         #[cfg(feature = "tail")]
         Command::Tail(options) => tail(options),
         Command::Replay { config, capture } => serve(&config, Some(&capture)),

@@ -5,6 +5,7 @@
 //! speaks MQTT. A bounded channel joins the two: a recorded capture waits for the plugins, a
 //! live one counts what it cannot hand over.
 
+use crate::bundle::install::Installer;
 use crate::capture::{CaptureError, LossStats, Next, PcapSource};
 use crate::dot11;
 use crate::plugins::reload::Reloader;
@@ -38,6 +39,21 @@ pub struct PluginMessage {
     pub plugin: String,
     pub topic: String,
     pub payload: Vec<u8>,
+}
+
+/// What the MQTT side hands the plugin stage.
+#[derive(Debug)]
+pub enum Control {
+    Message(PluginMessage),
+    /// A whole bundle, reassembled from its chunks.
+    Bundle {
+        push_id: String,
+        bytes: Vec<u8>,
+    },
+    /// A push whose chunks add up to more than a bundle may be: abandoned unassembled.
+    Oversize {
+        push_id: String,
+    },
 }
 
 /// Reads `source` to its end (or until `stop`), gating every probe, and sends the sightings.
@@ -134,6 +150,7 @@ pub struct PluginStage {
     now_ms: u64,
     outputs: Vec<Output>,
     counters: Arc<Counters>,
+    installer: Option<Installer>,
 }
 
 impl PluginStage {
@@ -148,6 +165,7 @@ impl PluginStage {
             now_ms: 0,
             outputs: set.reports,
             counters,
+            installer: None,
         }
     }
 
@@ -221,6 +239,39 @@ impl PluginStage {
         }
     }
 
+    /// Installs the bundles handed to [`PluginStage::bundle`].
+    pub fn with_installer(mut self, installer: Installer) -> PluginStage {
+        self.installer = Some(installer);
+        self
+    }
+
+    /// A whole bundle arrived: checked now, installed between batches.
+    pub fn bundle(&mut self, push_id: &str, bytes: Result<&[u8], ()>) {
+        match &mut self.installer {
+            Some(installer) => match bytes {
+                Ok(bytes) => installer.offer(push_id, bytes, &mut self.outputs, self.now_ms),
+                Err(()) => installer.refuse_oversize(push_id, &mut self.outputs, self.now_ms),
+            },
+            None => tracing::warn!(push_id, "a bundle arrived, but bundles are not set up here"),
+        }
+    }
+
+    /// Moves an install along (see [`Installer::step`]); pending sightings go to the versions
+    /// they were collected for first.
+    pub fn install_step(&mut self) {
+        if !self.installer.as_ref().is_some_and(Installer::busy) {
+            return;
+        }
+        self.flush();
+        let installer = self.installer.as_mut().expect("checked");
+        installer.step(
+            &mut self.runners,
+            &mut self.reloader,
+            self.now_ms,
+            &mut self.outputs,
+        );
+    }
+
     /// Watches `registry` for new opt-outs (see [`PluginStage::reload_changed`]).
     pub fn with_consent(mut self, registry: Arc<RwLock<Registry>>) -> PluginStage {
         self.consent = Some((registry, 0));
@@ -245,6 +296,9 @@ impl PluginStage {
         }
         // The pending batch goes to the versions it was collected for.
         self.flush();
+        if let Some(installer) = &mut self.installer {
+            installer.take_drop_ins(&mut self.outputs, self.now_ms);
+        }
         self.reloader
             .check(&mut self.runners, self.now_ms, &mut self.outputs);
     }
@@ -343,7 +397,7 @@ fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutc
 pub fn run_plugins(
     mut stage: PluginStage,
     rx: Receiver<Event>,
-    messages: Receiver<PluginMessage>,
+    messages: Receiver<Control>,
     out: tokio::sync::mpsc::Sender<Output>,
     stop: &AtomicBool,
 ) {
@@ -360,11 +414,16 @@ pub fn run_plugins(
             Err(RecvTimeoutError::Timeout) => stage.flush(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        while let Ok(message) = messages.try_recv() {
+        while let Ok(control) = messages.try_recv() {
             stage.flush();
-            stage.message(message);
+            match control {
+                Control::Message(message) => stage.message(message),
+                Control::Bundle { push_id, bytes } => stage.bundle(&push_id, Ok(&bytes)),
+                Control::Oversize { push_id } => stage.bundle(&push_id, Err(())),
+            }
         }
         stage.reload_changed();
+        stage.install_step();
         if !send(&mut stage) {
             tracing::error!("publisher is gone; stopping the plugin stage");
             return;

@@ -65,6 +65,7 @@ pub struct PluginRunner {
     epoch: u32,
     pub traps: u64,
     refused: u64,
+    refused_total: u64,
     health: Health,
     trap_log: WarnLimiter,
     restart_log: WarnLimiter,
@@ -149,6 +150,7 @@ impl PluginRunner {
             epoch: 0,
             traps: 0,
             refused: 0,
+            refused_total: 0,
             health: Health::default(),
             trap_log: WarnLimiter::default(),
             restart_log: WarnLimiter::default(),
@@ -158,6 +160,16 @@ impl PluginRunner {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Traps and refused publishes since this runner was loaded: what a health window watches.
+    pub fn breaches(&self) -> u64 {
+        self.traps + self.refused_total
+    }
+
+    /// Whether the plugin is down: trapped and backing off, or unable to start.
+    pub fn is_failing(&self) -> bool {
+        self.live.is_none() && self.health.failures() > 0
     }
 
     pub fn kind(&self) -> Kind {
@@ -453,6 +465,7 @@ impl PluginRunner {
                 .warn(&self.name, label, "plugin publishes refused by the host");
         }
         self.refused += refused;
+        self.refused_total += refused;
         match result {
             Ok(r) => {
                 if self.health.succeeded(now_ms) {

@@ -80,6 +80,10 @@ pub enum OutputKind {
     Stream,
     /// The host's report on the plugin's health: retained, on a topic no plugin can name.
     PluginStatus,
+    /// The outcome of a bundle install (`.../bundles/result`).
+    BundleResult,
+    /// The installed plugin set, retained (`.../plugins-installed`).
+    Installed,
 }
 
 /// The data a plugin's store carries: its limits and what it published during the call.

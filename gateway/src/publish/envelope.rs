@@ -91,6 +91,16 @@ impl Topics {
         format!("{}/consent", self.root)
     }
 
+    /// The outcome of each bundle pushed to this gateway (installed, rejected, rolled back).
+    pub fn bundle_result(&self) -> String {
+        format!("{}/bundles/result", self.root)
+    }
+
+    /// Retained: the plugins installed from bundles, with versions and sequences.
+    pub fn plugins_installed(&self) -> String {
+        format!("{}/plugins-installed", self.root)
+    }
+
     /// Retained: the host's report on one plugin's health. No plugin can publish here.
     pub fn plugin_status(&self, plugin: &str) -> String {
         format!("{}/plugin-status/{plugin}", self.root)

@@ -30,6 +30,14 @@ pub const SCHEMAS: &[(&str, &str)] = &[
     ),
     ("gap.json", include_str!("../../../docs/schemas/gap.json")),
     (
+        "bundle-result.json",
+        include_str!("../../../docs/schemas/bundle-result.json"),
+    ),
+    (
+        "plugins-installed.json",
+        include_str!("../../../docs/schemas/plugins-installed.json"),
+    ),
+    (
         "metrics.json",
         include_str!("../../../docs/schemas/metrics.json"),
     ),
@@ -46,6 +54,8 @@ pub fn schema_for(topic: &str) -> Option<&'static str> {
         [_site, _gw, "gaps"] => "gap.json",
         [_site, _gw, "metrics"] => "metrics.json",
         [_site, _gw, "plugin-status", _plugin] => "plugin-status.json",
+        [_site, _gw, "bundles", "result"] => "bundle-result.json",
+        [_site, _gw, "plugins-installed"] => "plugins-installed.json",
         [_site, _gw, "plugins", "visitor-counter", "counts"] => "visitor-counter-counts.json",
         [_site, _gw, "plugins", _plugin, _stream] => "envelope.json",
         _ => return None,

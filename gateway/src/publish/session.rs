@@ -289,6 +289,8 @@ impl Session {
                 false,
             ),
             OutputKind::PluginStatus => (self.topics.plugin_status(&output.plugin), true),
+            OutputKind::BundleResult => (self.topics.bundle_result(), false),
+            OutputKind::Installed => (self.topics.plugins_installed(), true),
         };
         self.queue(Entry {
             seq: Some(self.seq),

@@ -196,6 +196,14 @@ impl Subscriber {
         let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
             .args(["-t", "probegate/#", "-F", "%r %t %p"])
+            // Bundle chunks are binary: a line-based reader has no use for them.
+            .args([
+                "-T",
+                "probegate/v1/+/+/cmd/bundles/#",
+                "-T",
+                "probegate/v1/+/cmd/bundles/#",
+            ])
+            .args(["-T", "probegate/fleet/#"])
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
@@ -204,7 +212,8 @@ impl Subscriber {
         let stdout = child.stdout.take().unwrap();
         let sink = messages.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line);
                 let mut parts = line.splitn(3, ' ');
                 let (Some(r), Some(topic), Some(payload)) =
                     (parts.next(), parts.next(), parts.next())

@@ -1,0 +1,524 @@
+//! Installing a bundle on the router: stage, switch, watch, then commit or roll back.
+//!
+//! The plugin directory always holds a working set: a new version is written beside the old
+//! one under a temporary name, the old one is copied aside, and two renames swap them. The
+//! reloader then loads the new version as it loads any replaced file. For a health window the
+//! installer watches it; a refusal at load, a trap or a limit breach puts the old files back.
+//! A journal on flash records each step, so a daemon killed in the middle comes back to the
+//! old set (an install is only final once committed).
+
+use super::format::{self, Bundle, BundleManifest, COMPONENT, PLUGIN_MANIFEST};
+use super::{Rejection, Trust};
+use crate::plugins::reload::Reloader;
+use crate::plugins::{Output, OutputKind, PluginRunner};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const JOURNAL: &str = "journal.json";
+const INSTALLED: &str = "installed.json";
+const PREVIOUS: &str = "previous";
+
+/// What a router was told to trust and where it keeps things.
+pub struct Settings {
+    pub trust: Trust,
+    pub site: String,
+    pub gateway: String,
+    pub max_bytes: usize,
+    pub health: Duration,
+    pub plugin_dir: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub version: String,
+    pub sequence: u64,
+    pub kind: String,
+    pub removed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    name: String,
+    sequence: u64,
+    /// "staged": new files written beside the old; "switched": the new files are in place.
+    phase: String,
+}
+
+/// A version in its health window.
+struct Pending {
+    push_id: String,
+    manifest: BundleManifest,
+    until: Instant,
+}
+
+pub struct Installer {
+    settings: Settings,
+    installed: BTreeMap<String, Record>,
+    queue: VecDeque<(String, Bundle)>,
+    pending: Option<Pending>,
+    announced: bool,
+}
+
+/// The outcome document on `.../bundles/result`.
+#[derive(Serialize)]
+struct Result<'a> {
+    v: u8,
+    push_id: &'a str,
+    site: &'a str,
+    gateway: &'a str,
+    name: Option<&'a str>,
+    version: Option<&'a str>,
+    sequence: Option<u64>,
+    /// "installed", "removed", "rejected" or "rolled_back".
+    outcome: &'a str,
+    /// For rejections: a stable word (see [`Rejection::code`]).
+    code: Option<&'a str>,
+    reason: Option<String>,
+}
+
+impl Installer {
+    /// Reads the installed set and finishes what a killed daemon left half done: anything not
+    /// committed is undone, so the plugin directory holds the last committed set.
+    pub fn start(settings: Settings) -> Installer {
+        let state = &settings.state_dir;
+        if let Err(e) = std::fs::create_dir_all(state.join(PREVIOUS)) {
+            tracing::error!(dir = %state.display(), error = %e, "cannot create the bundle state directory");
+        }
+        let installed = std::fs::read(state.join(INSTALLED))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let installer = Installer {
+            settings,
+            installed,
+            queue: VecDeque::new(),
+            pending: None,
+            announced: false,
+        };
+        installer.recover();
+        installer
+    }
+
+    fn recover(&self) {
+        let Some(journal) = std::fs::read(self.settings.state_dir.join(JOURNAL))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
+        else {
+            return;
+        };
+        tracing::warn!(plugin = %journal.name, phase = %journal.phase, "an install was interrupted; restoring the last committed version");
+        if let Some(dir) = &self.settings.plugin_dir {
+            for ext in ["wasm", "toml"] {
+                let _ = std::fs::remove_file(dir.join(format!(".{}.{ext}.new", journal.name)));
+            }
+            if journal.phase == "switched"
+                && let Err(e) = self.restore_previous(&journal.name)
+            {
+                tracing::error!(plugin = %journal.name, error = %e, "cannot restore the previous version");
+            }
+        }
+        let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+    }
+
+    /// Whether an install is queued or in its health window (or the set is not announced yet).
+    pub fn busy(&self) -> bool {
+        self.pending.is_some() || !self.queue.is_empty() || !self.announced
+    }
+
+    /// Bundles copied into the plugin directory by hand (`*.pgb`, e.g. over SSH) are taken
+    /// like pushed ones: the file is consumed, the result published.
+    pub fn take_drop_ins(&mut self, out: &mut Vec<Output>, now_ms: u64) {
+        let Some(dir) = self.settings.plugin_dir.clone() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_none_or(|e| e != "pgb") {
+                continue;
+            }
+            let bytes = std::fs::read(&path);
+            // Consumed either way, so a bad file is reported once, not every few seconds.
+            let _ = std::fs::remove_file(&path);
+            let push_id = format!(
+                "file-{}",
+                path.file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("bundle")
+            );
+            match bytes {
+                Ok(bytes) => self.offer(&push_id, &bytes, out, now_ms),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read a dropped-in bundle")
+                }
+            }
+        }
+    }
+
+    /// The sequence installed for `name` (0: none, or installed by hand).
+    pub fn installed_sequence(&self, name: &str) -> u64 {
+        self.installed.get(name).map_or(0, |r| r.sequence)
+    }
+
+    /// A whole bundle arrived (over MQTT or in the plugin directory). Checked at once; queued
+    /// if good, since one install at a time keeps rollback simple.
+    pub fn offer(&mut self, push_id: &str, bytes: &[u8], out: &mut Vec<Output>, now_ms: u64) {
+        let bundle = match format::unpack(bytes, self.settings.max_bytes) {
+            Ok(b) => b,
+            Err(e) if e.starts_with("oversize") => {
+                return self.reject(push_id, None, &Rejection::Oversize(e), out, now_ms);
+            }
+            Err(e) => return self.reject(push_id, None, &Rejection::Malformed(e), out, now_ms),
+        };
+        let s = &self.settings;
+        let installed = self.installed_sequence(&bundle.manifest.name);
+        let checked = match &s.plugin_dir {
+            None => Err(Rejection::NoPluginDir),
+            Some(_) => super::check(&bundle, &s.trust, &s.site, &s.gateway, installed),
+        };
+        match checked {
+            Ok(()) => self.queue.push_back((push_id.to_owned(), bundle)),
+            Err(Rejection::NotForThisGateway) => {
+                // A site or fleet push names its targets; the others stay quiet.
+                tracing::debug!(push_id, "bundle not for this gateway");
+            }
+            Err(r) => self.reject(push_id, Some(&bundle.manifest), &r, out, now_ms),
+        }
+    }
+
+    /// A push too large to assemble.
+    pub fn refuse_oversize(&self, push_id: &str, out: &mut Vec<Output>, now_ms: u64) {
+        let why = Rejection::Oversize(format!(
+            "the chunks add up to more than {} bytes",
+            self.settings.max_bytes
+        ));
+        self.reject(push_id, None, &why, out, now_ms);
+    }
+
+    fn reject(
+        &self,
+        push_id: &str,
+        m: Option<&BundleManifest>,
+        why: &Rejection,
+        out: &mut Vec<Output>,
+        now_ms: u64,
+    ) {
+        tracing::warn!(push_id, reason = %why, "bundle rejected");
+        self.report(
+            push_id,
+            m,
+            "rejected",
+            Some(why.code()),
+            Some(why.to_string()),
+            out,
+            now_ms,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        push_id: &str,
+        m: Option<&BundleManifest>,
+        outcome: &str,
+        code: Option<&str>,
+        reason: Option<String>,
+        out: &mut Vec<Output>,
+        now_ms: u64,
+    ) {
+        let doc = Result {
+            v: 1,
+            push_id,
+            site: &self.settings.site,
+            gateway: &self.settings.gateway,
+            name: m.map(|m| m.name.as_str()),
+            version: m.map(|m| m.version.as_str()),
+            sequence: m.map(|m| m.sequence),
+            outcome,
+            code,
+            reason,
+        };
+        out.push(host_output(
+            m.map_or("bundle", |m| &m.name),
+            "bundle-result",
+            &doc,
+            OutputKind::BundleResult,
+            now_ms,
+        ));
+    }
+
+    /// Advances the install in progress, or starts the next one. Called after every batch.
+    pub fn step(
+        &mut self,
+        runners: &mut Vec<PluginRunner>,
+        reloader: &mut Reloader,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.announced {
+            self.announced = true;
+            self.announce(out, now_ms);
+        }
+        if self.pending.is_some() {
+            self.watch(runners, reloader, now_ms, out);
+            return;
+        }
+        let Some((push_id, bundle)) = self.queue.pop_front() else {
+            return;
+        };
+        // Checked when offered; a bundle queued behind another of the same plugin may have
+        // been overtaken since.
+        let installed = self.installed_sequence(&bundle.manifest.name);
+        if bundle.manifest.sequence <= installed {
+            let why = Rejection::Replayed {
+                offered: bundle.manifest.sequence,
+                installed,
+            };
+            return self.reject(&push_id, Some(&bundle.manifest), &why, out, now_ms);
+        }
+        match self.switch(&bundle) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(plugin = %bundle.manifest.name, error = %e, "cannot write the bundle");
+                let _ = self.restore_previous(&bundle.manifest.name);
+                let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+                self.report(
+                    &push_id,
+                    Some(&bundle.manifest),
+                    "rejected",
+                    Some("io"),
+                    Some(e),
+                    out,
+                    now_ms,
+                );
+                return;
+            }
+        }
+        reloader.check(runners, now_ms, out);
+        if bundle.manifest.remove {
+            self.commit(&push_id, &bundle.manifest, out, now_ms);
+            return;
+        }
+        self.pending = Some(Pending {
+            push_id,
+            manifest: bundle.manifest,
+            until: Instant::now() + self.settings.health,
+        });
+        self.watch(runners, reloader, now_ms, out);
+    }
+
+    fn watch(
+        &mut self,
+        runners: &mut Vec<PluginRunner>,
+        reloader: &mut Reloader,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let p = self
+            .pending
+            .as_ref()
+            .expect("called with a pending install");
+        let runner = runners.iter().find(|r| r.name() == p.manifest.name);
+        let failure = match runner {
+            // The reloader made a new runner for the new version: its counts start at the
+            // switch.
+            Some(r) if r.version() == p.manifest.version => (r.breaches() > 0 || r.is_failing())
+                .then(|| "it trapped or broke a limit during the health window".to_owned()),
+            _ => Some(
+                last_reload_failure(out, &p.manifest.name)
+                    .unwrap_or_else(|| "the new version did not load or start".into()),
+            ),
+        };
+        if let Some(reason) = failure {
+            let p = self.pending.take().expect("pending");
+            tracing::warn!(plugin = %p.manifest.name, %reason, "new version rolled back");
+            if let Err(e) = self.restore_previous(&p.manifest.name) {
+                tracing::error!(plugin = %p.manifest.name, error = %e, "cannot restore the previous version");
+            }
+            let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+            reloader.check(runners, now_ms, out);
+            self.report(
+                &p.push_id,
+                Some(&p.manifest),
+                "rolled_back",
+                None,
+                Some(reason),
+                out,
+                now_ms,
+            );
+            return;
+        }
+        if Instant::now() >= p.until {
+            let p = self.pending.take().expect("pending");
+            self.commit(&p.push_id, &p.manifest, out, now_ms);
+        }
+    }
+
+    fn commit(&mut self, push_id: &str, m: &BundleManifest, out: &mut Vec<Output>, now_ms: u64) {
+        self.installed.insert(
+            m.name.clone(),
+            Record {
+                version: m.version.clone(),
+                sequence: m.sequence,
+                kind: m.kind.clone(),
+                removed: m.remove,
+            },
+        );
+        let state = &self.settings.state_dir;
+        if let Err(e) = write_atomic(
+            state,
+            INSTALLED,
+            &serde_json::to_vec_pretty(&self.installed).expect("serialises"),
+        ) {
+            tracing::error!(error = %e, "cannot record the installed set");
+        }
+        for ext in ["wasm", "toml"] {
+            let _ = std::fs::remove_file(state.join(PREVIOUS).join(format!("{}.{ext}", m.name)));
+        }
+        let _ = std::fs::remove_file(state.join(JOURNAL));
+        let outcome = if m.remove { "removed" } else { "installed" };
+        tracing::info!(plugin = %m.name, version = %m.version, sequence = m.sequence, "{outcome}");
+        self.report(push_id, Some(m), outcome, None, None, out, now_ms);
+        self.announce(out, now_ms);
+    }
+
+    /// Publishes the installed set (retained).
+    fn announce(&self, out: &mut Vec<Output>, now_ms: u64) {
+        #[derive(Serialize)]
+        struct Set<'a> {
+            v: u8,
+            plugins: &'a BTreeMap<String, Record>,
+        }
+        out.push(host_output(
+            "bundles",
+            "plugins-installed",
+            &Set {
+                v: 1,
+                plugins: &self.installed,
+            },
+            OutputKind::Installed,
+            now_ms,
+        ));
+    }
+
+    /// Stages the new files beside the old, keeps a copy of the old, then renames the new into
+    /// place (manifest first: the reloader reads both when the component changes).
+    fn switch(&self, bundle: &Bundle) -> std::result::Result<(), String> {
+        let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
+        let name = &bundle.manifest.name;
+        let state = &self.settings.state_dir;
+        let journal = |phase: &str| {
+            let j = Journal {
+                name: name.clone(),
+                sequence: bundle.manifest.sequence,
+                phase: phase.into(),
+            };
+            write_atomic(state, JOURNAL, &serde_json::to_vec(&j).expect("serialises"))
+        };
+        let new_files = [(PLUGIN_MANIFEST, "toml"), (COMPONENT, "wasm")];
+        if !bundle.manifest.remove {
+            for (member, ext) in new_files {
+                write_synced(
+                    &dir.join(format!(".{name}.{ext}.new")),
+                    &bundle.files[member],
+                )?;
+            }
+        }
+        journal("staged")?;
+        for ext in ["toml", "wasm"] {
+            let current = dir.join(format!("{name}.{ext}"));
+            let kept = state.join(PREVIOUS).join(format!("{name}.{ext}"));
+            match std::fs::read(&current) {
+                Ok(bytes) => write_synced(&kept, &bytes)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&kept);
+                }
+                Err(e) => return Err(format!("{}: {e}", current.display())),
+            }
+        }
+        journal("switched")?;
+        if bundle.manifest.remove {
+            for ext in ["wasm", "toml"] {
+                let _ = std::fs::remove_file(dir.join(format!("{name}.{ext}")));
+            }
+            return Ok(());
+        }
+        for (_, ext) in new_files {
+            let from = dir.join(format!(".{name}.{ext}.new"));
+            std::fs::rename(&from, dir.join(format!("{name}.{ext}")))
+                .map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the kept version back, or removes the plugin if there was none.
+    fn restore_previous(&self, name: &str) -> std::result::Result<(), String> {
+        let dir = self.settings.plugin_dir.as_ref().ok_or("no plugin_dir")?;
+        for ext in ["toml", "wasm"] {
+            let kept = self
+                .settings
+                .state_dir
+                .join(PREVIOUS)
+                .join(format!("{name}.{ext}"));
+            let target = dir.join(format!("{name}.{ext}"));
+            match std::fs::read(&kept) {
+                Ok(bytes) => {
+                    let tmp = dir.join(format!(".{name}.{ext}.old"));
+                    write_synced(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
+                }
+                Err(_) => {
+                    let _ = std::fs::remove_file(&target);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reason in the last "reload_failed" status the reloader queued for `name`.
+fn last_reload_failure(out: &[Output], name: &str) -> Option<String> {
+    out.iter().rev().find_map(|o| {
+        if o.kind != OutputKind::PluginStatus || &*o.plugin != name {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_str(o.payload.get()).ok()?;
+        (doc["state"] == "reload_failed").then(|| doc["reason"].as_str().unwrap_or("").to_owned())
+    })
+}
+
+fn host_output(
+    plugin: &str,
+    stream: &str,
+    doc: &impl Serialize,
+    kind: OutputKind,
+    now_ms: u64,
+) -> Output {
+    let json = serde_json::to_string(doc).expect("serialises");
+    Output {
+        plugin: Arc::from(plugin),
+        stream: stream.into(),
+        payload: serde_json::value::RawValue::from_string(json).expect("valid JSON"),
+        time_ms: now_ms,
+        kind,
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::result::Result<(), String> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    write_synced(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{}: {e}", dir.display()))
+}
