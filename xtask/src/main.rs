@@ -281,7 +281,8 @@ fn test() -> Result {
         .current_dir(&plugins)
         .args(["test", "--locked", "--target", &host, "--target-dir"])
         .arg(plugin_target_dir().join("host"))
-        .args(["-p", "visitor-counter", "-p", "occupancy"]))?;
+        .args(["-p", "visitor-counter", "-p", "occupancy"])
+        .args(["-p", "coupon-trigger", "-p", "consent-filter"]))?;
     run(Command::new("cargo")
         .current_dir(root())
         .args(["test", "--locked", "--workspace"]))?;

@@ -21,6 +21,14 @@ pub const SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../../docs/schemas/visitor-counter-counts.json"),
     ),
     (
+        "coupon-trigger-coupons.json",
+        include_str!("../../../docs/schemas/coupon-trigger-coupons.json"),
+    ),
+    (
+        "consent-filter-command.json",
+        include_str!("../../../docs/schemas/consent-filter-command.json"),
+    ),
+    (
         "consent-summary.json",
         include_str!("../../../docs/schemas/consent-summary.json"),
     ),
@@ -49,6 +57,23 @@ pub fn schema_for(topic: &str) -> Option<&'static str> {
     let levels: Vec<&str> = rest.split('/').collect();
     Some(match levels.as_slice() {
         [_site, "cmd", "consent"] | [_site, _, "cmd", "consent"] => "consent-command.json",
+        [
+            _site,
+            "cmd",
+            "plugins",
+            "consent-filter",
+            "exclude" | "include",
+        ]
+        | [
+            _site,
+            _,
+            "cmd",
+            "plugins",
+            "consent-filter",
+            "exclude" | "include",
+        ] => "consent-filter-command.json",
+        // Other commands: a plugin's messages are its own (free text), bundle chunks binary.
+        [_site, "cmd", ..] | [_site, _, "cmd", ..] => return None,
         [_site, _gw, "status"] => "status.json",
         [_site, _gw, "consent"] => "consent-summary.json",
         [_site, _gw, "gaps"] => "gap.json",
@@ -57,6 +82,7 @@ pub fn schema_for(topic: &str) -> Option<&'static str> {
         [_site, _gw, "bundles", "result"] => "bundle-result.json",
         [_site, _gw, "plugins-installed"] => "plugins-installed.json",
         [_site, _gw, "plugins", "visitor-counter", "counts"] => "visitor-counter-counts.json",
+        [_site, _gw, "plugins", "coupon-trigger", "coupons"] => "coupon-trigger-coupons.json",
         [_site, _gw, "plugins", _plugin, _stream] => "envelope.json",
         _ => return None,
     })
@@ -156,12 +182,20 @@ mod tests {
             "probegate/v1/s/g/plugins/p/x",
             "probegate/v1/s/cmd/consent",
             "probegate/v1/s/g/cmd/consent",
+            "probegate/v1/s/g/bundles/result",
+            "probegate/v1/s/g/plugins-installed",
+            "probegate/v1/s/g/plugins/coupon-trigger/coupons",
+            "probegate/v1/s/cmd/plugins/consent-filter/exclude",
         ] {
             let name = schema_for(topic).unwrap_or_else(|| panic!("{topic}"));
             let text = schema_text(name).unwrap();
             serde_json::from_str::<serde_json::Value>(text).unwrap();
         }
         assert_eq!(schema_for("elsewhere/x"), None);
+        // Free text and binary: a plugin's own commands, bundle chunks.
+        assert_eq!(schema_for("probegate/v1/s/cmd/plugins/p/pause"), None);
+        assert_eq!(schema_for("probegate/v1/s/g/cmd/plugins/p/x/y"), None);
+        assert_eq!(schema_for("probegate/v1/s/cmd/bundles/id/0/1"), None);
     }
 
     #[cfg(feature = "tail")]

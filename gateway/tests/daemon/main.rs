@@ -6,6 +6,7 @@ mod canary;
 mod chain;
 mod consent;
 mod containment;
+mod coupon;
 mod errors;
 mod expect;
 mod harness;
