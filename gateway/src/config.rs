@@ -175,6 +175,9 @@ pub struct MqttConfig {
     pub password: Option<String>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
+    /// MQTT version: "auto" (5 where the broker takes it, else 3.1.1), "5" or "3.1.1".
+    #[serde(default)]
+    pub protocol: crate::publish::MqttProtocol,
     /// Messages kept in RAM until the broker acknowledges them. A longer outage drops the
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
@@ -183,6 +186,11 @@ pub struct MqttConfig {
     /// (keep the history up to the outage).
     #[serde(default)]
     pub outbox_drop: crate::publish::outbox::DropPolicy,
+    /// Which plugin streams a full outbox gives up first: "plugin/stream" = "low", "normal"
+    /// (the default) or "high". The lowest class present loses messages first.
+    #[serde(default)]
+    pub drop_priority:
+        std::collections::BTreeMap<Spanned<String>, crate::publish::outbox::Priority>,
     /// Reconnect back-off: first wait and ceiling, in milliseconds; it doubles in between.
     #[serde(default = "default_reconnect_min_ms")]
     pub reconnect_min_ms: u64,
@@ -207,6 +215,32 @@ pub struct MqttConfig {
     /// TLS to the broker; without this table the connection is plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+impl MqttConfig {
+    /// `plugins`: the configured plugin names, so a misspelt one in `drop_priority` is an
+    /// error, not a priority that silently never applies.
+    fn validate(&self, plugins: &std::collections::HashSet<&str>) -> Result<(), Invalid> {
+        for key in self.drop_priority.keys() {
+            let valid = key
+                .get_ref()
+                .split_once('/')
+                .filter(|(plugin, stream)| is_valid_name(plugin) && is_valid_name(stream));
+            let Some((plugin, _)) = valid else {
+                return Err(Invalid::at(
+                    key,
+                    "mqtt.drop_priority keys are \"plugin/stream\", each 1-32 characters of a-z, 0-9, '-' or '_'",
+                ));
+            };
+            if !plugins.contains(plugin) {
+                return Err(Invalid::at(
+                    key,
+                    format!("mqtt.drop_priority: no [[plugin]] is named \"{plugin}\""),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,7 +487,7 @@ impl Config {
                 return Err(Invalid::at(&plugin.name, "two plugins share this name"));
             }
         }
-        Ok(())
+        self.mqtt.validate(&seen)
     }
 
     /// A path from the config, resolved against the config file's directory.
@@ -638,6 +672,67 @@ config = { interval_secs = 60 }
     fn a_syntax_error_points_at_the_line() {
         let e = err(&GOOD.replace("[mqtt]", "[mqtt"));
         assert!(e.starts_with("site.toml:6:"), "{e}");
+    }
+
+    fn mqtt(lines: &str) -> String {
+        GOOD.replace(
+            "host = \"localhost\"\n",
+            &format!("host = \"localhost\"\n{lines}\n"),
+        )
+    }
+
+    #[test]
+    fn the_mqtt_protocol_is_auto_unless_set_and_a_wrong_one_is_located() {
+        use crate::publish::MqttProtocol;
+        let parse = |text: &str| Config::parse(Path::new("site.toml"), text).unwrap();
+        assert_eq!(parse(GOOD).mqtt.protocol, MqttProtocol::Auto);
+        assert_eq!(
+            parse(&mqtt("protocol = \"3.1.1\"")).mqtt.protocol,
+            MqttProtocol::V311
+        );
+        assert_eq!(parse(&mqtt("protocol = 5")).mqtt.protocol, MqttProtocol::V5);
+        let e = err(&mqtt("protocol = \"3\""));
+        assert!(e.starts_with("site.toml:8:12:"), "{e}");
+        assert!(e.contains("\"auto\", \"5\" or \"3.1.1\""), "{e}");
+    }
+
+    #[test]
+    fn drop_priorities_name_configured_streams_and_errors_point_at_the_key() {
+        use crate::publish::outbox::Priority;
+        let text = mqtt(
+            "drop_priority = { \"visitor-counter/counts\" = \"high\", \"visitor-counter/debug\" = \"low\" }",
+        );
+        let c = Config::parse(Path::new("site.toml"), &text).unwrap();
+        let p: Vec<(&str, Priority)> = c
+            .mqtt
+            .drop_priority
+            .iter()
+            .map(|(k, v)| (k.get_ref().as_str(), *v))
+            .collect();
+        assert_eq!(
+            p,
+            vec![
+                ("visitor-counter/counts", Priority::High),
+                ("visitor-counter/debug", Priority::Low)
+            ]
+        );
+        let e = err(&mqtt(
+            "drop_priority = { \"visitor-counter/counts\" = \"urgent\" }",
+        ));
+        assert!(e.starts_with("site.toml:8:"), "{e}");
+        assert!(e.contains("urgent"), "{e}");
+        let e = err(&mqtt("drop_priority = { \"occupancy/debug\" = \"low\" }"));
+        assert!(e.starts_with("site.toml:8:19:"), "{e}");
+        assert!(e.contains("no [[plugin]] is named \"occupancy\""), "{e}");
+        for key in [
+            "visitor-counter",
+            "visitor-counter/counts/x",
+            "visitor-counter/#",
+        ] {
+            let e = err(&mqtt(&format!("drop_priority = {{ \"{key}\" = \"low\" }}")));
+            assert!(e.starts_with("site.toml:8:19:"), "{key}: {e}");
+            assert!(e.contains("\"plugin/stream\""), "{key}: {e}");
+        }
     }
 
     #[test]

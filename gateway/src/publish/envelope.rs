@@ -140,10 +140,19 @@ pub struct Status<'a> {
     pub version: &'a str,
     /// false when the broker published it as the last will: the gateway vanished.
     pub clean: bool,
+    /// The MQTT version of the connection it went out on ("5" or "3.1.1"); absent only when
+    /// the run never connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_version: Option<&'static str>,
 }
 
 impl<'a> Status<'a> {
-    pub fn new(id: &'a Identity, state: &'a str, clean: bool) -> Status<'a> {
+    pub fn new(
+        id: &'a Identity,
+        state: &'a str,
+        clean: bool,
+        version: Option<super::link::Version>,
+    ) -> Status<'a> {
         Status {
             v: 1,
             state,
@@ -152,6 +161,7 @@ impl<'a> Status<'a> {
             boot_id: &id.boot_id,
             version: id.version,
             clean,
+            mqtt_version: version.map(super::link::Version::as_str),
         }
     }
 

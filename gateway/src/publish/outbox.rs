@@ -19,6 +19,22 @@ pub struct Entry {
     pub topic: String,
     pub body: Vec<u8>,
     pub retain: bool,
+    /// Which plugin messages a full outbox gives up first; host messages are never dropped.
+    pub priority: Priority,
+}
+
+impl Entry {
+    /// A message of the host's own (status, summary, metrics, gap record): no `seq`, never
+    /// dropped for room.
+    pub fn host(topic: String, body: Vec<u8>, retain: bool) -> Entry {
+        Entry {
+            seq: None,
+            topic,
+            body,
+            retain,
+            priority: Priority::Normal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +62,11 @@ struct Slot {
     segment: Option<u64>,
 }
 
+enum Victim {
+    Arriving,
+    Queued(usize),
+}
+
 /// A delivered message's spool segment, if it had a copy there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -62,6 +83,17 @@ pub enum DropPolicy {
     Oldest,
     /// Keep the oldest data (a complete history up to the outage).
     Newest,
+}
+
+/// A plugin stream's claim on room in a full outbox (`[mqtt] drop_priority`): the lowest
+/// class present loses messages first, by the drop policy within the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
 }
 
 pub struct Outbox {
@@ -98,19 +130,56 @@ impl Outbox {
         }
     }
 
-    /// Queues a message. When full, a plugin message not yet handed over is dropped by the
-    /// policy and counted in the gap report.
+    /// Queues a message. When full, a plugin message not yet handed over is dropped (from
+    /// the lowest priority class present, by the policy within it) and counted in the gap
+    /// report. With nothing droppable the bound gives: host messages are never lost.
     pub fn push(&mut self, entry: Entry) {
         if self.entries.len() >= self.max_messages {
-            if self.policy == DropPolicy::Newest
-                && let Some(seq) = entry.seq
-            {
-                self.record_drop(seq);
-                return;
+            match self.victim(&entry) {
+                Some(Victim::Arriving) => {
+                    self.record_drop(entry.seq.expect("only plugin messages are victims"));
+                    return;
+                }
+                Some(Victim::Queued(i)) => {
+                    let slot = self.entries.remove(i).expect("index found by victim");
+                    self.record_drop(slot.entry.seq.expect("only plugin messages are victims"));
+                }
+                None => {}
             }
-            self.drop_oldest();
         }
         self.entries.push_back(Outbox::slot(entry, None));
+    }
+
+    /// Which message goes to make room for `arriving`.
+    fn victim(&self, arriving: &Entry) -> Option<Victim> {
+        // Messages with a spool copy are kept: dropping them here would not remove them from
+        // flash, and a later run would send what a gap record had called lost.
+        let droppable =
+            |s: &&Slot| s.state == State::Waiting && s.entry.seq.is_some() && s.segment.is_none();
+        let arriving_class = arriving.seq.map(|_| arriving.priority);
+        let class = self
+            .entries
+            .iter()
+            .filter(droppable)
+            .map(|s| s.entry.priority)
+            .chain(arriving_class)
+            .min()?;
+        let queued = |i: &usize| {
+            let s = &self.entries[*i];
+            droppable(&s) && s.entry.priority == class
+        };
+        let arriving_in_class = arriving_class == Some(class);
+        match self.policy {
+            DropPolicy::Oldest => (0..self.entries.len())
+                .find(queued)
+                .map(Victim::Queued)
+                .or(arriving_in_class.then_some(Victim::Arriving)),
+            DropPolicy::Newest if arriving_in_class => Some(Victim::Arriving),
+            DropPolicy::Newest => (0..self.entries.len())
+                .rev()
+                .find(queued)
+                .map(Victim::Queued),
+        }
     }
 
     /// Queues a message a previous run left in the spool segment `segment`.
@@ -147,33 +216,43 @@ impl Outbox {
         self.entries.insert(at, Outbox::slot(entry, None));
     }
 
-    fn drop_oldest(&mut self) {
-        // Messages with a spool copy are kept: dropping them here would not remove them from
-        // flash, and a later run would send what a gap record had called lost.
-        let Some(i) = self.entries.iter().position(|s| {
-            s.state == State::Waiting && s.entry.seq.is_some() && s.segment.is_none()
-        }) else {
-            return;
-        };
-        let slot = self.entries.remove(i).expect("index found above");
-        self.record_drop(slot.entry.seq.expect("filtered on seq"));
-    }
-
+    /// Adds `seq` to the runs of dropped messages, which stay sorted and merge when they
+    /// touch: with priorities, drops come out of seq order.
     fn record_drop(&mut self, seq: u64) {
-        match self.gaps.last_mut() {
-            Some(g) if g.last_seq + 1 == seq => {
-                g.last_seq = seq;
-                g.count += 1;
+        let at = self.gaps.partition_point(|g| g.last_seq < seq);
+        let joins_before = at > 0 && self.gaps[at - 1].last_seq + 1 == seq;
+        let joins_after = at < self.gaps.len() && self.gaps[at].first_seq == seq + 1;
+        match (joins_before, joins_after) {
+            (true, true) => {
+                let after = self.gaps.remove(at);
+                let before = &mut self.gaps[at - 1];
+                before.last_seq = after.last_seq;
+                before.count += after.count + 1;
             }
-            _ => self.gaps.push(Gap {
-                first_seq: seq,
-                last_seq: seq,
-                count: 1,
-            }),
+            (true, false) => {
+                let before = &mut self.gaps[at - 1];
+                before.last_seq = seq;
+                before.count += 1;
+            }
+            (false, true) => {
+                let after = &mut self.gaps[at];
+                after.first_seq = seq;
+                after.count += 1;
+            }
+            (false, false) => self.gaps.insert(
+                at,
+                Gap {
+                    first_seq: seq,
+                    last_seq: seq,
+                    count: 1,
+                },
+            ),
         }
     }
 
-    /// Runs of messages dropped since the last call, each contiguous in `seq`.
+    /// Runs of messages dropped since the last call, each contiguous in `seq`, in `seq`
+    /// order. Taken only while connected, so one outage's drops merge into as few runs as
+    /// the delivered messages between them allow.
     pub fn take_gaps(&mut self) -> Vec<Gap> {
         std::mem::take(&mut self.gaps)
     }
@@ -296,6 +375,7 @@ mod tests {
             topic: "t".into(),
             body: seq.to_string().into_bytes(),
             retain: false,
+            priority: Priority::Normal,
         }
     }
 
@@ -402,6 +482,7 @@ mod tests {
             topic: "metrics".into(),
             body: vec![n],
             retain: false,
+            priority: Priority::Normal,
         };
         o.push_latest(metrics(1));
         o.push_latest(metrics(2));
@@ -430,6 +511,7 @@ mod tests {
             topic: "status".into(),
             body: vec![],
             retain: true,
+            priority: Priority::Normal,
         });
         let next = o.hand_next().unwrap();
         assert_eq!(next.topic, "status");
@@ -469,5 +551,135 @@ mod tests {
         assert_eq!(o.hand_next().unwrap().seq, Some(1));
         o.unhand_last();
         assert_eq!(hand_all(&mut o), vec![1, 2]);
+    }
+
+    fn class(seq: u64, priority: Priority) -> Entry {
+        Entry {
+            priority,
+            ..msg(seq)
+        }
+    }
+
+    fn seqs(o: &mut Outbox) -> Vec<u64> {
+        o.connected();
+        hand_all(o)
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_lowest_class_first_even_when_it_is_newer() {
+        use Priority::{High, Low, Normal};
+        let mut o = Outbox::new(4, 10);
+        o.push(class(1, High));
+        o.push(class(2, Normal));
+        o.push(class(3, Low));
+        o.push(class(4, High));
+        o.push(class(5, Low)); // full: the oldest low one (3) goes
+        o.push(class(6, High)); // the only low one left (5) goes
+        o.push(class(7, Normal)); // no low one left: the oldest normal one (2) goes
+        assert_eq!(
+            o.take_gaps(),
+            vec![
+                Gap {
+                    first_seq: 2,
+                    last_seq: 3,
+                    count: 2
+                },
+                Gap {
+                    first_seq: 5,
+                    last_seq: 5,
+                    count: 1
+                }
+            ]
+        );
+        assert_eq!(seqs(&mut o), vec![1, 4, 6, 7]);
+    }
+
+    #[test]
+    fn an_arriving_message_of_the_lowest_class_is_dropped_when_it_is_the_only_one() {
+        use Priority::{High, Low};
+        let mut o = Outbox::new(2, 10);
+        o.push(class(1, High));
+        o.push(class(2, High));
+        o.push(class(3, Low));
+        assert_eq!(
+            o.take_gaps()
+                .iter()
+                .map(|g| g.first_seq)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+        // Within the class, oldest first.
+        o.push(class(4, High));
+        assert_eq!(seqs(&mut o), vec![2, 4]);
+    }
+
+    #[test]
+    fn the_newest_policy_applies_within_the_lowest_class() {
+        use Priority::{High, Low};
+        let mut o = Outbox::with_policy(3, 10, DropPolicy::Newest);
+        o.push(class(1, Low));
+        o.push(class(2, Low));
+        o.push(class(3, High));
+        o.push(class(4, High)); // a high one arrives: the newest low one (2) goes
+        o.push(class(5, Low)); // a low one arrives: it is the newest of its class
+        let dropped: Vec<u64> = o
+            .take_gaps()
+            .iter()
+            .flat_map(|g| g.first_seq..=g.last_seq)
+            .collect();
+        assert_eq!(dropped, vec![2, 5]);
+        assert_eq!(seqs(&mut o), vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn drops_out_of_seq_order_merge_into_exact_runs() {
+        use Priority::{Low, Normal};
+        let mut o = Outbox::new(3, 10);
+        for (seq, p) in [(1, Normal), (2, Low), (3, Normal), (4, Normal)] {
+            o.push(class(seq, p)); // 4 pushes out 2, the low one
+        }
+        o.push(class(5, Normal)); // no low one left: 1 goes, after 2
+        o.push(class(6, Low)); // the only low one: it goes itself
+        o.push(class(7, Normal)); // 3 goes, joining 1-2
+        let runs: Vec<(u64, u64, u64)> = o
+            .take_gaps()
+            .iter()
+            .map(|g| (g.first_seq, g.last_seq, g.count))
+            .collect();
+        assert_eq!(runs, vec![(1, 3, 3), (6, 6, 1)]);
+        assert_eq!(o.take_gaps(), vec![], "taken once");
+        assert_eq!(seqs(&mut o), vec![4, 5, 7]);
+    }
+
+    #[test]
+    fn runs_merge_when_a_later_drop_fills_the_hole_between_them() {
+        let mut o = Outbox::new(10, 10);
+        for seq in [5, 3, 4, 9, 1] {
+            o.record_drop(seq);
+        }
+        let runs: Vec<(u64, u64, u64)> = o
+            .take_gaps()
+            .iter()
+            .map(|g| (g.first_seq, g.last_seq, g.count))
+            .collect();
+        assert_eq!(runs, vec![(1, 1, 1), (3, 5, 3), (9, 9, 1)]);
+    }
+
+    #[test]
+    fn host_messages_and_spooled_ones_are_never_dropped_whatever_the_priorities() {
+        let mut o = Outbox::new(2, 10);
+        o.push(class(1, Priority::Low));
+        o.spool(1, |_| Ok(7)).unwrap();
+        let status = Entry {
+            seq: None,
+            topic: "status".into(),
+            body: vec![],
+            retain: true,
+            priority: Priority::Low,
+        };
+        o.push(status.clone());
+        o.push(status); // full, and nothing droppable: the bound gives
+        assert!(o.take_gaps().is_empty());
+        assert_eq!(o.len(), 3);
     }
 }

@@ -1,19 +1,21 @@
 //! One MQTT session with an outbox: nothing the gateway publishes at QoS 1 is forgotten
 //! until the broker acknowledges it, across reconnects.
 //!
-//! Two tasks. The *transport* task owns rumqttc's event loop and only forwards its events.
+//! Two tasks. The *transport* task owns rumqttc's event loops and only forwards their
+//! events; it also picks the MQTT version of each connection attempt ([`Negotiation`]).
 //! The *driver* task owns the [`Outbox`] and is the only one that hands messages to
 //! rumqttc, so the order of handing equals the order of rumqttc's packet ids. When the
 //! connection drops, the transport waits until the driver has taken everything back, then
 //! empties rumqttc's queue, so no stale copy can go out after the reconnect.
 
 use super::envelope::{Envelope, Identity, Status, Topics};
-use super::outbox::{Delivered, Entry, Gap, Outbox};
+use super::link::{self, Clients, Happened, Links, MqttProtocol, Negotiation, Version};
+use super::outbox::{Delivered, Entry, Gap, Outbox, Priority};
 use super::spool::Spool;
 use crate::config::MqttConfig;
 use crate::plugins::{Output, OutputKind};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -97,7 +99,7 @@ enum Request {
 
 /// What the transport task tells the driver.
 enum TransportEvent {
-    Connected,
+    Connected(Version),
     Sent(u16),
     Acknowledged(u16),
     Command(String, Vec<u8>),
@@ -106,7 +108,11 @@ enum TransportEvent {
 }
 
 pub struct Session {
-    client: AsyncClient,
+    clients: Clients,
+    /// The version of the last connection that came up (none yet: `None`).
+    version: watch::Receiver<Option<Version>>,
+    /// `[mqtt] drop_priority`, by "plugin/stream".
+    priorities: HashMap<String, Priority>,
     identity: Identity,
     topics: Topics,
     seq: u64,
@@ -136,29 +142,23 @@ impl Session {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("probegate-{}-{}", identity.site, identity.gateway));
-        let mut options = MqttOptions::new(client_id, &config.host, config.port);
-        options
-            .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
-            .set_max_packet_size(MAX_INCOMING, MAX_PACKET)
-            .set_last_will(LastWill::new(
-                topics.status(),
-                Status::new(&identity, "offline", false).to_json(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(user) = &config.username {
-            options.set_credentials(user, config.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Simple {
-                    ca: tls.ca,
-                    alpn: None,
-                    client_auth: tls.client,
-                },
-            ));
-        }
-        let (client, eventloop) = AsyncClient::new(options, 2 * WINDOW);
+        let transport = tls.map(|tls| {
+            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca: tls.ca,
+                alpn: None,
+                client_auth: tls.client,
+            })
+        });
+        let (clients, links) = link::open(&link::Settings {
+            config,
+            identity: &identity,
+            client_id,
+            transport,
+            max_incoming: MAX_INCOMING,
+            max_outgoing: MAX_PACKET,
+            queue: 2 * WINDOW,
+        });
+        let (version_tx, version) = watch::channel(None);
         let stats = Arc::new(Stats::default());
         let closing = Arc::new(AtomicBool::new(false));
         let (events_tx, events_rx) = mpsc::channel(256);
@@ -172,6 +172,9 @@ impl Session {
             events: events_tx,
             closing: closing.clone(),
             broker: format!("{}:{}", config.host, config.port),
+            links,
+            negotiation: Negotiation::new(config.protocol),
+            version: version_tx,
         };
         let mut outbox =
             Outbox::with_policy(config.outbox_max_messages, WINDOW, config.outbox_drop);
@@ -198,19 +201,14 @@ impl Session {
             }
         });
         let driver = Driver {
-            client: client.clone(),
+            clients: clients.clone(),
+            version: None,
             outbox,
-            pending_gaps: Vec::new(),
             spool,
             spool_after: Duration::from_secs(config.outbox_spool_after_secs),
             segment_messages: config.outbox_segment_messages.max(1),
             down_since: Some(std::time::Instant::now()),
-            online: Entry {
-                seq: None,
-                topic: topics.status(),
-                body: Status::new(&identity, "online", true).to_json(),
-                retain: true,
-            },
+            status_topic: topics.status(),
             gaps_topic: topics.gaps(),
             identity: identity.clone(),
             subscribe,
@@ -220,11 +218,18 @@ impl Session {
             commands: commands_tx,
         };
         let tasks = vec![
-            tokio::spawn(transport.run(eventloop)),
+            tokio::spawn(transport.run()),
             tokio::spawn(driver.run(events_rx, entries_rx)),
         ];
+        let priorities = config
+            .drop_priority
+            .iter()
+            .map(|(stream, priority)| (stream.get_ref().clone(), *priority))
+            .collect();
         Session {
-            client,
+            clients,
+            version,
+            priorities,
             identity,
             topics,
             seq: 0,
@@ -247,13 +252,7 @@ impl Session {
     /// Publishes a retained document of the host's own (not enveloped), e.g. a summary.
     /// Only the latest per topic waits during an outage.
     pub async fn publish_retained(&mut self, topic: String, body: Vec<u8>) {
-        self.queue_latest(Entry {
-            seq: None,
-            topic,
-            body,
-            retain: true,
-        })
-        .await;
+        self.queue_latest(Entry::host(topic, body, true)).await;
     }
 
     async fn queue_latest(&mut self, entry: Entry) {
@@ -292,11 +291,17 @@ impl Session {
             OutputKind::BundleResult => (self.topics.bundle_result(), false),
             OutputKind::Installed => (self.topics.plugins_installed(), true),
         };
+        let priority = self
+            .priorities
+            .get(&format!("{}/{}", output.plugin, output.stream))
+            .copied()
+            .unwrap_or_default();
         self.queue(Entry {
             seq: Some(self.seq),
             topic,
             body,
             retain,
+            priority,
         })
         .await;
     }
@@ -319,7 +324,7 @@ impl Session {
             tokio::select! {
                 _ = tick.tick() => {
                     let topic = self.topics.metrics();
-                    self.queue_latest(Entry { seq: None, topic, body: metrics(), retain: false }).await;
+                    self.queue_latest(Entry::host(topic, metrics(), false)).await;
                 }
                 output = rx.recv() => match output {
                     Some(output) => self.publish(&output).await,
@@ -339,7 +344,8 @@ impl Session {
     /// unreachable a stopping daemon must still stop.
     pub async fn close(mut self, grace: Duration) -> SessionReport {
         self.wait_empty(grace).await;
-        let offline = Status::new(&self.identity, "offline", true).to_json();
+        let version = *self.version.borrow();
+        let offline = Status::new(&self.identity, "offline", true, version).to_json();
         let status_topic = self.topics.status();
         self.publish_retained(status_topic, offline).await;
         self.wait_empty(grace).await;
@@ -364,7 +370,11 @@ impl Session {
             dropped: self.stats.dropped.load(Ordering::SeqCst),
         };
         self.closing.store(true, Ordering::SeqCst);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.disconnect()).await;
+        let client = match version {
+            Some(version) => self.clients.get(version),
+            None => self.clients.preferred(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
         for task in &mut self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut *task).await;
             task.abort();
@@ -391,37 +401,44 @@ impl Session {
     }
 }
 
-/// Owns rumqttc's event loop; forwards what the driver needs, in order.
+/// Owns rumqttc's event loops; forwards what the driver needs, in order.
 struct Transport {
     min_backoff: Duration,
     max_backoff: Duration,
     events: mpsc::Sender<TransportEvent>,
     closing: Arc<AtomicBool>,
     broker: String,
+    links: Links,
+    negotiation: Negotiation,
+    version: watch::Sender<Option<Version>>,
 }
 
 impl Transport {
-    async fn run(self, mut eventloop: EventLoop) {
+    async fn run(mut self) {
         let mut backoff = self.min_backoff;
+        let mut up = false;
         loop {
-            let event = match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    tracing::info!(broker = %self.broker, "connected to broker");
+            let version = self.negotiation.next();
+            let event = match self.links.get_mut(version).poll().await {
+                Ok(Happened::Connected) => {
+                    if self.negotiation.connected() {
+                        tracing::info!(broker = %self.broker, "the broker does not take MQTT 5: using MQTT 3.1.1 for the rest of this run");
+                    }
+                    tracing::info!(broker = %self.broker, mqtt = version.as_str(), "connected to broker");
+                    up = true;
                     backoff = self.min_backoff;
-                    TransportEvent::Connected
+                    self.version.send_replace(Some(version));
+                    TransportEvent::Connected(version)
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => TransportEvent::Sent(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => TransportEvent::Acknowledged(ack.pkid),
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    TransportEvent::Command(p.topic.clone(), p.payload.to_vec())
-                }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                Ok(_) => continue,
-                Err(e) => {
+                Ok(Happened::Sent(pkid)) => TransportEvent::Sent(pkid),
+                Ok(Happened::Acknowledged(pkid)) => TransportEvent::Acknowledged(pkid),
+                Ok(Happened::Received(topic, payload)) => TransportEvent::Command(topic, payload),
+                Ok(Happened::Disconnected) => break,
+                Ok(Happened::Other) => continue,
+                Err(failure) => {
                     if self.closing.load(Ordering::SeqCst) {
                         break;
                     }
-                    tracing::warn!(broker = %self.broker, error = %e, retry_in = ?backoff, "mqtt connection failed");
                     let (done, taken_back) = oneshot::channel();
                     if self.events.send(TransportEvent::Lost(done)).await.is_err() {
                         break;
@@ -430,7 +447,19 @@ impl Transport {
                     // The driver took everything back; what it handed over in the meantime
                     // must not go out after the reconnect as well. (Cleared at the connect:
                     // the session is clean.)
-                    eventloop.clean();
+                    self.links.get_mut(version).clean();
+                    let was_up = std::mem::replace(&mut up, false);
+                    if !was_up && self.negotiation.failed(failure.version_refused) {
+                        tracing::debug!(broker = %self.broker, error = %failure.error, "the broker refused MQTT 5; trying MQTT 3.1.1");
+                        continue;
+                    }
+                    if !was_up
+                        && failure.version_refused
+                        && self.negotiation.protocol() == MqttProtocol::V5
+                    {
+                        tracing::warn!(broker = %self.broker, "the broker may not take MQTT 5, which mqtt.protocol demands; \"auto\" would fall back to 3.1.1");
+                    }
+                    tracing::warn!(broker = %self.broker, mqtt = version.as_str(), error = %failure.error, retry_in = ?backoff, "mqtt connection failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                     continue;
@@ -445,17 +474,16 @@ impl Transport {
 
 /// Owns the outbox and hands messages to rumqttc.
 struct Driver {
-    client: AsyncClient,
+    clients: Clients,
+    /// The version of the current (or last) connection: whose client gets the messages.
+    version: Option<Version>,
     outbox: Outbox,
-    /// Drops not yet reported: gap records wait for a connection, so that during an outage
-    /// they neither fill the outbox nor push out the messages they would report.
-    pending_gaps: Vec<Gap>,
     spool: Option<Spool>,
     spool_after: Duration,
     segment_messages: usize,
     /// Since when the broker has been unreachable (set at start: not connected yet).
     down_since: Option<std::time::Instant>,
-    online: Entry,
+    status_topic: String,
     gaps_topic: String,
     identity: Identity,
     subscribe: Vec<String>,
@@ -503,9 +531,11 @@ impl Driver {
                 },
                 _ = tick.tick() => {}
             }
-            self.pending_gaps.extend(self.outbox.take_gaps());
+            // Gap records wait for a connection, so that during an outage they neither fill
+            // the outbox nor push out the messages they would report; the outbox keeps the
+            // runs merged meanwhile.
             if self.outbox.is_connected() {
-                for gap in std::mem::take(&mut self.pending_gaps) {
+                for gap in self.outbox.take_gaps() {
                     self.record_gap(gap);
                 }
             }
@@ -548,13 +578,19 @@ impl Driver {
 
     fn on_event(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Connected => {
+            TransportEvent::Connected(version) => {
+                self.version = Some(version);
                 self.down_since = None;
                 self.outbox.connected();
                 // The last will may have marked us offline meanwhile; a clean session has
                 // forgotten our subscriptions. Both go first.
                 self.stats.sent.fetch_add(1, Ordering::SeqCst);
-                self.outbox.push_first(self.online.clone());
+                let online = Status::new(&self.identity, "online", true, Some(version));
+                self.outbox.push_first(Entry::host(
+                    self.status_topic.clone(),
+                    online.to_json(),
+                    true,
+                ));
                 self.subscriptions_owed = self.subscribe.len();
             }
             TransportEvent::Sent(pkid) => self.outbox.sent(pkid),
@@ -598,31 +634,28 @@ impl Driver {
             reason: "outbox_full",
         };
         self.stats.sent.fetch_add(1, Ordering::SeqCst);
-        self.outbox.push_unbounded(Entry {
-            seq: None,
-            topic: self.gaps_topic.clone(),
-            body: serde_json::to_vec(&record).expect("gap record serialises"),
-            retain: false,
-        });
+        self.outbox.push_unbounded(Entry::host(
+            self.gaps_topic.clone(),
+            serde_json::to_vec(&record).expect("gap record serialises"),
+            false,
+        ));
     }
 
     /// Hands over what the window allows, in order.
     fn pump(&mut self) {
+        let Some(version) = self.version else {
+            return; // never connected: nothing to hand over, nothing to subscribe
+        };
+        let client = self.clients.get(version);
         while self.subscriptions_owed > 0 {
             let topic = &self.subscribe[self.subscribe.len() - self.subscriptions_owed];
-            if self.client.try_subscribe(topic, QoS::AtLeastOnce).is_err() {
+            if !client.try_subscribe(topic) {
                 break;
             }
             self.subscriptions_owed -= 1;
         }
         while let Some(entry) = self.outbox.hand_next() {
-            let handed = self.client.try_publish(
-                entry.topic.clone(),
-                QoS::AtLeastOnce,
-                entry.retain,
-                entry.body.clone(),
-            );
-            if handed.is_err() {
+            if !client.try_publish(entry) {
                 self.outbox.unhand_last();
                 break;
             }

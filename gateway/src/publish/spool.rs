@@ -70,6 +70,7 @@ impl Spool {
                         topic: line.topic,
                         body: line.body.into_bytes(),
                         retain: line.retain,
+                        priority: Default::default(),
                     },
                 ));
             }
@@ -134,6 +135,7 @@ mod tests {
             topic: format!("t/{n}"),
             body: format!("{{\"n\":{n}}}").into_bytes(),
             retain: n.is_multiple_of(2),
+            priority: Default::default(),
         }
     }
 

@@ -577,3 +577,119 @@ impl Stream {
         self.child.wait().unwrap();
     }
 }
+
+/// How a broker without MQTT 5 answers a v5 CONNECT.
+#[derive(Clone, Copy)]
+pub enum Refusal {
+    /// A 3.1.1 CONNACK, return code 1 "unacceptable protocol version", then it hangs up:
+    /// what MQTT 3.1.1 prescribes.
+    Connack,
+    /// It hangs up without a word.
+    HangUp,
+}
+
+/// A broker that speaks only MQTT 3.1.1: a front on its own port that reads each client's
+/// CONNECT, refuses protocol level 5 as `refusal` says, and splices every other connection
+/// through to the real broker at `upstream`. mosquitto itself cannot be told to refuse v5.
+pub struct Mqtt311Only {
+    pub port: u16,
+    /// The protocol level of every CONNECT seen (4 = 3.1.1, 5 = MQTT 5), in order.
+    levels: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Mqtt311Only {
+    pub fn start(upstream: u16, refusal: Refusal) -> Mqtt311Only {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let seen = levels.clone();
+        std::thread::spawn(move || {
+            for mut client in listener.incoming().map_while(Result::ok) {
+                let Some(connect) = read_packet(&mut client) else {
+                    continue;
+                };
+                // Variable header: protocol name (2-byte length, "MQTT"), then the level.
+                let level = connect.get(1 + remaining_len_size(&connect) + 6).copied();
+                seen.lock().unwrap().push(level.unwrap_or(0));
+                if level == Some(5) {
+                    if let Refusal::Connack = refusal {
+                        let _ = client.write_all(&[0x20, 0x02, 0x00, 0x01]);
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                if server.write_all(&connect).is_err() {
+                    continue;
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Mqtt311Only { port, levels }
+    }
+
+    pub fn levels(&self) -> Vec<u8> {
+        self.levels.lock().unwrap().clone()
+    }
+}
+
+/// One whole MQTT packet (fixed header included) from `stream`.
+fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut packet = vec![0u8; 1];
+    stream.read_exact(&mut packet).ok()?;
+    let mut len = 0usize;
+    for shift in [0, 7, 14, 21] {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).ok()?;
+        packet.push(byte[0]);
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let start = packet.len();
+    packet.resize(start + len, 0);
+    stream.read_exact(&mut packet[start..]).ok()?;
+    Some(packet)
+}
+
+/// Bytes of the remaining-length field of the packet starting `packet`.
+fn remaining_len_size(packet: &[u8]) -> usize {
+    packet[1..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(4, |i| i + 1)
+}
+
+/// A broker that writes its own log (`broker_log`), to tell which MQTT version each client
+/// really spoke.
+pub fn logging_broker() -> Broker {
+    Broker::configured(|dir| {
+        format!(
+            "persistence false\nlog_dest file {}/mosquitto.log\nconnection_messages true\n",
+            dir.display()
+        )
+    })
+}
+
+/// What a [`logging_broker`] logged.
+pub fn broker_log(broker: &Broker) -> String {
+    std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()
+}

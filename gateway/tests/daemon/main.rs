@@ -12,6 +12,7 @@ mod expect;
 mod harness;
 mod occupancy;
 mod outbox;
+mod protocol;
 mod reload;
 mod replay;
 mod rotation;

@@ -19,7 +19,7 @@ const COUNTER: PluginEntry<'static> = PluginEntry {
 };
 
 /// Every enveloped message by seq, and how many copies of each arrived.
-fn by_seq(sub: &Subscriber) -> BTreeMap<u64, (serde_json::Value, usize)> {
+pub(crate) fn by_seq(sub: &Subscriber) -> BTreeMap<u64, (serde_json::Value, usize)> {
     let mut out: BTreeMap<u64, (serde_json::Value, usize)> = BTreeMap::new();
     for m in sub.envelopes() {
         if let Some(seq) = m["seq"].as_u64() {
@@ -29,7 +29,7 @@ fn by_seq(sub: &Subscriber) -> BTreeMap<u64, (serde_json::Value, usize)> {
     out
 }
 
-fn summary(stderr: &str, key: &str) -> u64 {
+pub(crate) fn summary(stderr: &str, key: &str) -> u64 {
     stderr
         .split(&format!(" {key}="))
         .nth(1)
@@ -57,6 +57,14 @@ fn assert_nothing_lost(
     ));
     let published = summary(&stderr, "published");
     assert_eq!(summary(&stderr, "mqtt_unacknowledged"), 0, "{stderr}");
+    // The default ("auto") spoke MQTT 5 to mosquitto through the whole outage: a broker
+    // that goes away is no reason to fall back to 3.1.1.
+    assert!(
+        sub.statuses().iter().all(|s| s["mqtt_version"] == "5"),
+        "{:?}",
+        sub.statuses()
+    );
+    assert!(!stderr.contains("3.1.1"), "{stderr}");
     let received = by_seq(sub);
     let missing: Vec<u64> = (1..=published)
         .filter(|s| !received.contains_key(s))
@@ -273,4 +281,93 @@ fn a_daemon_killed_during_an_outage_sends_its_spool_after_a_restart() {
         "every message of the killed run"
     );
     assert_eq!(segments(), 0, "delivered segments are deleted");
+}
+
+#[test]
+fn a_full_outbox_gives_up_the_low_priority_stream_and_names_exactly_its_dropped_seqs() {
+    // One component twice: an hourly-ish stream that matters and a chatty one that may go.
+    const KEEP: PluginEntry<'static> = PluginEntry {
+        name: "counter-keep",
+        file: "visitor_counter.wasm",
+        config: "{ interval_secs = 600 }",
+    };
+    const CHATTY: PluginEntry<'static> = PluginEntry {
+        name: "counter-chatty",
+        file: "visitor_counter.wasm",
+        config: "{ interval_secs = 60 }",
+    };
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-priority");
+    let site = Site::new(&broker, &[KEEP, CHATTY], "");
+    site.mqtt_settings(
+        "outbox_max_messages = 30\n\
+         drop_priority = { \"counter-keep/counts\" = \"high\", \"counter-chatty/counts\" = \"low\" }",
+    );
+    let keep_rows = expect::counts(CAPTURE, 600_000, crate::harness::FLOOR);
+    let chatty_rows = expect::counts(CAPTURE, 60_000, crate::harness::FLOOR);
+    // Everything but the chatty stream fits: its 30 places are what the test is about.
+    assert!(keep_rows.len() + 2 < 30 && chatty_rows.len() > 60);
+    broker.stop();
+
+    let child = site
+        .command("info")
+        .args(["replay", "--config"])
+        .arg(&site.config)
+        .arg(capture(CAPTURE))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_secs(3));
+    broker.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
+        Duration::from_secs(20)
+    ));
+
+    let published = summary(&stderr, "published");
+    let dropped = summary(&stderr, "mqtt_dropped");
+    assert_eq!(published as usize, keep_rows.len() + chatty_rows.len() + 2);
+    let received = by_seq(&sub);
+    let mut reported = BTreeSet::new();
+    for m in sub.messages().iter().filter(|m| m.topic.ends_with("/gaps")) {
+        let g = m.json();
+        let (first, last) = (
+            g["first_seq"].as_u64().unwrap(),
+            g["last_seq"].as_u64().unwrap(),
+        );
+        assert_eq!(g["count"].as_u64().unwrap(), last - first + 1);
+        reported.extend(first..=last);
+    }
+    let missing: BTreeSet<u64> = (1..=published)
+        .filter(|s| !received.contains_key(s))
+        .collect();
+    assert!(dropped > 0);
+    assert_eq!(
+        missing, reported,
+        "the gap records name exactly the missing seqs"
+    );
+    assert_eq!(reported.len() as u64, dropped);
+
+    // Every high-priority message and both plugin statuses (normal) arrived; what is
+    // missing is the low-priority stream's, and nothing else.
+    let of = |plugin: &str, stream: &str| -> Vec<serde_json::Value> {
+        received
+            .values()
+            .map(|(m, _)| m.clone())
+            .filter(|m| m["plugin"] == plugin && m["stream"] == stream)
+            .collect()
+    };
+    assert_eq!(expect::rows_of(&of("counter-keep", "counts")), keep_rows);
+    assert_eq!(of("counter-keep", "status").len(), 1);
+    assert_eq!(of("counter-chatty", "status").len(), 1);
+    let chatty = of("counter-chatty", "counts");
+    assert_eq!(chatty.len() + missing.len(), chatty_rows.len());
+    // Oldest first within the class: the chatty stream's survivors are its latest rows.
+    assert_eq!(
+        expect::rows_of(&chatty),
+        chatty_rows[chatty_rows.len() - chatty.len()..]
+    );
 }

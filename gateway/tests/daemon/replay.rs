@@ -89,4 +89,6 @@ fn a_stream_on_stdin_is_processed_as_it_arrives_and_a_killed_gateway_leaves_its_
     let last = sub.statuses().pop().unwrap();
     assert_eq!(last["state"], "offline");
     assert_eq!(last["clean"], false);
+    // The default ("auto") spoke MQTT 5 to mosquitto, and the will was left over it.
+    assert_eq!(last["mqtt_version"], "5");
 }

@@ -120,6 +120,7 @@ fn with_the_right_ca_and_a_client_certificate_everything_is_delivered() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("connected to broker"), "{stderr}");
+    assert!(stderr.contains("mqtt=\"5\""), "MQTT 5 over TLS: {stderr}");
     assert!(stderr.contains(" mqtt_unacknowledged=0"), "{stderr}");
     let published = stderr.split(" published=").nth(1).unwrap();
     assert!(!published.starts_with('0'), "{stderr}");
