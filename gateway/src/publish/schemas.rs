@@ -21,6 +21,10 @@ pub const SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../../docs/schemas/visitor-counter-counts.json"),
     ),
     (
+        "visitor-counter-visits.json",
+        include_str!("../../../docs/schemas/visitor-counter-visits.json"),
+    ),
+    (
         "coupon-trigger-coupons.json",
         include_str!("../../../docs/schemas/coupon-trigger-coupons.json"),
     ),
@@ -82,6 +86,7 @@ pub fn schema_for(topic: &str) -> Option<&'static str> {
         [_site, _gw, "bundles", "result"] => "bundle-result.json",
         [_site, _gw, "plugins-installed"] => "plugins-installed.json",
         [_site, _gw, "plugins", "visitor-counter", "counts"] => "visitor-counter-counts.json",
+        [_site, _gw, "plugins", "visitor-counter", "visits"] => "visitor-counter-visits.json",
         [_site, _gw, "plugins", "coupon-trigger", "coupons"] => "coupon-trigger-coupons.json",
         [_site, _gw, "plugins", _plugin, _stream] => "envelope.json",
         _ => return None,

@@ -18,3 +18,4 @@ mod replay;
 mod rotation;
 mod tail;
 mod tls;
+mod visits;
