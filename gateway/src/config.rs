@@ -425,7 +425,10 @@ impl Config {
         check_name("gateway.id", &self.gateway.id)?;
         if self.gateway.id.get_ref() == "cmd" {
             // `probegate/v1/{site}/cmd/...` is the site's command tree.
-            return Err(Invalid::at(&self.gateway.id, "gateway.id \"cmd\" is reserved"));
+            return Err(Invalid::at(
+                &self.gateway.id,
+                "gateway.id \"cmd\" is reserved",
+            ));
         }
         let p = &self.privacy;
         let floor = *p.signal_floor_dbm.get_ref();

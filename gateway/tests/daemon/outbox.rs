@@ -290,11 +290,13 @@ fn a_full_outbox_gives_up_the_low_priority_stream_and_names_exactly_its_dropped_
         name: "counter-keep",
         file: "visitor_counter.wasm",
         config: "{ interval_secs = 600 }",
+        allow: "",
     };
     const CHATTY: PluginEntry<'static> = PluginEntry {
         name: "counter-chatty",
         file: "visitor_counter.wasm",
         config: "{ interval_secs = 60 }",
+        allow: "",
     };
     let mut broker = Broker::persistent();
     let sub = Subscriber::persistent(&broker, "back-office-priority");

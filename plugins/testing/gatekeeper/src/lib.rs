@@ -20,9 +20,9 @@ impl Filter for Gatekeeper {
     fn init(config: &str) -> Result<Self, String> {
         let config: Config = parse_config(config)?;
         match config.act.as_str() {
-            "drop-universal" | "tag-randomized" | "trap" | "short" => Ok(Gatekeeper {
-                act: config.act,
-            }),
+            "drop-universal" | "tag-randomized" | "trap" | "short" => {
+                Ok(Gatekeeper { act: config.act })
+            }
             other => Err(format!("unknown act {other:?}")),
         }
     }
