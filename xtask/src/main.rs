@@ -9,6 +9,7 @@
 //!
 //! Standard library only, so the task runner itself builds in seconds.
 
+mod cplugin;
 mod dist;
 
 use std::env;
@@ -111,6 +112,7 @@ fn deps() -> Result {
     {
         run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
+    cplugin::deps()?;
     Ok(())
 }
 
@@ -152,6 +154,7 @@ fn build_plugins() -> Result {
             eprintln!("plugin: target/wasm/{}", name.to_string_lossy());
         }
     }
+    cplugin::build(&target_dir, &out)?;
     copy_manifests(&out)
 }
 

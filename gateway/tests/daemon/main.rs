@@ -7,6 +7,7 @@ mod chain;
 mod consent;
 mod containment;
 mod coupon;
+mod cplugin;
 mod errors;
 mod expect;
 mod harness;
