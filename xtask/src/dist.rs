@@ -85,6 +85,12 @@ fn data_files(binary: &Path) -> Vec<(&'static str, PathBuf, u32)> {
             root.join("target/wasm").join(PLUGIN),
             0o644,
         ),
+        // The daemon loads no plugin without its manifest.
+        (
+            "usr/lib/probegate/plugins/visitor_counter.toml",
+            root.join("target/wasm/visitor_counter.toml"),
+            0o644,
+        ),
     ]
 }
 

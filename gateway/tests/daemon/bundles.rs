@@ -461,3 +461,75 @@ fn a_site_push_reaches_every_gateway_and_reports_each_result() {
     }
     assert_eq!(results(&sub).len(), 3);
 }
+
+#[test]
+fn list_shows_the_installed_set_and_a_signed_removal_stops_the_plugin() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let scratch = tempfile::tempdir().unwrap();
+    let probe = Site::new(&broker, &[], "");
+    let (keys, public) = Keys::new(&probe, "retailer");
+    let site = bundle_site(&broker, &public, 1, "");
+    let mut stream = feeding(&site, &sub);
+    let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
+    ok(&push(
+        &site,
+        &broker,
+        &bundle(&site, &wasm, 1, &keys.secret("retailer"), &[]),
+        &["--to-gateway", "test-store/gw-1"],
+    ));
+
+    let port = broker.port.to_string();
+    let listed = ok(&cli(
+        &site,
+        &["list", "--host", "127.0.0.1", "--port", &port],
+    ));
+    assert!(listed.contains("test-store/gw-1: "), "{listed}");
+    assert!(listed.contains("\"version\":\"1.0.0\""), "{listed}");
+
+    // A removal needs a signature and a higher sequence like any bundle.
+    let secret = keys.secret("retailer");
+    let remove = |sequence: &str| {
+        cli(
+            &site,
+            &[
+                "remove",
+                "counter",
+                "--sequence",
+                sequence,
+                "--key",
+                secret.to_str().unwrap(),
+                "--to-gateway",
+                "test-store/gw-1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--timeout",
+                "20",
+            ],
+        )
+    };
+    let replayed = remove("1");
+    assert!(!replayed.status.success());
+    assert!(text(&replayed.stdout).contains("\"code\":\"replayed\""));
+    let removed = ok(&remove("2"));
+    assert!(removed.contains("\"outcome\":\"removed\""), "{removed}");
+    assert!(sub.wait_until(
+        |sub| {
+            sub.plugin_statuses("counter")
+                .iter()
+                .any(|s| s["state"] == "removed")
+        },
+        Duration::from_secs(10)
+    ));
+    assert!(!site.dir.path().join("plugins/counter.wasm").exists());
+    stream.feed_to(4, 8);
+    let out = stream.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = ok(&cli(
+        &site,
+        &["list", "--host", "127.0.0.1", "--port", &port],
+    ));
+    assert!(listed.contains("\"removed\":true"), "{listed}");
+}

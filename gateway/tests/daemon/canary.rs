@@ -130,4 +130,34 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
         "raw MACs leaked: {:?}",
         &found[..found.len().min(10)]
     );
+
+    // The site's consent key, in hex or as its two halves, appears in no log line and no
+    // message; on disk it is only in its own file.
+    let key = std::fs::read_to_string(site.dir.path().join("consent.key")).unwrap();
+    let key = key.trim().to_lowercase();
+    assert_eq!(key.len(), 64);
+    let pieces = [&key[..], &key[..32], &key[32..]];
+    // Positive control: the scan sees the key where it is.
+    assert!(
+        files
+            .iter()
+            .any(|(path, content)| path.ends_with("consent.key") && content.contains(&key))
+    );
+    let everywhere = std::iter::once(("log".to_owned(), log.to_lowercase()))
+        .chain(
+            messages
+                .iter()
+                .map(|m| (m.topic.clone(), m.payload.to_lowercase())),
+        )
+        .chain(
+            files
+                .iter()
+                .filter(|(path, _)| !path.ends_with("consent.key"))
+                .map(|(path, content)| (path.clone(), content.to_lowercase())),
+        );
+    for (place, text) in everywhere {
+        for piece in pieces {
+            assert!(!text.contains(piece), "the consent key leaked into {place}");
+        }
+    }
 }
