@@ -57,7 +57,8 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
         &options.host,
         options.port,
     );
-    mqtt.set_max_packet_size(256 * 1024, 256 * 1024);
+    // Bundle chunks and consent lists pass through the tree too (up to 8 MiB).
+    mqtt.set_max_packet_size(8 << 20, 256 * 1024);
     if let Some(user) = &options.username {
         mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
     }
@@ -93,6 +94,11 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
             Ok(_) => continue,
             Err(e) => return Err(format!("{}:{}: {e}", options.host, options.port)),
         };
+        // Commands to the gateways (consent, plugin messages, bundle chunks) are the back
+        // office's own traffic, some of it binary: not what tail is for.
+        if is_command(&publish.topic) {
+            continue;
+        }
         let verdict = validators.check(&publish.topic, &publish.payload);
         let value: serde_json::Value =
             serde_json::from_slice(&publish.payload).unwrap_or(serde_json::Value::Null);
@@ -131,6 +137,11 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
     Ok(report)
 }
 
+fn is_command(topic: &str) -> bool {
+    let levels: Vec<&str> = topic.split('/').collect();
+    matches!(levels.get(3), Some(&"cmd")) || matches!(levels.get(4), Some(&"cmd"))
+}
+
 /// Enveloped messages carry (site, gateway, boot_id, seq): unique per message.
 fn dedup_key(v: &serde_json::Value) -> Option<(String, String, String, u64)> {
     Some((
@@ -139,4 +150,15 @@ fn dedup_key(v: &serde_json::Value) -> Option<(String, String, String, u64)> {
         v.get("boot_id")?.as_str()?.to_owned(),
         v.get("seq")?.as_u64()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commands_to_gateways_are_told_apart_from_what_gateways_publish() {
+        assert!(super::is_command("probegate/v1/s/cmd/bundles/p/0/1"));
+        assert!(super::is_command("probegate/v1/s/g/cmd/plugins/x/pause"));
+        assert!(!super::is_command("probegate/v1/s/g/plugins/x/counts"));
+        assert!(!super::is_command("probegate/v1/s/g/status"));
+    }
 }

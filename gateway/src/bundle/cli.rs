@@ -57,7 +57,7 @@ pub enum PluginCommand {
         target: Target,
         #[command(flatten)]
         broker: Broker,
-        /// Results to wait for: 1 for --gateway; for --site and --fleet, the number of
+        /// Results to wait for: 1 for --to-gateway; for --site and --fleet, the number of
         /// gateways (without it, wait until --timeout and report who answered).
         #[arg(long)]
         expect: Option<usize>,
@@ -227,6 +227,9 @@ fn keygen(name: &Path) -> Res {
     let (pk, sk) = signing::keygen("probegate plugin signing key")?;
     let public = name.with_extension("pub");
     let secret = name.with_extension("key");
+    if let Some(dir) = name.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     if secret.exists() {
         return Err(format!(
             "{} exists: not overwriting a key",
@@ -258,6 +261,11 @@ pub fn build(
     gateways: Vec<String>,
     precompiled: &[PathBuf],
 ) -> Res<Vec<u8>> {
+    if sequence == 0 {
+        return Err(
+            "--sequence must be 1 or more: routers count a plugin installed by hand as 0".into(),
+        );
+    }
     let component = read(wasm)?;
     let manifest_path = crate::plugins::manifest::path_for(wasm);
     let plugin_manifest = read(&manifest_path)?;
@@ -370,13 +378,29 @@ fn push(
             .subscribe("probegate/v1/+/+/bundles/result", QoS::AtLeastOnce)
             .await
             .map_err(|e| e.to_string())?;
-        for (topic, data) in chunks::split(&base, &push_id, bundle, chunk_bytes) {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, data.to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        eprintln!("push {push_id}: {} bytes to {base}", bundle.len());
+        // Published from a task of its own: the client's queue is small, and only polling the
+        // event loop (below) drains it, so a bundle of many chunks would otherwise wait forever.
+        let chunks: Vec<(String, Vec<u8>)> = chunks::split(&base, &push_id, bundle, chunk_bytes)
+            .into_iter()
+            .map(|(t, d)| (t, d.to_vec()))
+            .collect();
+        let count = chunks.len();
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            for (topic, data) in chunks {
+                if publisher
+                    .publish(topic, QoS::AtLeastOnce, false, data)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        eprintln!(
+            "push {push_id}: {} bytes in {count} chunks to {base}",
+            bundle.len()
+        );
         let deadline = Instant::now() + Duration::from_secs(timeout);
         let mut results: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         while expect.is_none_or(|n| results.len() < n) {

@@ -110,6 +110,15 @@ impl Installer {
         else {
             return;
         };
+        let committed = self
+            .installed
+            .get(&journal.name)
+            .is_some_and(|r| r.sequence == journal.sequence);
+        if committed {
+            // Killed between recording the install and removing the journal: it stands.
+            let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+            return;
+        }
         tracing::warn!(plugin = %journal.name, phase = %journal.phase, "an install was interrupted; restoring the last committed version");
         if let Some(dir) = &self.settings.plugin_dir {
             for ext in ["wasm", "toml"] {
@@ -360,12 +369,17 @@ impl Installer {
     }
 
     fn commit(&mut self, push_id: &str, m: &BundleManifest, out: &mut Vec<Output>, now_ms: u64) {
+        // A removal does not know what it removes; the record keeps what was there.
+        let kind = match (m.remove, self.installed.get(&m.name)) {
+            (true, Some(old)) => old.kind.clone(),
+            _ => m.kind.clone(),
+        };
         self.installed.insert(
             m.name.clone(),
             Record {
                 version: m.version.clone(),
                 sequence: m.sequence,
-                kind: m.kind.clone(),
+                kind,
                 removed: m.remove,
             },
         );
@@ -377,10 +391,11 @@ impl Installer {
         ) {
             tracing::error!(error = %e, "cannot record the installed set");
         }
+        // The journal goes before the kept copy: recovery with a journal restores the copy.
+        let _ = std::fs::remove_file(state.join(JOURNAL));
         for ext in ["wasm", "toml"] {
             let _ = std::fs::remove_file(state.join(PREVIOUS).join(format!("{}.{ext}", m.name)));
         }
-        let _ = std::fs::remove_file(state.join(JOURNAL));
         let outcome = if m.remove { "removed" } else { "installed" };
         tracing::info!(plugin = %m.name, version = %m.version, sequence = m.sequence, "{outcome}");
         self.report(push_id, Some(m), outcome, None, None, out, now_ms);

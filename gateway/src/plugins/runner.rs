@@ -111,6 +111,10 @@ impl PluginRunner {
             path: path.to_owned(),
             reason,
         };
+        // The component first: "no manifest" for a plugin that is not there at all misleads.
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(load_err(e.to_string()));
+        }
         let manifest = Manifest::load(path).map_err(|e| load_err(e.to_string()))?;
         manifest
             .check_grants(granted)

@@ -439,7 +439,14 @@ fn a_site_push_reaches_every_gateway_and_reports_each_result() {
         &sites[0],
         &broker,
         &b,
-        &["--site", "test-store", "--expect", "3"],
+        &[
+            "--site",
+            "test-store",
+            "--expect",
+            "3",
+            "--chunk-bytes",
+            "1000",
+        ],
     ));
     for n in 1..=3 {
         assert!(

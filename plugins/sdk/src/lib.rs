@@ -20,7 +20,8 @@
 //! ```
 //!
 //! A *filter* implements [`Filter`] and is exported with [`export_filter!`]. Either kind
-//! ships a `manifest.toml` (see `plugins/README.md`) naming its streams and capabilities.
+//! ships a manifest, `<name>.toml` beside `<name>.wasm` (see `plugins/README.md`), naming its
+//! streams and capabilities.
 //!
 //! Build with `cargo build --release --target wasm32-unknown-unknown` and the linker
 //! `wasm-component-ld` (see `plugins/README.md`); the result is a component the daemon loads.
