@@ -268,3 +268,21 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
     .map_err(|e| PluginError::Engine(e.to_string()))?;
     Ok(linker)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Bucket;
+
+    #[test]
+    fn a_stream_gets_its_minute_of_messages_at_once_then_one_per_share_of_a_minute() {
+        let mut b = Bucket {
+            tokens: 6.0,
+            at_ms: 0,
+        };
+        assert_eq!((0..10).filter(|_| b.take(6, 0)).count(), 6);
+        // Six a minute: one more every 10 s of pipeline time, never more than six saved up.
+        assert!(!b.take(6, 9_999));
+        assert!(b.take(6, 10_000));
+        assert_eq!((0..10).filter(|_| b.take(6, 3_600_000)).count(), 6);
+    }
+}
