@@ -415,7 +415,7 @@ fn scopeguard(child: std::process::Child) -> Guard {
 }
 
 #[test]
-fn a_site_push_reaches_every_gateway_and_reports_each_result() {
+fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
     let broker = Broker::start();
     let sub = Subscriber::start(&broker);
     let scratch = tempfile::tempdir().unwrap();
@@ -459,6 +459,16 @@ fn a_site_push_reaches_every_gateway_and_reports_each_result() {
         3,
         "{printed}"
     );
+    // The same for every gateway of every site.
+    let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.1.0");
+    let b2 = bundle(&sites[0], &v2, 2, &keys.secret("retailer"), &[]);
+    let printed = ok(&push(
+        &sites[0],
+        &broker,
+        &b2,
+        &["--fleet", "--expect", "3"],
+    ));
+    assert_eq!(printed.matches("\"installed\"").count(), 3, "{printed}");
     for s in &mut streams {
         s.feed_to(4, 8);
     }
@@ -466,7 +476,7 @@ fn a_site_push_reaches_every_gateway_and_reports_each_result() {
         let out = s.finish();
         assert!(out.status.success(), "gw-{}: {}", n + 1, text(&out.stderr));
     }
-    assert_eq!(results(&sub).len(), 3);
+    assert_eq!(results(&sub).len(), 6);
 }
 
 #[test]
