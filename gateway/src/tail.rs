@@ -3,30 +3,21 @@
 //! at-least-once delivery brings (same site, gateway, boot_id and seq) and prints the rest.
 
 use crate::publish::schemas::Validators;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct TailOptions {
-    #[arg(long, default_value = "localhost")]
-    pub host: String,
-    #[arg(long, default_value_t = 1883)]
-    pub port: u16,
+    #[command(flatten)]
+    pub broker: crate::broker::BrokerArgs,
     /// Only this store (default: all).
     #[arg(long)]
     pub site: Option<String>,
     /// Only this gateway (default: all).
     #[arg(long)]
     pub gateway: Option<String>,
-    #[arg(long)]
-    pub username: Option<String>,
-    #[arg(long)]
-    pub password: Option<String>,
-    /// PEM CA file: connect with TLS.
-    #[arg(long)]
-    pub ca_file: Option<std::path::PathBuf>,
     /// One JSON object per line instead of "topic payload".
     #[arg(long)]
     pub json: bool,
@@ -52,27 +43,7 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
         options.site.as_deref().unwrap_or("+"),
         options.gateway.as_deref().unwrap_or("+")
     );
-    let mut mqtt = MqttOptions::new(
-        format!("probegate-tail-{}", std::process::id()),
-        &options.host,
-        options.port,
-    );
-    // Bundle chunks and consent lists pass through the tree too (up to 8 MiB).
-    mqtt.set_max_packet_size(8 << 20, 256 * 1024);
-    if let Some(user) = &options.username {
-        mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
-    }
-    if let Some(ca) = &options.ca_file {
-        let ca = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        mqtt.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            },
-        ));
-    }
+    let mqtt = options.broker.options("tail")?;
     let (client, mut eventloop) = AsyncClient::new(mqtt, 16);
     client
         .subscribe(&filter, QoS::AtLeastOnce)
@@ -92,7 +63,7 @@ pub async fn tail(options: TailOptions, out: &mut impl Write) -> Result<TailRepo
         let publish = match event {
             Ok(Event::Incoming(Packet::Publish(p))) => p,
             Ok(_) => continue,
-            Err(e) => return Err(format!("{}:{}: {e}", options.host, options.port)),
+            Err(e) => return Err(format!("{}: {e}", options.broker.name())),
         };
         // Commands to the gateways (consent, plugin messages, bundle chunks) are the back
         // office's own traffic, some of it binary: not what tail is for.

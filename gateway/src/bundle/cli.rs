@@ -6,7 +6,7 @@ use super::chunks;
 use super::format::{self, BundleManifest, COMPONENT, PLUGIN_MANIFEST};
 use super::signing;
 use crate::plugins::manifest::Manifest;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,20 +105,7 @@ pub struct Target {
     pub fleet: bool,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct Broker {
-    #[arg(long, default_value = "localhost")]
-    pub host: String,
-    #[arg(long, default_value_t = 1883)]
-    pub port: u16,
-    #[arg(long)]
-    pub username: Option<String>,
-    #[arg(long)]
-    pub password: Option<String>,
-    /// PEM CA file: connect with TLS.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-}
+pub use crate::broker::BrokerArgs as Broker;
 
 type Res<T = ()> = Result<T, String>;
 
@@ -314,31 +301,6 @@ pub fn sign(bundle: &[u8], secret_key: &str) -> Res<Vec<u8>> {
     Ok(format::pack(&b.manifest_bytes, Some(&signature), &b.files))
 }
 
-fn options(broker: &Broker, role: &str) -> Res<MqttOptions> {
-    let mut mqtt = MqttOptions::new(
-        format!("probegate-{role}-{}", std::process::id()),
-        &broker.host,
-        broker.port,
-    );
-    mqtt.set_max_packet_size(8 << 20, 8 << 20);
-    mqtt.set_keep_alive(Duration::from_secs(30));
-    if let Some(user) = &broker.username {
-        mqtt.set_credentials(user, broker.password.clone().unwrap_or_default());
-    }
-    if let Some(ca) = &broker.ca_file {
-        let ca = read(ca)?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        mqtt.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            },
-        ));
-    }
-    Ok(mqtt)
-}
-
 fn runtime() -> Res<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -371,7 +333,7 @@ fn push(
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| e.to_string())?;
     let push_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    let mqtt = options(broker, "push")?;
+    let mqtt = broker.options("push")?;
     runtime()?.block_on(async move {
         let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
         client
@@ -406,7 +368,7 @@ fn push(
         while expect.is_none_or(|n| results.len() < n) {
             let left = deadline.saturating_duration_since(Instant::now());
             let event = match tokio::time::timeout(left, eventloop.poll()).await {
-                Ok(event) => event.map_err(|e| format!("{}:{}: {e}", broker.host, broker.port))?,
+                Ok(event) => event.map_err(|e| format!("{}: {e}", broker.name()))?,
                 Err(_) => break,
             };
             let Event::Incoming(Packet::Publish(p)) = event else {
@@ -445,7 +407,7 @@ fn push(
 }
 
 fn list(site: Option<&str>, broker: &Broker) -> Res {
-    let mqtt = options(broker, "list")?;
+    let mqtt = broker.options("list")?;
     let filter = format!("probegate/v1/{}/+/plugins-installed", site.unwrap_or("+"));
     runtime()?.block_on(async move {
         let (client, mut eventloop) = AsyncClient::new(mqtt, 16);
@@ -455,7 +417,7 @@ fn list(site: Option<&str>, broker: &Broker) -> Res {
             .map_err(|e| e.to_string())?;
         // Retained messages arrive right after the subscription; a quiet second means done.
         while let Ok(event) = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await {
-            let event = event.map_err(|e| format!("{}:{}: {e}", broker.host, broker.port))?;
+            let event = event.map_err(|e| format!("{}: {e}", broker.name()))?;
             if let Event::Incoming(Packet::Publish(p)) = event {
                 let doc: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                 println!(

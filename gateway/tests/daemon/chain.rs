@@ -4,7 +4,7 @@
 
 use crate::expect;
 use crate::harness::{
-    Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, plugin, text,
+    Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, plugin, summary, text,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -25,16 +25,6 @@ fn replay(site: &Site, sub: &Subscriber) -> String {
         Duration::from_secs(10)
     ));
     stderr
-}
-
-/// A number from the "probegate stopped" summary line.
-fn summary(stderr: &str, key: &str) -> u64 {
-    stderr
-        .split(&format!(" {key}="))
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
 }
 
 /// Probes the gate admits, as the oracle sees them.

@@ -16,12 +16,7 @@ struct Run {
 impl Run {
     /// A number from the "probegate stopped" summary line.
     fn summary(&self, key: &str) -> u64 {
-        self.stderr
-            .split(&format!(" {key}="))
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in the summary: {}", self.stderr))
+        crate::harness::summary(&self.stderr, key)
     }
 
     fn hostile_reports(&self) -> Vec<serde_json::Value> {

@@ -693,3 +693,13 @@ pub fn logging_broker() -> Broker {
 pub fn broker_log(broker: &Broker) -> String {
     std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default()
 }
+
+/// A number from the daemon's "probegate stopped" summary line.
+pub fn summary(stderr: &str, key: &str) -> u64 {
+    stderr
+        .split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
+}

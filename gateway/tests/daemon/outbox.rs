@@ -2,7 +2,7 @@
 //! overflows, the gap record says exactly which messages are missing.
 
 use crate::expect;
-use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
+use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, summary, text};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::thread::sleep;
@@ -27,15 +27,6 @@ pub(crate) fn by_seq(sub: &Subscriber) -> BTreeMap<u64, (serde_json::Value, usiz
         }
     }
     out
-}
-
-pub(crate) fn summary(stderr: &str, key: &str) -> u64 {
-    stderr
-        .split(&format!(" {key}="))
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
 }
 
 /// After a run through an outage (`what`): it succeeded, the outage was noticed, and the

@@ -1,11 +1,12 @@
 //! MQTT 5 where the broker takes it, 3.1.1 where it does not or where the config says so;
 //! every message delivered either way, and the status says which version the link speaks.
 
+use crate::harness::summary;
 use crate::harness::{
     Broker, COUNTER, GATEWAY_STATUS, Mqtt311Only, Refusal, Site, Subscriber, broker_log, capture,
     logging_broker, text,
 };
-use crate::outbox::{by_seq, summary};
+use crate::outbox::by_seq;
 use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
