@@ -177,6 +177,10 @@ pub struct LimitsConfig {
     /// Most publishes one plugin call may make.
     #[serde(default = "default_outputs_per_call")]
     pub max_outputs_per_call: u32,
+    /// Load plugin files precompiled off the router (`probegate plugin precompile`). Their
+    /// code is not validated when loaded, so this trusts whoever can write any plugin path.
+    #[serde(default)]
+    pub trust_precompiled: bool,
 }
 
 impl Default for LimitsConfig {
@@ -186,6 +190,7 @@ impl Default for LimitsConfig {
             memory_mib: default_memory_mib(),
             max_output_bytes: spanned_output_bytes(),
             max_outputs_per_call: default_outputs_per_call(),
+            trust_precompiled: false,
         }
     }
 }

@@ -40,6 +40,10 @@ enum Command {
     /// its schema, drop at-least-once repeats, print. Exits non-zero if a payload was invalid.
     #[cfg(feature = "tail")]
     Tail(probegate::tail::TailOptions),
+    /// Plugin files for routers that do not compile plugins themselves.
+    #[cfg(feature = "compiler")]
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
     /// live, publishing to the configured broker.
     Replay {
@@ -62,6 +66,24 @@ enum ConsentCommand {
     },
 }
 
+#[cfg(feature = "compiler")]
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Precompile a plugin component for a router built without a compiler: `--target
+    /// pulley32` for mipsel and armv7 routers, the target triple (aarch64-unknown-linux-musl)
+    /// for 64-bit ones. The router loads the output only if it is the same probegate version
+    /// and its config says `trust_precompiled = true` in [limits].
+    Precompile {
+        #[arg(long)]
+        target: String,
+        /// The plugin component (.wasm).
+        input: PathBuf,
+        /// Where to write the precompiled plugin (.cwasm by convention).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -75,6 +97,42 @@ fn main() -> ExitCode {
         #[cfg(feature = "tail")]
         Command::Tail(options) => tail(options),
         Command::Replay { config, capture } => serve(&config, Some(&capture)),
+        #[cfg(feature = "compiler")]
+        Command::Plugin(PluginCommand::Precompile {
+            target,
+            input,
+            output,
+        }) => precompile(&target, &input, &output),
+    }
+}
+
+#[cfg(feature = "compiler")]
+fn precompile(target: &str, input: &Path, output: &Path) -> ExitCode {
+    let done = std::fs::read(input)
+        .map_err(|e| format!("{}: {e}", input.display()))
+        .and_then(|wasm| {
+            probegate::plugins::artifact::precompile(&wasm, target)
+                .map_err(|e| format!("{}: {e}", input.display()))
+        })
+        .and_then(|cwasm| {
+            // A daemon may be watching the output path for a hot reload: it must never see
+            // half a file.
+            let mut tmp = output.as_os_str().to_owned();
+            tmp.push(".tmp");
+            std::fs::write(&tmp, &cwasm)
+                .and_then(|()| std::fs::rename(&tmp, output))
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+            Ok(cwasm.len())
+        });
+    match done {
+        Ok(size) => {
+            println!("{}: {size} bytes, for {target}", output.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

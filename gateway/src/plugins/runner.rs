@@ -86,7 +86,8 @@ impl PluginRunner {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
-        let component = Component::new(engine, &bytes).map_err(|e| load_err(format!("{e:#}")))?;
+        let component = super::artifact::component(engine, &bytes, limits.trust_precompiled)
+            .map_err(load_err)?;
         // Type-check the imports now, so a plugin built for another interface fails at load.
         linker
             .instantiate_pre(&component)

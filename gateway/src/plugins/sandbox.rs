@@ -6,10 +6,7 @@ use crate::config::{LimitsConfig, is_valid_name};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config as EngineConfig, Engine, StoreLimits, StoreLimitsBuilder};
-
-/// Deep recursion must end in a trap long before the thread's own stack is in danger.
-const MAX_WASM_STACK: usize = 256 * 1024;
+use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
 
 /// What one plugin may use; the same for every plugin of a site for now.
 #[derive(Clone, Debug)]
@@ -18,6 +15,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     pub max_output_bytes: u32,
     pub max_outputs_per_call: u32,
+    /// Whether precompiled plugin files may be loaded (see `artifact`).
+    pub trust_precompiled: bool,
 }
 
 impl Limits {
@@ -27,6 +26,7 @@ impl Limits {
             memory_bytes: (c.memory_mib as usize) << 20,
             max_output_bytes: *c.max_output_bytes.get_ref(),
             max_outputs_per_call: c.max_outputs_per_call,
+            trust_precompiled: c.trust_precompiled,
         }
     }
 }
@@ -154,11 +154,7 @@ fn refusal_label(e: &PublishError) -> &'static str {
 }
 
 pub fn engine() -> Result<Engine, PluginError> {
-    let mut config = EngineConfig::new();
-    config
-        .consume_fuel(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .wasm_component_model(true);
+    let config = super::artifact::engine_config(None).map_err(PluginError::Engine)?;
     Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))
 }
 

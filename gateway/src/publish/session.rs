@@ -10,12 +10,13 @@
 use super::envelope::{Envelope, Identity, Status, Topics};
 use super::outbox::{Delivered, Entry, Gap, Outbox};
 use super::spool::Spool;
+use crate::atomic64::AtomicU64;
 use crate::config::MqttConfig;
 use crate::plugins::{Output, OutputKind};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;

@@ -9,6 +9,7 @@ mod expect;
 mod harness;
 mod occupancy;
 mod outbox;
+mod precompiled;
 mod reload;
 mod replay;
 mod rotation;
