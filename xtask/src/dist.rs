@@ -97,6 +97,29 @@ const TARGETS: &[Target] = &[
         precompile_for: Some("pulley32"),
         unit_tests: true,
     },
+    Target {
+        name: "armv7",
+        triple: "armv7-unknown-linux-musleabihf",
+        zig: "arm-linux-musleabihf",
+        opkg_arch: "arm_cortex-a7_neon-vfpv4",
+        qemu: "qemu-arm",
+        elf_machine: 40,
+        elf_bits: 32,
+        // rustup lists a std for this target, but it could not be downloaded here.
+        build_std: true,
+        // As for mipsel: zig's C runtime, static, musl 1.2's 64-bit time fields.
+        rustflags: &[
+            "-Clink-self-contained=no",
+            "-Ctarget-feature=+crt-static",
+            "--cfg",
+            "libc_unstable_musl_v1_2",
+        ],
+        // Cranelift has no 32-bit ARM backend either.
+        features: "",
+        precompile_for: Some("pulley32"),
+        // mipsel's run covers the 32-bit layouts.
+        unit_tests: false,
+    },
 ];
 
 /// Versions installed when missing; the ones this task was checked with.
