@@ -86,9 +86,12 @@ const TARGETS: &[Target] = &[
             "-Clink-self-contained=no",
             // Rust's mipsel musl target links dynamically by default; routers need static.
             "-Ctarget-feature=+crt-static",
-            // zig's musl is 1.2, whose 32-bit time fields are 64 bits wide, and libpcap is
-            // compiled against it. Without this the libc crate keeps musl 1.1's layout and
-            // every pcap packet header reads as caplen 0.
+            // zig's musl is 1.2, whose time fields are 64 bits wide on 32-bit CPUs (its
+            // `struct timeval` is 16 bytes), and libpcap is compiled against it; without this
+            // cfg the libc crate keeps musl 1.1's 8-byte timeval for pcap's packet header.
+            // (Reported to read as caplen 0; a build without it still replayed the check's
+            // capture correctly here on 2026-11-30, libc 0.2.191 and zig 0.17.1, so the
+            // replay check alone may not catch its absence.)
             "--cfg",
             "libc_unstable_musl_v1_2",
         ],
