@@ -275,6 +275,10 @@ pub struct LimitsConfig {
     /// Bytes of key-value state (keys and values) one plugin may hold.
     #[serde(default = "default_state_bytes")]
     pub state_bytes: u32,
+    /// Load plugin files precompiled off the router (`probegate plugin precompile`). Their
+    /// code is not validated when loaded, so this trusts whoever can write any plugin path.
+    #[serde(default)]
+    pub trust_precompiled: bool,
 }
 
 impl Default for LimitsConfig {
@@ -286,6 +290,7 @@ impl Default for LimitsConfig {
             max_outputs_per_call: default_outputs_per_call(),
             max_outputs_per_stream_per_minute: default_outputs_per_stream_per_minute(),
             state_bytes: default_state_bytes(),
+            trust_precompiled: false,
         }
     }
 }

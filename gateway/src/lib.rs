@@ -4,6 +4,7 @@
 //! [`capture`] → [`dot11`] → [`privacy`] → [`plugins`] → [`publish`], wired by [`pipeline`]
 //! and started by [`daemon`].
 
+mod atomic64;
 pub mod broker;
 pub mod bundle;
 pub mod capture;

@@ -1,8 +1,9 @@
 //! Counters for everything the pipeline drops, passes or fails, kept in one place so the log
 //! summary and (later) the MQTT metrics say the same thing.
 
+use crate::atomic64::AtomicU64;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {

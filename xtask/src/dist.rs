@@ -39,20 +39,98 @@ struct Target {
     qemu: &'static str,
     /// ELF `e_machine` of the target's binaries.
     elf_machine: u16,
+    /// ELF class: 32 or 64 bits.
+    elf_bits: u8,
+    /// No std for this target can be downloaded: nightly's `-Zbuild-std` builds it from
+    /// rust-src, with the same flags as everything else.
+    build_std: bool,
+    /// For rustc, on this target only (std included, with build-std).
+    rustflags: &'static [&'static str],
+    /// The gateway's cargo features (default features are left out).
+    features: &'static str,
+    /// The wasmtime target plugins are precompiled for, when the router build has no
+    /// compiler: the package then ships `.cwasm` files and a config that trusts them.
+    precompile_for: Option<&'static str>,
+    /// `--check` also runs the parser and privacy unit tests under qemu: worth it on one
+    /// 32-bit target, where libc's struct layouts differ from the host's.
+    unit_tests: bool,
 }
 
-const TARGETS: &[Target] = &[Target {
-    name: "aarch64",
-    triple: "aarch64-unknown-linux-musl",
-    zig: "aarch64-linux-musl",
-    opkg_arch: "aarch64_cortex-a53",
-    qemu: "qemu-aarch64",
-    elf_machine: 183,
-}];
+const TARGETS: &[Target] = &[
+    Target {
+        name: "aarch64",
+        triple: "aarch64-unknown-linux-musl",
+        zig: "aarch64-linux-musl",
+        opkg_arch: "aarch64_cortex-a53",
+        qemu: "qemu-aarch64",
+        elf_machine: 183,
+        elf_bits: 64,
+        build_std: false,
+        rustflags: &[],
+        features: "compiler",
+        precompile_for: None,
+        unit_tests: false,
+    },
+    Target {
+        name: "mipsel",
+        triple: "mipsel-unknown-linux-musl",
+        // Soft-float, like OpenWrt's mipsel_24kc userland and Rust's target.
+        zig: "mipsel-linux-musleabi",
+        opkg_arch: "mipsel_24kc",
+        qemu: "qemu-mipsel",
+        elf_machine: 8,
+        elf_bits: 32,
+        build_std: true,
+        rustflags: &[
+            // zig brings musl and the C runtime objects; Rust's own copies would clash.
+            "-Clink-self-contained=no",
+            // Rust's mipsel musl target links dynamically by default; routers need static.
+            "-Ctarget-feature=+crt-static",
+            // zig's musl is 1.2, whose time fields are 64 bits wide on 32-bit CPUs (its
+            // `struct timeval` is 16 bytes), and libpcap is compiled against it; without this
+            // cfg the libc crate keeps musl 1.1's 8-byte timeval for pcap's packet header.
+            // (Reported to read as caplen 0; a build without it still replayed the check's
+            // capture correctly here on 2026-11-30, libc 0.2.191 and zig 0.17.1, so the
+            // replay check alone may not catch its absence.)
+            "--cfg",
+            "libc_unstable_musl_v1_2",
+        ],
+        // No Cranelift backend for 32-bit CPUs: wasmtime runs Pulley bytecode.
+        features: "",
+        precompile_for: Some("pulley32"),
+        unit_tests: true,
+    },
+    Target {
+        name: "armv7",
+        triple: "armv7-unknown-linux-musleabihf",
+        zig: "arm-linux-musleabihf",
+        opkg_arch: "arm_cortex-a7_neon-vfpv4",
+        qemu: "qemu-arm",
+        elf_machine: 40,
+        elf_bits: 32,
+        // rustup lists a std for this target, but it could not be downloaded here.
+        build_std: true,
+        // As for mipsel: zig's C runtime, static, musl 1.2's 64-bit time fields.
+        rustflags: &[
+            "-Clink-self-contained=no",
+            "-Ctarget-feature=+crt-static",
+            "--cfg",
+            "libc_unstable_musl_v1_2",
+        ],
+        // Cranelift has no 32-bit ARM backend either.
+        features: "",
+        precompile_for: Some("pulley32"),
+        // mipsel's run covers the 32-bit layouts.
+        unit_tests: false,
+    },
+];
 
 /// Versions installed when missing; the ones this task was checked with.
 const ZIGLANG: &str = "ziglang==0.17.1";
 const CARGO_ZIGBUILD: &str = "0.24.0";
+/// The toolchain for `-Zbuild-std` (unstable). The machine's nightly: any recent one builds
+/// std from its own rust-src.
+const NIGHTLY: &str = "nightly";
 /// Host packages: libpcap's grammar and scanner need bison and flex; `apt-get source` needs
 /// dpkg-dev to unpack and patch the source package.
 const BUILD_APT: &[&str] = &["flex", "bison", "dpkg-dev"];
@@ -65,33 +143,48 @@ const PLUGIN: &str = "visitor_counter.wasm";
 const CHECK_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2023-10-20.pcap";
 
 /// The package's files: path on the router, where it comes from, mode.
-fn data_files(binary: &Path) -> Vec<(&'static str, PathBuf, u32)> {
+fn data_files(target: &Target, binary: &Path) -> Vec<(String, PathBuf, u32)> {
     let root = root();
-    vec![
-        ("usr/bin/probegate", binary.to_owned(), 0o755),
+    let plugins = root.join("target/wasm");
+    let stem = PLUGIN.trim_end_matches(".wasm");
+    let (config, plugin) = match target.precompile_for {
+        Some(_) => (
+            built_dir(target).join("probegate.toml"),
+            built_dir(target)
+                .join("plugins")
+                .join(format!("{stem}.cwasm")),
+        ),
+        None => (root.join("config/probegate.toml"), plugins.join(PLUGIN)),
+    };
+    let plugin_name = plugin.file_name().expect("a file").to_string_lossy();
+    let mut files: Vec<(String, PathBuf, u32)> = vec![
+        ("usr/bin/probegate".into(), binary.to_owned(), 0o755),
         (
-            "etc/init.d/probegate",
+            "etc/init.d/probegate".into(),
             root.join("openwrt/files/probegate.init"),
             0o755,
         ),
         // It may hold the broker password: readable by root only (the daemon runs as root).
+        ("etc/probegate/probegate.toml".into(), config, 0o600),
         (
-            "etc/probegate/probegate.toml",
-            root.join("config/probegate.toml"),
-            0o600,
-        ),
-        (
-            "usr/lib/probegate/plugins/visitor_counter.wasm",
-            root.join("target/wasm").join(PLUGIN),
+            format!("usr/lib/probegate/plugins/{plugin_name}"),
+            plugin,
             0o644,
         ),
-        // The daemon loads no plugin without its manifest.
-        (
-            "usr/lib/probegate/plugins/visitor_counter.toml",
-            root.join("target/wasm/visitor_counter.toml"),
-            0o644,
-        ),
-    ]
+    ];
+    // The daemon loads no plugin without its manifest, beside the component.
+    files.push((
+        format!("usr/lib/probegate/plugins/{stem}.toml"),
+        plugins.join(format!("{stem}.toml")),
+        0o644,
+    ));
+    files
+}
+
+/// What is made for `target` besides the binary: precompiled plugins, the config that
+/// trusts them.
+fn built_dir(target: &Target) -> PathBuf {
+    cross_dir().join(target.triple).join("files")
 }
 
 pub fn dist(args: &[String]) -> Result {
@@ -124,8 +217,25 @@ pub fn dist(args: &[String]) -> Result {
     step("libpcap", &mut since);
     crate::build_plugins()?;
     step("plugins", &mut since);
+    if check || target.precompile_for.is_some() {
+        // The host build: it precompiles plugins, and `--check` compares with its results.
+        // Built as `cargo xtask test` builds it (with the test targets' features unified in),
+        // so in CI this is already done; a plain `cargo build -p probegate` resolves some
+        // shared dependencies' features differently and rebuilds wasmtime for minutes.
+        run(Command::new("cargo").current_dir(root()).args([
+            "test",
+            "--locked",
+            "--workspace",
+            "--no-run",
+        ]))?;
+        step("host build", &mut since);
+    }
     let binary = cross_build(target, &zig, &pcap_dir, &pcap_version)?;
     step("cross build", &mut since);
+    if let Some(wasm_target) = target.precompile_for {
+        precompile(target, wasm_target)?;
+        step("precompile", &mut since);
+    }
     let size = file_size(&binary)?;
     let ipk = package(target, &binary)?;
     step("package", &mut since);
@@ -140,13 +250,12 @@ pub fn dist(args: &[String]) -> Result {
     if check {
         let unpacked = check_package(target, &ipk)?;
         step("package check", &mut since);
-        // The host build, as `cargo xtask test` and the demo use it: the reference.
-        run(Command::new("cargo")
-            .current_dir(root())
-            .args(["build", "--locked", "-p", PACKAGE]))?;
-        step("host build", &mut since);
         replay_under_qemu(target, &unpacked)?;
         step("qemu replay", &mut since);
+        if target.unit_tests {
+            unit_tests_under_qemu(target, &zig, &pcap_dir, &pcap_version)?;
+            step("unit tests under qemu", &mut since);
+        }
     }
     let steps: Vec<String> = times
         .iter()
@@ -199,9 +308,28 @@ fn tools(target: &Target, check: bool) -> Result<PathBuf> {
         install.extend(&missing);
         run(&mut apt(&install))?;
     }
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|l| l == target.triple) {
-        run(Command::new("rustup").args(["target", "add", target.triple]))?;
+    if target.build_std {
+        let installed = output(Command::new("rustup").args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            NIGHTLY,
+        ]))?;
+        if !installed.lines().any(|l| l == "rust-src") {
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                NIGHTLY,
+            ]))?;
+        }
+    } else {
+        let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if !installed.lines().any(|l| l == target.triple) {
+            run(Command::new("rustup").args(["target", "add", target.triple]))?;
+        }
     }
     let zig = match find_zig() {
         Some(zig) => zig,
@@ -215,8 +343,8 @@ fn tools(target: &Target, check: bool) -> Result<PathBuf> {
             find_zig().ok_or("pip installed ziglang, but its zig binary is not there")?
         }
     };
-    let has_zigbuild = Command::new("cargo")
-        .args(["zigbuild", "--version"])
+    let has_zigbuild = Command::new("cargo-zigbuild")
+        .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -419,23 +547,93 @@ fn cross_build(
     pcap_version: &str,
 ) -> Result<PathBuf> {
     let target_dir = cross_dir().join(target.triple);
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
+    let mut cmd = Command::new("cargo");
+    cross_env(&mut cmd, target, zig, pcap_dir, pcap_version);
+    cmd.args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
         // Default features are back-office tools (`tail`, with JSON Schema validation): a
         // router has no use for them and the flash is small.
         .arg("--no-default-features")
         .args(["--target", target.triple, "--target-dir"])
-        .arg(&target_dir)
-        .env("CARGO_ZIGBUILD_ZIG_PATH", zig)
-        // The pcap crate links `-lpcap` from here; only libpcap.a is there, so it is static.
-        .env("LIBPCAP_LIBDIR", pcap_dir)
-        .env("LIBPCAP_VER", pcap_version))?;
+        .arg(&target_dir);
+    features(&mut cmd, target);
+    if target.build_std {
+        // The release profile aborts on panic, so std needs no unwinder.
+        cmd.arg("-Zbuild-std=std,panic_abort");
+    }
+    run(&mut cmd)?;
     let binary = target_dir.join(target.triple).join("release").join(PACKAGE);
     if !binary.is_file() {
         return Err(format!("{} was not built", binary.display()));
     }
     Ok(binary)
+}
+
+fn features(cmd: &mut Command, target: &Target) {
+    if !target.features.is_empty() {
+        cmd.args(["--features", target.features]);
+    }
+}
+
+/// The target's name as it appears in cargo's environment variables.
+fn env_triple(target: &Target) -> String {
+    target.triple.to_uppercase().replace('-', "_")
+}
+
+/// Sets up `cmd` (cargo or cargo-zigbuild) to build for `target`: toolchain, zig, rustflags,
+/// the static libpcap.
+fn cross_env(cmd: &mut Command, target: &Target, zig: &Path, pcap_dir: &Path, pcap_version: &str) {
+    cmd.current_dir(root())
+        .env("CARGO_ZIGBUILD_ZIG_PATH", zig)
+        // The pcap crate links `-lpcap` from here; only libpcap.a is there, so it is static.
+        .env("LIBPCAP_LIBDIR", pcap_dir)
+        .env("LIBPCAP_VER", pcap_version);
+    if target.build_std {
+        // Through rustup's proxy, so cargo-zigbuild's own cargo and rustc are nightly too.
+        // `cargo xtask` runs us with CARGO naming the stable cargo, which cargo-zigbuild
+        // would call instead of the proxy.
+        cmd.env("RUSTUP_TOOLCHAIN", NIGHTLY).env_remove("CARGO");
+    }
+    if !target.rustflags.is_empty() {
+        // Per target, so build scripts and proc macros for the host are not affected.
+        cmd.env(
+            format!("CARGO_TARGET_{}_RUSTFLAGS", env_triple(target)),
+            target.rustflags.join(" "),
+        );
+    }
+}
+
+/// Precompiles the packaged plugin for the router's wasmtime with the host build, the same
+/// probegate version with the same engine settings (the router refuses anything else), and
+/// writes the config that trusts it.
+fn precompile(target: &Target, wasm_target: &str) -> Result {
+    let dir = built_dir(target);
+    let plugins = dir.join("plugins");
+    io(&plugins, fs::create_dir_all(&plugins))?;
+    let stem = PLUGIN.trim_end_matches(".wasm");
+    run(Command::new(cargo_target_dir().join("debug").join(PACKAGE))
+        .args(["plugin", "precompile", "--target", wasm_target])
+        .arg(root().join("target/wasm").join(PLUGIN))
+        .arg("-o")
+        .arg(plugins.join(format!("{stem}.cwasm"))))?;
+    let source = root().join("config/probegate.toml");
+    let mut config = io(&source, fs::read_to_string(&source))?;
+    for (from, to) in [
+        (
+            format!("plugins/{PLUGIN}\""),
+            format!("plugins/{stem}.cwasm\""),
+        ),
+        (
+            "\ntrust_precompiled = false\n".to_owned(),
+            "\ntrust_precompiled = true\n".to_owned(),
+        ),
+    ] {
+        ensure(config.matches(&from).count() == 1, || {
+            format!("{} does not hold {from:?} exactly once", source.display())
+        })?;
+        config = config.replace(&from, &to);
+    }
+    let out = dir.join("probegate.toml");
+    io(&out, fs::write(&out, config))
 }
 
 /// The workspace version, read from the root Cargo.toml at run time (see `root`).
@@ -582,7 +780,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
         io(dir, fs::create_dir_all(dir))?;
     }
     let mut installed_size = 0;
-    for (path, from, mode) in data_files(binary) {
+    for (path, from, mode) in data_files(target, binary) {
         let bytes = io(&from, fs::read(&from))?;
         installed_size += bytes.len() as u64;
         write_file(&data.join(path), &bytes, mode)?;
@@ -780,7 +978,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         .join(target.triple)
         .join("release")
         .join(PACKAGE);
-    let files = data_files(&built);
+    let files = data_files(target, &built);
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     for (path, _, mode) in &files {
         want.insert(format!("./{path}"), mode_string(*mode, false));
@@ -874,9 +1072,23 @@ fn check_elf(target: &Target, path: &Path) -> Result {
     let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize;
-    ensure(b.len() > 64 && b.starts_with(b"\x7fELF\x02\x01"), || {
-        format!("{} is not a 64-bit little-endian ELF", path.display())
-    })?;
+    let class = if target.elf_bits == 64 { 2 } else { 1 };
+    ensure(
+        b.len() > 64 && b.starts_with(&[0x7f, b'E', b'L', b'F', class, 1]),
+        || {
+            format!(
+                "{} is not a {}-bit little-endian ELF",
+                path.display(),
+                target.elf_bits
+            )
+        },
+    )?;
+    // The header's offsets and sizes sit at other places in the two ELF classes.
+    let (phoff, shoff, ph_at, sh_at) = if target.elf_bits == 64 {
+        (u64_at(32), u64_at(40), 54, 58)
+    } else {
+        (u32_at(28) as usize, u32_at(32) as usize, 42, 46)
+    };
     ensure(u16_at(18) == target.elf_machine, || {
         format!(
             "{} is for ELF machine {}, not {}",
@@ -885,12 +1097,12 @@ fn check_elf(target: &Target, path: &Path) -> Result {
             target.elf_machine
         )
     })?;
-    let (phoff, phentsize, phnum) = (u64_at(32), u16_at(54) as usize, u16_at(56) as usize);
+    let (phentsize, phnum) = (u16_at(ph_at) as usize, u16_at(ph_at + 2) as usize);
     let interp = (0..phnum).any(|i| u32_at(phoff + i * phentsize) == 3);
     ensure(!interp, || {
         format!("{} needs a dynamic loader (PT_INTERP)", path.display())
     })?;
-    let (shoff, shentsize, shnum) = (u64_at(40), u16_at(58) as usize, u16_at(60) as usize);
+    let (shentsize, shnum) = (u16_at(sh_at) as usize, u16_at(sh_at + 2) as usize);
     let symtab = (0..shnum).any(|i| u32_at(shoff + i * shentsize + 4) == 2);
     ensure(!symtab, || {
         format!("{} is not stripped (.symtab)", path.display())
@@ -1066,17 +1278,34 @@ fn replay_under_qemu(target: &Target, unpacked: &Path) -> Result {
     );
     wait_for_port(port)?;
     let sub = Subscriber::start(port)?;
-    let plugin = unpacked.join("usr/lib/probegate/plugins").join(PLUGIN);
+    // The router runs the plugin as packaged (precompiled where it cannot compile); the host
+    // build compiles the .wasm it came from.
+    let packaged = data_files(target, Path::new(""))
+        .into_iter()
+        .find(|(path, _, _)| {
+            path.starts_with("usr/lib/probegate/plugins/") && !path.ends_with(".toml")
+        })
+        .map(|(path, _, _)| unpacked.join(path))
+        .ok_or("the package holds no plugin")?;
+    let limits = if target.precompile_for.is_some() {
+        "[limits]\ntrust_precompiled = true\n\n"
+    } else {
+        ""
+    };
     let capture = root().join(CHECK_CAPTURE);
 
-    let replay = |gateway: &str, program: &mut Command| -> Result<Duration> {
+    let replay = |gateway: &str,
+                  plugin: &Path,
+                  limits: &str,
+                  program: &mut Command|
+     -> Result<Duration> {
         let config = work.join(format!("{gateway}.toml"));
         io(
             &config,
             fs::write(
                 &config,
                 format!(
-                    "[gateway]\nsite = \"dist-check\"\nid = \"{gateway}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\n[privacy]\nsignal_floor_dbm = -95\n\n[[plugin]]\nname = \"visitor-counter\"\npath = \"{}\"\nconfig = {{ interval_secs = 300 }}\n",
+                    "[gateway]\nsite = \"dist-check\"\nid = \"{gateway}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\n[privacy]\nsignal_floor_dbm = -95\n\n{limits}[[plugin]]\nname = \"visitor-counter\"\npath = \"{}\"\nconfig = {{ interval_secs = 300 }}\n",
                     plugin.display()
                 ),
             ),
@@ -1111,8 +1340,13 @@ fn replay_under_qemu(target: &Target, unpacked: &Path) -> Result {
 
     let mut qemu = Command::new(target.qemu);
     qemu.arg(unpacked.join("usr/bin/probegate"));
-    let qemu_took = replay("gw-qemu", &mut qemu)?;
-    let host_took = replay("gw-host", &mut Command::new(&host_binary))?;
+    let qemu_took = replay("gw-qemu", &packaged, limits, &mut qemu)?;
+    let host_took = replay(
+        "gw-host",
+        &root().join("target/wasm").join(PLUGIN),
+        "",
+        &mut Command::new(&host_binary),
+    )?;
 
     let counts = |gateway: &str| -> Result<Vec<String>> {
         sub.payloads(
@@ -1154,13 +1388,81 @@ fn replay_under_qemu(target: &Target, unpacked: &Path) -> Result {
         || format!("the last status was not a clean offline: {last}"),
     )?;
     println!(
-        "check: under {}, {} replayed {} through the packaged visitor counter in {:.1} s (host build {:.1} s): {} counts ({sightings} sightings) equal to the host build's, status online then clean offline",
+        "check: under {}, {} replayed {} through the packaged visitor counter ({}) in {:.1} s (host build {:.1} s): {} counts ({sightings} sightings) equal to the host build's, status online then clean offline",
         target.qemu,
         target.triple,
         CHECK_CAPTURE,
+        packaged.file_name().unwrap_or_default().to_string_lossy(),
         qemu_took.as_secs_f64(),
         host_took.as_secs_f64(),
         qemu_counts.len()
+    );
+    Ok(())
+}
+
+/// Unit-test modules run under qemu: the parsers (radiotap and 802.11 read raw bytes whose
+/// layout must not depend on the CPU), the privacy gate (hashing, keys, consent), and the
+/// capture source (libpcap's packet headers, whose layout depends on the C library).
+const QEMU_TEST_MODULES: &[&str] = &["dot11::", "privacy::", "capture::"];
+
+/// Cross-builds the library's unit tests for `target` and runs those of
+/// [`QEMU_TEST_MODULES`] under qemu-user. The others need to compile plugins, which this
+/// router build cannot.
+fn unit_tests_under_qemu(
+    target: &Target,
+    zig: &Path,
+    pcap_dir: &Path,
+    pcap_version: &str,
+) -> Result {
+    // cargo-zigbuild's own test command: `cargo zigbuild` only builds.
+    let mut cmd = Command::new("cargo-zigbuild");
+    cross_env(&mut cmd, target, zig, pcap_dir, pcap_version);
+    cmd.args([
+        "test",
+        "--locked",
+        "-p",
+        PACKAGE,
+        "--lib",
+        "--no-default-features",
+        "--profile",
+        "cross-test",
+    ]);
+    features(&mut cmd, target);
+    cmd.args(["--target", target.triple, "--target-dir"])
+        .arg(cross_dir().join(target.triple))
+        .env(
+            format!("CARGO_TARGET_{}_RUNNER", env_triple(target)),
+            target.qemu,
+        );
+    if target.build_std {
+        // Tests unwind (the harness catches panics): std with its default crates and `test`.
+        cmd.arg("-Zbuild-std");
+    }
+    cmd.arg("--").args(QEMU_TEST_MODULES);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    ensure(out.status.success(), || {
+        format!("unit tests under {} failed: {}", target.qemu, out.status)
+    })?;
+    // A filter that matched nothing would pass silently.
+    let passed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    ensure(passed >= 40, || {
+        format!("only {passed} unit tests ran under {}", target.qemu)
+    })?;
+    println!(
+        "check: {passed} unit tests of {} passed on {} under {}",
+        QEMU_TEST_MODULES.join(" "),
+        target.triple,
+        target.qemu
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
 //! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist aarch64
-//!   --check`.
+//!   --check` and `dist mipsel --check`.
 //! - `dist <target> [--check]`: cross-builds and packages for OpenWrt (see `dist.rs`).
 //!
 //! Standard library only, so the task runner itself builds in seconds.
@@ -309,8 +309,11 @@ fn test() -> Result {
         .args(["clippy", "--locked", "--all-targets", "--target-dir"])
         .arg(plugin_target_dir())
         .args(["--", "-D", "warnings"]))?;
-    // The router build: cross-built, packaged, the package checked, and run under qemu.
+    // The router builds: cross-built, packaged, the package checked, and run under qemu.
+    // aarch64 compiles its plugins on the router; mipsel runs them precompiled for Pulley, and
+    // its unit tests run under qemu too (a 32-bit C library with 64-bit time fields).
     dist::dist(&["aarch64".into(), "--check".into()])?;
+    dist::dist(&["mipsel".into(), "--check".into()])?;
     Ok(())
 }
 

@@ -38,6 +38,20 @@ pub enum PluginCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Precompile a plugin component for a router built without a compiler: `--target
+    /// pulley32` for mipsel and armv7 routers, the target triple (aarch64-unknown-linux-musl)
+    /// for 64-bit ones. The router loads the output only if it is the same probegate version
+    /// and its config says `trust_precompiled = true` in [limits].
+    #[cfg(feature = "compiler")]
+    Precompile {
+        #[arg(long)]
+        target: String,
+        /// The plugin component (.wasm).
+        input: PathBuf,
+        /// Where to write the precompiled plugin (.cwasm by convention).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Sign a bundle in place with a secret key.
     Sign {
         bundle: PathBuf,
@@ -132,6 +146,24 @@ pub fn run(command: PluginCommand) -> Res {
             let bytes = build(&wasm, sequence, sites, gateways, &precompiled)?;
             write(&out, &bytes)?;
             println!("{}: unsigned bundle, {} bytes", out.display(), bytes.len());
+            Ok(())
+        }
+        #[cfg(feature = "compiler")]
+        PluginCommand::Precompile {
+            target,
+            input,
+            output,
+        } => {
+            let wasm = read(&input)?;
+            let cwasm = crate::plugins::artifact::precompile(&wasm, &target)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            // A daemon may be watching the output path for a hot reload: it must never see
+            // half a file.
+            let mut tmp = output.as_os_str().to_owned();
+            tmp.push(".tmp");
+            write(Path::new(&tmp), &cwasm)?;
+            std::fs::rename(&tmp, &output).map_err(|e| format!("{}: {e}", output.display()))?;
+            println!("{}: {} bytes, for {target}", output.display(), cwasm.len());
             Ok(())
         }
         PluginCommand::Sign { bundle, key } => {

@@ -4,6 +4,7 @@
 //! on the pipeline's own thread, never on an async worker, and a trap in one plugin only costs
 //! that plugin its instance.
 
+pub mod artifact;
 mod bindings;
 mod guard;
 mod health;

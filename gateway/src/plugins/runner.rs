@@ -123,7 +123,8 @@ impl PluginRunner {
                 reason: e.to_string(),
             })?;
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
-        let component = Component::new(engine, &bytes).map_err(|e| load_err(format!("{e:#}")))?;
+        let component = super::artifact::component(engine, &bytes, limits.trust_precompiled)
+            .map_err(load_err)?;
         // Type-check imports and exports now, so a plugin built for another interface or
         // another kind than its manifest says fails at load, not at its first call.
         let pre = linker

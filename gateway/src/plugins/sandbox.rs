@@ -9,10 +9,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config as EngineConfig, Engine, StoreLimits, StoreLimitsBuilder};
-
-/// Deep recursion must end in a trap long before the thread's own stack is in danger.
-const MAX_WASM_STACK: usize = 256 * 1024;
+use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
 
 /// What one plugin may use; the same for every plugin of a site for now.
 #[derive(Clone, Debug)]
@@ -25,6 +22,8 @@ pub struct Limits {
     pub state_bytes: u32,
     /// The aggregation guard's minimum cell (a privacy setting, enforced here).
     pub min_cell: u32,
+    /// Whether precompiled plugin files may be loaded (see `artifact`).
+    pub trust_precompiled: bool,
 }
 
 impl Limits {
@@ -38,6 +37,7 @@ impl Limits {
             max_outputs_per_stream_per_minute: c.max_outputs_per_stream_per_minute.max(1),
             state_bytes: c.state_bytes,
             min_cell: *config.privacy.min_cell.get_ref(),
+            trust_precompiled: c.trust_precompiled,
         }
     }
 }
@@ -250,11 +250,7 @@ fn refusal_label(e: &PublishError) -> &'static str {
 }
 
 pub fn engine() -> Result<Engine, PluginError> {
-    let mut config = EngineConfig::new();
-    config
-        .consume_fuel(true)
-        .max_wasm_stack(MAX_WASM_STACK)
-        .wasm_component_model(true);
+    let config = super::artifact::engine_config(None).map_err(PluginError::Engine)?;
     Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))
 }
 

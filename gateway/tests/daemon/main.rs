@@ -13,6 +13,7 @@ mod expect;
 mod harness;
 mod occupancy;
 mod outbox;
+mod precompiled;
 mod protocol;
 mod reload;
 mod replay;
