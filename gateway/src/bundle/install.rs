@@ -436,12 +436,16 @@ impl Installer {
             write_atomic(state, JOURNAL, &serde_json::to_vec(&j).expect("serialises"))
         };
         let new_files = [(PLUGIN_MANIFEST, "toml"), (COMPONENT, "wasm")];
+        // Code precompiled for this router (its signer was checked as trusted for it) stands
+        // in for the component; the loader tells the two apart by their contents.
+        let precompiled = format!("plugin.{}.cwasm", crate::plugins::artifact::native_target());
         if !bundle.manifest.remove {
             for (member, ext) in new_files {
-                write_synced(
-                    &dir.join(format!(".{name}.{ext}.new")),
-                    &bundle.files[member],
-                )?;
+                let bytes = match bundle.files.get(&precompiled) {
+                    Some(code) if member == COMPONENT => code,
+                    _ => &bundle.files[member],
+                };
+                write_synced(&dir.join(format!(".{name}.{ext}.new")), bytes)?;
             }
         }
         journal("staged")?;

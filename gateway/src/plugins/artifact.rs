@@ -11,8 +11,9 @@
 //! Trust: wasmtime does not validate precompiled code; it runs it as it finds it, so a
 //! `.cwasm` can do anything the daemon (root) can. One is loaded only where the site config
 //! says `trust_precompiled = true` in `[limits]`, which makes every plugin path of that config
-//! a place for code only the operator may write. A later issue (#6) replaces the switch with
-//! "signed by a key trusted for precompiled code"; a plugin author's key will not do.
+//! a place for code only the operator may write. Bundles add a second gate: their precompiled
+//! member is installed only under a key trusted for precompiled code (`bundle::check`); a
+//! plugin author's key will not do.
 
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, Precompiled};
@@ -40,6 +41,20 @@ pub fn engine_config(target: Option<&str>) -> Result<Config, String> {
             .map_err(|e| format!("wasmtime target {target:?}: {e}"))?;
     }
     Ok(config)
+}
+
+/// The wasmtime target this build runs plugins for: what a bundle's precompiled artifact
+/// must be made for (`plugin.<target>.cwasm`) to be used here instead of the `.wasm`.
+pub fn native_target() -> String {
+    if cfg!(all(not(feature = "compiler"), target_pointer_width = "32")) {
+        return "pulley32".into();
+    }
+    let env = if cfg!(target_env = "musl") {
+        "musl"
+    } else {
+        "gnu"
+    };
+    format!("{}-unknown-linux-{env}", std::env::consts::ARCH)
 }
 
 /// The component in `bytes`: compiled from a `.wasm`, or a precompiled one if `trusted`.

@@ -550,3 +550,66 @@ fn list_shows_the_installed_set_and_a_signed_removal_stops_the_plugin() {
     ));
     assert!(listed.contains("\"removed\":true"), "{listed}");
 }
+
+#[test]
+fn precompiled_code_installs_only_under_a_key_trusted_for_it() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let scratch = tempfile::tempdir().unwrap();
+    let probe = Site::new(&broker, &[], "");
+    let (keys, vendor) = Keys::new(&probe, "vendor");
+    let (author, author_key) = Keys::new(&probe, "author");
+    // The author may ship plugins; only the vendor's tooling may ship native code.
+    let extra = format!(
+        "plugin_dir = \"plugins\"\n[limits]\ntrust_precompiled = true\n[bundles]\n\
+         trusted_keys = [\"{vendor}\", \"{author_key}\"]\ntrusted_precompiled_keys = [\"{vendor}\"]\nhealth_secs = 1\n"
+    );
+    let site = Site::new(&broker, &[], &extra);
+    std::fs::create_dir(site.dir.path().join("plugins")).unwrap();
+    let mut stream = feeding(&site, &sub);
+
+    let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
+    let native = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let cwasm = scratch.path().join(format!("plugin.{native}.cwasm"));
+    ok(&cli(
+        &site,
+        &[
+            "precompile",
+            "--target",
+            &native,
+            wasm.to_str().unwrap(),
+            "-o",
+            cwasm.to_str().unwrap(),
+        ],
+    ));
+    let with_code = ["--precompiled", cwasm.to_str().unwrap()];
+    let refused = push(
+        &site,
+        &broker,
+        &bundle(&site, &wasm, 1, &author.secret("author"), &with_code),
+        &["--to-gateway", "test-store/gw-1"],
+    );
+    assert!(!refused.status.success());
+    assert!(text(&refused.stdout).contains("\"code\":\"precompiled_untrusted\""));
+
+    let installed = ok(&push(
+        &site,
+        &broker,
+        &bundle(&site, &wasm, 2, &keys.secret("vendor"), &with_code),
+        &["--to-gateway", "test-store/gw-1"],
+    ));
+    assert!(
+        installed.contains("\"outcome\":\"installed\""),
+        "{installed}"
+    );
+    // What runs is the precompiled code, not the component.
+    let on_disk = std::fs::read(site.dir.path().join("plugins/counter.wasm")).unwrap();
+    assert_eq!(on_disk, std::fs::read(&cwasm).unwrap());
+    stream.feed_to(4, 8);
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/plugins/counter/counts"),
+        Duration::from_secs(20)
+    ));
+    let out = stream.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
