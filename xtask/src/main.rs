@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// The test plugin that imports WASI is built for this target, so the host's refusal is tested.
+const WASI_TARGET: &str = "wasm32-wasip2";
 const DEMO_PORT: u16 = 18830;
 const DEMO_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2024-03-22.pcap";
 
@@ -106,11 +108,13 @@ fn deps() -> Result {
         .args(["target", "list", "--installed"])
         .output()
         .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
-    if !String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l == WASM_TARGET)
-    {
-        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    for target in [WASM_TARGET, WASI_TARGET] {
+        if !String::from_utf8_lossy(&installed.stdout)
+            .lines()
+            .any(|l| l == target)
+        {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
     }
     cplugin::deps()?;
     Ok(())
@@ -154,6 +158,24 @@ fn build_plugins() -> Result {
             eprintln!("plugin: target/wasm/{}", name.to_string_lossy());
         }
     }
+    // wasip2's default linker makes the component; std's println! becomes WASI imports.
+    run(Command::new("cargo")
+        .current_dir(root().join("plugins"))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "wasi-user",
+            "--target",
+            WASI_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir))?;
+    let wasi_user = target_dir.join(WASI_TARGET).join("release/wasi_user.wasm");
+    let tmp = out.join(".wasi_user.wasm.tmp");
+    std::fs::copy(&wasi_user, &tmp).map_err(|e| format!("{}: {e}", wasi_user.display()))?;
+    std::fs::rename(&tmp, out.join("wasi_user.wasm")).map_err(|e| format!("{e}"))?;
     cplugin::build(&target_dir, &out)?;
     copy_manifests(&out)
 }

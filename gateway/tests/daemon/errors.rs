@@ -135,6 +135,42 @@ fn check_config_refuses_a_plugin_that_does_not_load() {
 }
 
 #[test]
+fn a_plugin_that_imports_wasi_is_refused_by_name_and_the_others_run() {
+    // Built for wasm32-wasip2: its println! and clock read are WASI imports. The host links
+    // none, so the plugin gets no file system, network, clock or randomness of its own.
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let wasi = crate::harness::PluginEntry {
+        name: "wasi-user",
+        file: "wasi_user.wasm",
+        config: "{}",
+        allow: "",
+    };
+    let site = Site::new(&broker, &[wasi, COUNTER], "");
+    let out = check_config(&site.config);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("plugin wasi-user: cannot load"), "{stderr}");
+    assert!(stderr.contains("wasi:"), "{stderr}");
+
+    let out = site.replay(&capture("fryza-sc6-61/sc6-61_2023-10-20.pcap"), "info");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+    let refused = sub.plugin_statuses("wasi-user");
+    assert!(
+        refused
+            .iter()
+            .any(|s| s["state"] == "failed"
+                && s["reason"].as_str().is_some_and(|r| r.contains("wasi:"))),
+        "{refused:?}"
+    );
+    assert!(!sub.stream("visitor-counter", "counts").is_empty());
+}
+
+#[test]
 fn a_live_interface_that_is_not_wifi_is_refused_clearly() {
     let broker = Broker::start();
     let site = Site::new(&broker, &[COUNTER], "[capture]\ninterface = \"lo\"");
