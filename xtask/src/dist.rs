@@ -123,6 +123,21 @@ const TARGETS: &[Target] = &[
         // mipsel's run covers the 32-bit layouts.
         unit_tests: false,
     },
+    Target {
+        name: "x86_64",
+        triple: "x86_64-unknown-linux-musl",
+        zig: "x86_64-linux-musl",
+        // OpenWrt's x86/64 target: PC-style routers and virtual machines.
+        opkg_arch: "x86_64",
+        qemu: "qemu-x86_64",
+        elf_machine: 62,
+        elf_bits: 64,
+        build_std: false,
+        rustflags: &[],
+        features: "compiler",
+        precompile_for: None,
+        unit_tests: false,
+    },
 ];
 
 /// Versions installed when missing; the ones this task was checked with.
