@@ -217,6 +217,8 @@ impl Session {
             stats: stats.clone(),
             unacknowledged: unacknowledged_tx,
             commands: commands_tx,
+            pending_commands: std::collections::VecDeque::new(),
+            pending_command_bytes: 0,
         };
         let tasks = vec![
             tokio::spawn(transport.run()),
@@ -492,7 +494,14 @@ struct Driver {
     stats: Arc<Stats>,
     unacknowledged: watch::Sender<usize>,
     commands: mpsc::Sender<(String, Vec<u8>)>,
+    /// Commands received but not yet taken by the session: a bundle arrives as a burst of
+    /// chunks, and none may be lost because the consumer was busy. Bounded by bytes.
+    pending_commands: std::collections::VecDeque<(String, Vec<u8>)>,
+    pending_command_bytes: usize,
 }
+
+/// Commands waiting for the session at most; beyond, new ones are dropped (and logged).
+const MAX_PENDING_COMMAND_BYTES: usize = 32 << 20;
 
 /// A gap record: plugin messages the gateway had to drop, so the back office knows.
 #[derive(Serialize)]
@@ -515,8 +524,15 @@ impl Driver {
     ) {
         let mut requests_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let commands = self.commands.clone();
         loop {
             tokio::select! {
+                permit = commands.reserve(), if !self.pending_commands.is_empty() => {
+                    if let (Ok(permit), Some(command)) = (permit, self.pending_commands.pop_front()) {
+                        self.pending_command_bytes -= command.1.len();
+                        permit.send(command);
+                    }
+                }
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
                     None => break,
@@ -604,8 +620,11 @@ impl Driver {
                 }
             }
             TransportEvent::Command(topic, payload) => {
-                if self.commands.try_send((topic, payload)).is_err() {
-                    tracing::warn!("command dropped: too many queued");
+                if self.pending_command_bytes + payload.len() > MAX_PENDING_COMMAND_BYTES {
+                    tracing::warn!(topic, "command dropped: too many waiting");
+                } else {
+                    self.pending_command_bytes += payload.len();
+                    self.pending_commands.push_back((topic, payload));
                 }
             }
             TransportEvent::Lost(done) => {
