@@ -111,15 +111,10 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
     );
 }
 
-#[test]
-fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
-    let mut broker = Broker::persistent();
-    let sub = Subscriber::persistent(&broker, "back-office-overflow");
-    let site = Site::new(&broker, &[COUNTER], "");
-    site.mqtt_settings("outbox_max_messages = 20");
+/// Replays the whole capture while the broker is away, brings it back after 3 s, and waits
+/// for the clean offline; the daemon's stderr.
+fn replay_through_outage(site: &Site, broker: &mut Broker, sub: &Subscriber) -> String {
     broker.stop();
-
-    // The whole capture is processed while the broker is away: far more than 20 messages.
     let child = site
         .command("info")
         .args(["replay", "--config"])
@@ -137,14 +132,11 @@ fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
         |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
         Duration::from_secs(20)
     ));
+    stderr
+}
 
-    let published = summary(&stderr, "published");
-    let dropped = summary(&stderr, "mqtt_dropped");
-    assert!(
-        published > 40 && dropped > 0,
-        "{published} published, {dropped} dropped"
-    );
-    let received: BTreeSet<u64> = by_seq(&sub).into_keys().collect();
+/// Every sequence number the gap records name, each record checked for consistency.
+fn reported_gaps(sub: &Subscriber) -> BTreeSet<u64> {
     let mut reported = BTreeSet::new();
     for m in sub.messages().iter().filter(|m| m.topic.ends_with("/gaps")) {
         let g = m.json();
@@ -156,6 +148,27 @@ fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
         assert_eq!(g["reason"], "outbox_full");
         reported.extend(first..=last);
     }
+    reported
+}
+
+#[test]
+fn an_overflowing_outbox_reports_exactly_what_it_dropped() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-overflow");
+    let site = Site::new(&broker, &[COUNTER], "");
+    site.mqtt_settings("outbox_max_messages = 20");
+
+    // The whole capture is processed while the broker is away: far more than 20 messages.
+    let stderr = replay_through_outage(&site, &mut broker, &sub);
+
+    let published = summary(&stderr, "published");
+    let dropped = summary(&stderr, "mqtt_dropped");
+    assert!(
+        published > 40 && dropped > 0,
+        "{published} published, {dropped} dropped"
+    );
+    let received: BTreeSet<u64> = by_seq(&sub).into_keys().collect();
+    let reported = reported_gaps(&sub);
     let missing: BTreeSet<u64> = (1..=published).filter(|s| !received.contains(s)).collect();
     assert_eq!(
         missing, reported,
@@ -300,40 +313,14 @@ fn a_full_outbox_gives_up_the_low_priority_stream_and_names_exactly_its_dropped_
     let chatty_rows = expect::counts(CAPTURE, 60_000, crate::harness::FLOOR);
     // Everything but the chatty stream fits: its 30 places are what the test is about.
     assert!(keep_rows.len() + 2 < 30 && chatty_rows.len() > 60);
-    broker.stop();
 
-    let child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg(capture(CAPTURE))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    sleep(Duration::from_secs(3));
-    broker.restart();
-    let out = child.wait_with_output().unwrap();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"clean\":true") && m.payload.contains("\"offline\""),
-        Duration::from_secs(20)
-    ));
+    let stderr = replay_through_outage(&site, &mut broker, &sub);
 
     let published = summary(&stderr, "published");
     let dropped = summary(&stderr, "mqtt_dropped");
     assert_eq!(published as usize, keep_rows.len() + chatty_rows.len() + 2);
     let received = by_seq(&sub);
-    let mut reported = BTreeSet::new();
-    for m in sub.messages().iter().filter(|m| m.topic.ends_with("/gaps")) {
-        let g = m.json();
-        let (first, last) = (
-            g["first_seq"].as_u64().unwrap(),
-            g["last_seq"].as_u64().unwrap(),
-        );
-        assert_eq!(g["count"].as_u64().unwrap(), last - first + 1);
-        reported.extend(first..=last);
-    }
+    let reported = reported_gaps(&sub);
     let missing: BTreeSet<u64> = (1..=published)
         .filter(|s| !received.contains_key(s))
         .collect();
