@@ -655,6 +655,13 @@ config = { interval_secs = 60 }
     }
 
     #[test]
+    fn a_gateway_named_like_the_command_tree_is_refused() {
+        let e = err(&GOOD.replace("id = \"gw-1\"", "id = \"cmd\""));
+        assert!(e.starts_with("site.toml:4:"), "{e}");
+        assert!(e.contains("reserved"), "{e}");
+    }
+
+    #[test]
     fn a_plugin_without_a_path_needs_a_plugin_dir() {
         let pathless = GOOD.replace("path = \"visitor_counter.wasm\"\n", "");
         let e = err(&pathless);

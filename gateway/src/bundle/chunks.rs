@@ -24,16 +24,6 @@ pub fn site_base(site: &str) -> String {
     format!("probegate/v1/{site}/cmd/bundles")
 }
 
-/// Where a gateway reports the outcome of each push.
-pub fn result_topic(site: &str, gateway: &str) -> String {
-    format!("probegate/v1/{site}/{gateway}/bundles/result")
-}
-
-/// Retained: the plugins a gateway runs, with versions and sequences.
-pub fn installed_topic(site: &str, gateway: &str) -> String {
-    format!("probegate/v1/{site}/{gateway}/plugins-installed")
-}
-
 /// The topics a gateway listens on for bundles.
 pub fn subscriptions(site: &str, gateway: &str) -> Vec<String> {
     [
