@@ -207,6 +207,7 @@ impl Session {
             outbox,
             spool,
             spool_after: Duration::from_secs(config.outbox_spool_after_secs),
+            spool_retry_at: None,
             segment_messages: config.outbox_segment_messages.max(1),
             down_since: Some(std::time::Instant::now()),
             status_topic: topics.status(),
@@ -475,6 +476,9 @@ impl Transport {
     }
 }
 
+/// How long spooling pauses after a failed write.
+const SPOOL_RETRY: Duration = Duration::from_secs(60);
+
 /// Owns the outbox and hands messages to rumqttc.
 struct Driver {
     clients: Clients,
@@ -483,6 +487,9 @@ struct Driver {
     outbox: Outbox,
     spool: Option<Spool>,
     spool_after: Duration,
+    /// After a failed write (a full flash, most likely) the outage spooling waits this long
+    /// before it tries again, rather than failing, and logging, at every message.
+    spool_retry_at: Option<std::time::Instant>,
     segment_messages: usize,
     /// Since when the broker has been unreachable (set at start: not connected yet).
     down_since: Option<std::time::Instant>,
@@ -556,9 +563,13 @@ impl Driver {
                     self.record_gap(gap);
                 }
             }
-            if self
-                .down_since
-                .is_some_and(|t| t.elapsed() >= self.spool_after)
+            let spool_due = self
+                .spool_retry_at
+                .is_none_or(|t| std::time::Instant::now() >= t);
+            if spool_due
+                && self
+                    .down_since
+                    .is_some_and(|t| t.elapsed() >= self.spool_after)
             {
                 // A long outage: copy to flash in whole segments, so a power cut or a
                 // killed daemon loses at most what has not filled a segment yet.
@@ -585,7 +596,8 @@ impl Driver {
                 Ok(0) => break,
                 Ok(written) => left = left.saturating_sub(written),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot write to the spool");
+                    tracing::error!(error = %e, retry_in_secs = SPOOL_RETRY.as_secs(), "cannot write to the spool; its messages stay in RAM");
+                    self.spool_retry_at = Some(std::time::Instant::now() + SPOOL_RETRY);
                     return false;
                 }
             }

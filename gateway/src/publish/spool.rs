@@ -35,6 +35,12 @@ impl Spool {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
+                if name.starts_with(".seg-") {
+                    // Half-written when the power went or the flash filled: never renamed into
+                    // place, so none of it counts; its room is needed.
+                    let _ = std::fs::remove_file(e.path());
+                    return None;
+                }
                 let id = name
                     .strip_prefix("seg-")?
                     .strip_suffix(".jsonl")?
@@ -89,18 +95,13 @@ impl Spool {
         self.next += 1;
         let path = self.dir.join(format!("seg-{id:012}.jsonl"));
         let tmp = self.dir.join(format!(".seg-{id:012}.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
-        for e in entries {
-            let line = Line {
-                topic: e.topic.clone(),
-                retain: e.retain,
-                body: String::from_utf8_lossy(&e.body).into_owned(),
-            };
-            serde_json::to_writer(&mut file, &line)?;
-            file.write_all(b"\n")?;
+        let written = write_segment(&tmp, entries).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A full flash is the likely cause: what was written so far would only take the
+            // room the next attempt needs. The messages stay in the outbox, in RAM.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
         self.live.insert(id, entries.len());
         Ok(id)
     }
@@ -123,6 +124,22 @@ impl Spool {
     pub fn segments(&self) -> usize {
         self.live.len()
     }
+}
+
+fn write_segment(path: &Path, entries: &[&Entry]) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for e in entries {
+        let line = Line {
+            topic: e.topic.clone(),
+            retain: e.retain,
+            body: String::from_utf8_lossy(&e.body).into_owned(),
+        };
+        serde_json::to_writer(&mut file, &line)?;
+        file.write_all(b"\n")?;
+    }
+    file.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .sync_all()
 }
 
 #[cfg(test)]
@@ -166,6 +183,36 @@ mod tests {
             s2 + 1,
             "ids keep increasing across runs"
         );
+    }
+
+    #[test]
+    fn a_full_flash_fails_the_write_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        // The next segment's file is the kernel's always-full device: every write to it
+        // fails with ENOSPC, as on a flash with no room left.
+        let doomed = dir.path().join(format!(".seg-{:012}.tmp", spool.next));
+        std::os::unix::fs::symlink("/dev/full", &doomed).unwrap();
+        let (a, b) = (entry(1), entry(2));
+        let e = spool.write(&[&a, &b]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28), "ENOSPC, got {e}");
+        assert_eq!(spool.segments(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Room again: the next write succeeds and is all a restart finds.
+        let id = spool.write(&[&b]).unwrap();
+        let (_, back) = Spool::open(dir.path()).unwrap();
+        let found: Vec<(u64, &str)> = back.iter().map(|(s, e)| (*s, e.topic.as_str())).collect();
+        assert_eq!(found, vec![(id, "t/2")]);
+    }
+
+    #[test]
+    fn a_half_written_segment_is_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".seg-000000000007.tmp");
+        std::fs::write(&tmp, "{\"topic\":\"t/1\",\"retain\":false,\"bo").unwrap();
+        let (_, back) = Spool::open(dir.path()).unwrap();
+        assert!(back.is_empty());
+        assert!(!tmp.exists());
     }
 
     #[test]

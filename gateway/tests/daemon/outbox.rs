@@ -351,3 +351,78 @@ fn a_full_outbox_gives_up_the_low_priority_stream_and_names_exactly_its_dropped_
         chatty_rows[chatty_rows.len() - chatty.len()..]
     );
 }
+
+/// A tmpfs of `kib` KiB mounted at `path` for the test's life: a flash that fills up.
+struct SmallFlash(std::path::PathBuf);
+
+impl SmallFlash {
+    /// None when this process may not mount (not root): the test says so and skips.
+    fn mount(path: &std::path::Path, kib: u32) -> Option<SmallFlash> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFlash(path.to_owned()))
+    }
+
+    fn files(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for SmallFlash {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_flash_during_an_outage_loses_nothing_and_leaves_no_debris() {
+    let mut broker = Broker::persistent();
+    let sub = Subscriber::persistent(&broker, "back-office-full-flash");
+    let site = Site::new(&broker, &[COUNTER], "");
+    // Every message its own segment, spooled at once: 4 pages of flash hold 4 of them.
+    site.mqtt_settings("outbox_spool_after_secs = 0\noutbox_segment_messages = 1");
+    let Some(flash) = SmallFlash::mount(&site.dir.path().join("spool"), 16) else {
+        eprintln!(
+            "SKIPPED a_full_flash_during_an_outage: mounting a tmpfs needs root (CI is root)"
+        );
+        return;
+    };
+    broker.stop();
+    let mut stream = site.replay_stream(CAPTURE);
+    stream.feed_to(9, 10);
+    // The flash fills: some segments written, then ENOSPC.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while flash.files().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", flash.files());
+        sleep(Duration::from_millis(50));
+    }
+    sleep(Duration::from_secs(1));
+    broker.restart();
+    let (stderr, _) = assert_nothing_lost(stream.finish(), &sub, "a full flash");
+    assert!(
+        stderr.contains("cannot write to the spool; its messages stay in RAM"),
+        "{stderr}"
+    );
+    // One line per attempt, and attempts paused after a failure: no log flood.
+    assert_eq!(
+        stderr.matches("cannot write to the spool").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        flash.files(),
+        Vec::<String>::new(),
+        "delivered segments deleted, no half-written file left"
+    );
+}
