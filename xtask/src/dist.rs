@@ -1,5 +1,11 @@
-//! `cargo xtask dist <target> [--check]`: cross-builds `probegate` for a router CPU and packages
-//! it as an OpenWrt `.ipk` in `target/dist/`.
+//! `cargo xtask dist <target> [--full] [--check]`: cross-builds `probegate` for a router CPU and
+//! packages it for OpenWrt: an `.ipk` (opkg, up to 24.10) in `target/dist/` and an `.apk`
+//! (apk-tools v3, OpenWrt 25.x; see `apk.rs`) in `target/dist/<arch>/`.
+//!
+//! Router builds are runtime-only: plugins are precompiled off the router by the host build
+//! (Pulley bytecode for 32-bit CPUs, native code for 64-bit ones) and the package's config
+//! trusts them. `--full` (64-bit only) builds the `probegate-full` variant, which keeps
+//! Cranelift and compiles `.wasm` plugins on the router.
 //!
 //! - Tools, installed when missing: zig (PyPI's `ziglang`, by `pip install --target` into
 //!   `$CARGO_TARGET_DIR/cross/tools/`), cargo-zigbuild (`cargo install`), the Rust target
@@ -9,13 +15,14 @@
 //!   `$CARGO_TARGET_DIR/cross/libpcap/<triple>/`.
 //! - The daemon is built with the release profile (size-optimised, stripped) into
 //!   `$CARGO_TARGET_DIR/cross/<triple>/`, so host builds keep their own directory warm.
-//! - `--check` unpacks the package and checks its structure and fields, then runs the packaged
+//! - `--check` unpacks the packages and checks their structure and fields, then runs the packaged
 //!   binary under qemu-user: it replays a real capture through the packaged visitor-counter
 //!   plugin to a mosquitto on 127.0.0.1, and a `mosquitto_sub` must receive the same counts as
 //!   from the host build, between an `online` and a clean `offline` status.
 //!
-//! Written with std and the `tar` and `gzip` commands only, like the rest of xtask.
+//! The `.ipk` is written with std and the `tar` and `gzip` commands.
 
+use crate::apk;
 use crate::{Reaper, Result, cargo_target_dir, dpkg_installed, is_root, root, run, wait_for_port};
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -31,8 +38,12 @@ use std::time::{Duration, Instant};
 
 /// One router CPU: the Rust target, what zig calls it, and the opkg architecture string the
 /// package must carry exactly (opkg refuses any other).
+#[derive(Clone, Copy)]
 struct Target {
     name: &'static str,
+    /// The package's name: `probegate`, or `probegate-full` for the variant that compiles
+    /// plugins on the router (`--full`).
+    package: &'static str,
     triple: &'static str,
     zig: &'static str,
     opkg_arch: &'static str,
@@ -59,6 +70,7 @@ struct Target {
 const TARGETS: &[Target] = &[
     Target {
         name: "aarch64",
+        package: PACKAGE,
         triple: "aarch64-unknown-linux-musl",
         zig: "aarch64-linux-musl",
         opkg_arch: "aarch64_cortex-a53",
@@ -67,12 +79,15 @@ const TARGETS: &[Target] = &[
         elf_bits: 64,
         build_std: false,
         rustflags: &[],
-        features: "compiler",
-        precompile_for: None,
+        // Runtime only, like every router build: Cranelift would be 75-90 % of the binary,
+        // and the plugins are precompiled off the router (`--full` keeps the compiler).
+        features: "",
+        precompile_for: Some("aarch64-unknown-linux-musl"),
         unit_tests: false,
     },
     Target {
         name: "mipsel",
+        package: PACKAGE,
         triple: "mipsel-unknown-linux-musl",
         // Soft-float, like OpenWrt's mipsel_24kc userland and Rust's target.
         zig: "mipsel-linux-musleabi",
@@ -102,6 +117,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "armv7",
+        package: PACKAGE,
         triple: "armv7-unknown-linux-musleabihf",
         zig: "arm-linux-musleabihf",
         opkg_arch: "arm_cortex-a7_neon-vfpv4",
@@ -125,6 +141,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "x86_64",
+        package: PACKAGE,
         triple: "x86_64-unknown-linux-musl",
         zig: "x86_64-linux-musl",
         // OpenWrt's x86/64 target: PC-style routers and virtual machines.
@@ -134,11 +151,29 @@ const TARGETS: &[Target] = &[
         elf_bits: 64,
         build_std: false,
         rustflags: &[],
-        features: "compiler",
-        precompile_for: None,
+        features: "",
+        precompile_for: Some("x86_64-unknown-linux-musl"),
         unit_tests: false,
     },
 ];
+
+/// `--full`: the variant that compiles plugins on the router (64-bit CPUs only), for stores
+/// that load `.wasm` plugins directly. It replaces `probegate`, as OpenWrt's `-full` variants
+/// (dnsmasq-full, ...) replace theirs.
+fn full_variant(target: &Target) -> Result<Target> {
+    if target.elf_bits != 64 {
+        return Err(format!(
+            "{}: Cranelift has no 32-bit backend, so there is no --full build",
+            target.name
+        ));
+    }
+    Ok(Target {
+        package: FULL_PACKAGE,
+        features: "compiler",
+        precompile_for: None,
+        ..*target
+    })
+}
 
 /// Versions installed when missing; the ones this task was checked with.
 const ZIGLANG: &str = "ziglang==0.17.1";
@@ -150,7 +185,9 @@ const NIGHTLY: &str = "nightly";
 /// dpkg-dev to unpack and patch the source package.
 const BUILD_APT: &[&str] = &["flex", "bison", "dpkg-dev"];
 
+/// The crate and binary, and the default package's name.
 const PACKAGE: &str = "probegate";
+const FULL_PACKAGE: &str = "probegate-full";
 /// The site config is the package's conffile: opkg keeps the user's edited copy on upgrade.
 const CONFFILE: &str = "/etc/probegate/probegate.toml";
 const PLUGIN: &str = "visitor_counter.wasm";
@@ -196,6 +233,15 @@ fn data_files(target: &Target, binary: &Path) -> Vec<(String, PathBuf, u32)> {
     files
 }
 
+/// Where the cross build leaves the binary.
+fn built_binary(target: &Target) -> PathBuf {
+    cross_dir()
+        .join(target.triple)
+        .join(target.triple)
+        .join("release")
+        .join(PACKAGE)
+}
+
 /// What is made for `target` besides the binary: precompiled plugins, the config that
 /// trusts them.
 fn built_dir(target: &Target) -> PathBuf {
@@ -205,17 +251,28 @@ fn built_dir(target: &Target) -> PathBuf {
 pub fn dist(args: &[String]) -> Result {
     let usage = || {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
-        format!("usage: cargo xtask dist {} [--check]", names.join(" | "))
+        format!(
+            "usage: cargo xtask dist {} [--full] [--check] [--sizes]",
+            names.join(" | ")
+        )
     };
     let mut target = None;
     let mut check = false;
+    let mut full = false;
+    let mut sizes = false;
     for arg in args {
         match arg.as_str() {
             "--check" => check = true,
-            name => target = Some(TARGETS.iter().find(|t| t.name == name).ok_or_else(usage)?),
+            "--sizes" => sizes = true,
+            "--full" => full = true,
+            name => target = Some(*TARGETS.iter().find(|t| t.name == name).ok_or_else(usage)?),
         }
     }
-    let target = target.ok_or_else(usage)?;
+    let mut target = target.ok_or_else(usage)?;
+    if full {
+        target = full_variant(&target)?;
+    }
+    let target = &target;
     let start = Instant::now();
     let mut times: Vec<(&str, Duration)> = Vec::new();
     let mut step = |name: &'static str, since: &mut Instant| {
@@ -245,14 +302,24 @@ pub fn dist(args: &[String]) -> Result {
         ]))?;
         step("host build", &mut since);
     }
-    let binary = cross_build(target, &zig, &pcap_dir, &pcap_version)?;
+    let binary = cross_build(target, &zig, &pcap_dir, &pcap_version, Strip::Yes)?;
     step("cross build", &mut since);
+    if sizes {
+        let unstripped = cross_build(target, &zig, &pcap_dir, &pcap_version, Strip::No)?;
+        println!(
+            "dist: where the bytes of {} go (the same build, unstripped):\n{}",
+            binary.display(),
+            crate::sizes::breakdown(&unstripped)?
+        );
+        step("size breakdown", &mut since);
+    }
     if let Some(wasm_target) = target.precompile_for {
         precompile(target, wasm_target)?;
         step("precompile", &mut since);
     }
     let size = file_size(&binary)?;
     let ipk = package(target, &binary)?;
+    let apk = apk_package(target, &binary)?;
     step("package", &mut since);
     println!(
         "dist: {} ({}, release profile, stripped): {} bytes ({:.2} MB)",
@@ -262,8 +329,10 @@ pub fn dist(args: &[String]) -> Result {
         size as f64 / 1e6
     );
     println!("dist: {} ({} bytes)", ipk.display(), file_size(&ipk)?);
+    println!("dist: {} ({} bytes)", apk.display(), file_size(&apk)?);
     if check {
         let unpacked = check_package(target, &ipk)?;
+        check_apk_package(target, &apk)?;
         step("package check", &mut since);
         replay_under_qemu(target, &unpacked)?;
         step("qemu replay", &mut since);
@@ -554,16 +623,29 @@ fn fetch_source(dir: &Path) -> Result {
     run(&mut source(dir))
 }
 
+#[derive(PartialEq)]
+enum Strip {
+    Yes,
+    /// For the size breakdown: symbols kept, in a target directory of its own so the packaged
+    /// build stays warm.
+    No,
+}
+
 /// `cargo zigbuild --release` for the target, linking the static libpcap. Returns the binary.
 fn cross_build(
     target: &Target,
     zig: &Path,
     pcap_dir: &Path,
     pcap_version: &str,
+    strip: Strip,
 ) -> Result<PathBuf> {
-    let target_dir = cross_dir().join(target.triple);
+    let mut target_dir = cross_dir().join(target.triple);
     let mut cmd = Command::new("cargo");
     cross_env(&mut cmd, target, zig, pcap_dir, pcap_version);
+    if strip == Strip::No {
+        target_dir = cross_dir().join(format!("{}-unstripped", target.triple));
+        cmd.env("CARGO_PROFILE_RELEASE_STRIP", "false");
+    }
     cmd.args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
         // Default features are back-office tools (`tail`, with JSON Schema validation): a
         // router has no use for them and the flash is small.
@@ -782,9 +864,22 @@ fn members(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Builds `target/dist/probegate_<version>_<arch>.ipk`.
+/// A directory name of its own for each package, for staging and checks.
+fn work_name(target: &Target) -> String {
+    format!("{}_{}", target.package, target.opkg_arch)
+}
+
+/// The control lines by which the full variant takes the default package's place.
+fn replaces(target: &Target) -> String {
+    if target.package == PACKAGE {
+        return String::new();
+    }
+    format!("Provides: {PACKAGE}\nConflicts: {PACKAGE}\n")
+}
+
 fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     let version = version()?;
-    let stage = cross_dir().join("pkg").join(target.opkg_arch);
+    let stage = cross_dir().join("pkg").join(work_name(target));
     if stage.exists() {
         io(&stage, fs::remove_dir_all(&stage))?;
     }
@@ -809,7 +904,9 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
         )?;
     }
     let control_text = format!(
-        "Package: {PACKAGE}\nVersion: {version}\nDepends: libc\nLicense: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
+        "Package: {}\nVersion: {version}\nDepends: libc\n{}License: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
+        target.package,
+        replaces(target),
         target.opkg_arch,
         description()?
     );
@@ -840,7 +937,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
 
     let dist = root().join("target/dist");
     io(&dist, fs::create_dir_all(&dist))?;
-    let name = format!("{PACKAGE}_{version}_{}.ipk", target.opkg_arch);
+    let name = format!("{}_{version}_{}.ipk", target.package, target.opkg_arch);
     let tmp = dist.join(format!(".{name}.tmp"));
     // opkg reads an .ipk as a gzip'd tar (not ar), members in this order.
     tar_gz(
@@ -851,6 +948,121 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     let ipk = dist.join(&name);
     io(&ipk, fs::rename(&tmp, &ipk))?;
     Ok(ipk)
+}
+
+/// The apk version of the package: apk requires the `-r<release>` part (OpenWrt's
+/// `PKG_VERSION-rPKG_RELEASE`; the feed Makefile's PKG_RELEASE is 1).
+fn apk_version() -> Result<String> {
+    Ok(format!("{}-r1", version()?))
+}
+
+/// OpenWrt 25.x's package (apk-tools v3): the same files and scripts' effect as the `.ipk`,
+/// in `target/dist/<arch>/<name>-<version>.apk` (OpenWrt names apk files without the arch,
+/// so each arch has its own directory, as in OpenWrt's `bin/packages/<arch>/`).
+fn apk_package(target: &Target, binary: &Path) -> Result<PathBuf> {
+    let files = data_files(target, binary)
+        .into_iter()
+        .map(|(path, from, mode)| Ok((path, io(&from, fs::read(&from))?, mode)))
+        .collect::<Result<Vec<_>>>()?;
+    let scripts = apk::openwrt_scripts(target.package);
+    let scripts: Vec<(&str, &str)> = scripts.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let dir = root().join("target/dist").join(target.opkg_arch);
+    io(&dir, fs::create_dir_all(&dir))?;
+    let out = dir.join(format!("{}-{}.apk", target.package, apk_version()?));
+    apk::write_apk(&apk_meta(target)?, &files, &scripts, &out)?;
+    Ok(out)
+}
+
+fn apk_meta(target: &Target) -> Result<apk::ApkMeta> {
+    let version = apk_version()?;
+    let mut depends = vec!["libc".to_owned()];
+    let mut provides = vec![];
+    if target.package != PACKAGE {
+        depends.push(format!("!{PACKAGE}"));
+        provides.push(format!("{PACKAGE}={version}"));
+    }
+    Ok(apk::ApkMeta {
+        name: target.package.into(),
+        version,
+        arch: target.opkg_arch.into(),
+        description: description()?,
+        license: "Apache-2.0".into(),
+        url: None,
+        maintainer: None,
+        depends,
+        provides,
+        conffiles: vec![CONFFILE.into()],
+        mtime: mtime().parse().map_err(|e| format!("mtime: {e}"))?,
+    })
+}
+
+/// Reads the `.apk` back with a parser of its own and checks it as apk would see it: every
+/// digest, the fields, and exactly the `.ipk`'s files with their bytes and modes, plus
+/// OpenWrt's bookkeeping files and scripts.
+fn check_apk_package(target: &Target, path: &Path) -> Result {
+    let found = apk::check_apk(path)?;
+    found.verify()?;
+    let want = apk_meta(target)?;
+    ensure(
+        (&found.name, &found.version, &found.arch) == (&want.name, &want.version, &want.arch),
+        || {
+            format!(
+                "apk name/version/arch {} {} {}",
+                found.name, found.version, found.arch
+            )
+        },
+    )?;
+    ensure(
+        found.depends == want.depends && found.provides == want.provides,
+        || {
+            format!(
+                "apk depends {:?} provides {:?}",
+                found.depends, found.provides
+            )
+        },
+    )?;
+    let lists = format!("lib/apk/packages/{}.", target.package);
+    let mut expected: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
+    for (path, from, mode) in data_files(target, &built_binary(target)) {
+        expected.insert(path, (io(&from, fs::read(&from))?, mode));
+    }
+    for file in &found.files {
+        if file.path.starts_with(&lists) {
+            continue;
+        }
+        let (bytes, mode) = expected
+            .remove(&file.path)
+            .ok_or_else(|| format!("apk holds an unexpected {}", file.path))?;
+        ensure(file.data == bytes, || {
+            format!("apk {}: other bytes", file.path)
+        })?;
+        ensure(file.mode & 0o7777 == mode, || {
+            format!("apk {}: mode {:o}", file.path, file.mode)
+        })?;
+        ensure(file.user == "root" && file.group == "root", || {
+            format!("apk {}: owned by {}:{}", file.path, file.user, file.group)
+        })?;
+    }
+    ensure(expected.is_empty(), || {
+        format!("apk lacks {:?}", expected.keys().collect::<Vec<_>>())
+    })?;
+    for suffix in ["list", "conffiles", "conffiles_static"] {
+        ensure(found.file(&format!("{lists}{suffix}")).is_some(), || {
+            format!("apk lacks {lists}{suffix}")
+        })?;
+    }
+    let scripts: Vec<&str> = found.scripts.keys().map(String::as_str).collect();
+    ensure(
+        scripts == ["post-install", "post-upgrade", "pre-deinstall"],
+        || format!("apk scripts {scripts:?}"),
+    )?;
+    println!(
+        "check: {} is an apk v3 package ({}, unsigned) with every digest right; fields, files, \
+         modes and OpenWrt's scripts and lists are as expected",
+        path.display(),
+        found.compression
+    );
+    Ok(())
 }
 
 /// One line of `tar -tv --numeric-owner`.
@@ -903,7 +1115,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
     let version = version()?;
     let name = ipk.file_name().unwrap_or_default().to_string_lossy();
     ensure(
-        name == format!("{PACKAGE}_{version}_{}.ipk", target.opkg_arch),
+        name == format!("{}_{version}_{}.ipk", target.package, target.opkg_arch),
         || format!("package name {name}"),
     )?;
     let head = io(ipk, fs::read(ipk))?;
@@ -916,7 +1128,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         || format!("outer members {outer:?}"),
     )?;
 
-    let dir = cross_dir().join("check").join(target.opkg_arch);
+    let dir = cross_dir().join("check").join(work_name(target));
     if dir.exists() {
         io(&dir, fs::remove_dir_all(&dir))?;
     }
@@ -962,7 +1174,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         fs::read_to_string(control_dir.join("control")),
     )?)?;
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    ensure(field("Package") == PACKAGE, || {
+    ensure(field("Package") == target.package, || {
         format!("Package {:?}", field("Package"))
     })?;
     ensure(field("Version") == version, || {
@@ -974,6 +1186,14 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
     ensure(field("Depends") == "libc", || {
         format!("Depends {:?}", field("Depends"))
     })?;
+    for key in ["Provides", "Conflicts"] {
+        let want = if target.package == PACKAGE {
+            ""
+        } else {
+            PACKAGE
+        };
+        ensure(field(key) == want, || format!("{key} {:?}", field(key)))?;
+    }
     ensure(!field("Description").is_empty(), || "no Description".into())?;
     let conffiles = io(
         &control_dir,
@@ -988,12 +1208,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
     let data_entries = list(&data_tgz)?;
     let data_dir = dir.join("data");
     extract(&data_tgz, &data_dir)?;
-    let built = cross_dir()
-        .join(target.triple)
-        .join(target.triple)
-        .join("release")
-        .join(PACKAGE);
-    let files = data_files(target, &built);
+    let files = data_files(target, &built_binary(target));
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     for (path, _, mode) in &files {
         want.insert(format!("./{path}"), mode_string(*mode, false));
@@ -1023,19 +1238,22 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
             field("Installed-Size")
         )
     })?;
+    let mut keys: BTreeSet<&str> = [
+        "Architecture",
+        "Depends",
+        "Description",
+        "Installed-Size",
+        "License",
+        "Package",
+        "Section",
+        "Version",
+    ]
+    .into();
+    if target.package != PACKAGE {
+        keys.extend(["Provides", "Conflicts"]);
+    }
     ensure(
-        fields.keys().map(String::as_str).collect::<BTreeSet<_>>()
-            == [
-                "Architecture",
-                "Depends",
-                "Description",
-                "Installed-Size",
-                "License",
-                "Package",
-                "Section",
-                "Version",
-            ]
-            .into(),
+        fields.keys().map(String::as_str).collect::<BTreeSet<_>>() == keys,
         || format!("control fields {:?}", fields.keys()),
     )?;
     for (path, from, _) in &files {
@@ -1268,7 +1486,7 @@ fn replay_under_qemu(target: &Target, unpacked: &Path) -> Result {
 
     let work = cross_dir()
         .join("check")
-        .join(format!("{}-replay", target.opkg_arch));
+        .join(format!("{}-replay", work_name(target)));
     if work.exists() {
         io(&work, fs::remove_dir_all(&work))?;
     }

@@ -3,14 +3,17 @@
 //! - `deps`: installs what the build and tests need from Debian and rustup, if missing.
 //! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
-//! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist aarch64
-//!   --check` and `dist mipsel --check`.
-//! - `dist <target> [--check]`: cross-builds and packages for OpenWrt (see `dist.rs`).
+//! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist <target>
+//!   --check` for every router target, and `dist aarch64 --full --check`.
+//! - `dist <target> [--full] [--check] [--sizes]`: cross-builds and packages for OpenWrt (see
+//!   `dist.rs`); `--sizes` also prints where the binary's bytes go (`sizes.rs`).
 //!
-//! Standard library only, so the task runner itself builds in seconds.
+//! Few dependencies (deflate and SHA-256 for the `.apk`), so the task runner builds in seconds.
 
+mod apk;
 mod cplugin;
 mod dist;
+mod sizes;
 
 use std::env;
 use std::io::{BufRead, BufReader};
@@ -331,11 +334,14 @@ fn test() -> Result {
         .args(["clippy", "--locked", "--all-targets", "--target-dir"])
         .arg(plugin_target_dir())
         .args(["--", "-D", "warnings"]))?;
-    // The router builds: cross-built, packaged, the package checked, and run under qemu.
-    // aarch64 compiles its plugins on the router; mipsel runs them precompiled for Pulley, and
-    // its unit tests run under qemu too (a 32-bit C library with 64-bit time fields).
-    dist::dist(&["aarch64".into(), "--check".into()])?;
-    dist::dist(&["mipsel".into(), "--check".into()])?;
+    // The router builds: cross-built, packaged (.ipk and .apk), the packages checked, and run
+    // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
+    // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
+    // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
+    for target in ["aarch64", "mipsel", "armv7", "x86_64"] {
+        dist::dist(&[target.into(), "--check".into()])?;
+    }
+    dist::dist(&["aarch64".into(), "--full".into(), "--check".into()])?;
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 //! Cranelift has no 32-bit backend and is most of a wasmtime binary, so router builds without
 //! the `compiler` feature run plugins that trusted tooling precompiled for them with
 //! `probegate plugin precompile --target pulley32` (Pulley bytecode, for mipsel and armv7) or
-//! `--target aarch64-unknown-linux-musl` (native code). wasmtime accepts such a file only into
+//! `--target aarch64-unknown-linux-musl` (native code; the host build's `router-targets`
+//! feature brings the aarch64 and x86_64 backends). wasmtime accepts such a file only into
 //! an engine of the same version and the same settings: [`engine_config`] is the single place
 //! that decides those settings, for the daemon's engine and for the precompiler alike.
 //!
@@ -82,11 +83,7 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
 
 #[cfg(not(feature = "compiler"))]
 fn compile(_: &Engine, _: &[u8]) -> Result<Component, String> {
-    let target = if cfg!(target_pointer_width = "32") {
-        "pulley32"
-    } else {
-        "<this router's target triple>"
-    };
+    let target = native_target();
     Err(format!(
         "this probegate cannot compile plugins (built without the `compiler` feature); it runs \
          plugins precompiled for it with `probegate plugin precompile --target {target}`"
