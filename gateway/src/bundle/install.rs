@@ -290,23 +290,32 @@ impl Installer {
             };
             return self.reject(&push_id, Some(&bundle.manifest), &why, out, now_ms);
         }
-        match self.switch(&bundle) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::error!(plugin = %bundle.manifest.name, error = %e, "cannot write the bundle");
-                let _ = self.restore_previous(&bundle.manifest.name);
-                let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
-                self.report(
-                    &push_id,
-                    Some(&bundle.manifest),
-                    "rejected",
-                    Some("io"),
-                    Some(e),
-                    out,
-                    now_ms,
-                );
-                return;
-            }
+        if let Err(failed) = self.switch(&bundle) {
+            let name = &bundle.manifest.name;
+            let e = match failed {
+                // A full flash, most likely: the running version was never touched, so it
+                // stays; only the partial copies go, as they take the room.
+                SwitchFailed::BeforeSwap(e) => {
+                    self.discard_staged(name);
+                    e
+                }
+                SwitchFailed::AfterSwap(e) => {
+                    let _ = self.restore_previous(name);
+                    e
+                }
+            };
+            tracing::error!(plugin = %name, error = %e, "cannot write the bundle; the installed version stays");
+            let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+            self.report(
+                &push_id,
+                Some(&bundle.manifest),
+                "rejected",
+                Some("io"),
+                Some(e),
+                out,
+                now_ms,
+            );
+            return;
         }
         reloader.check(runners, now_ms, out);
         if bundle.manifest.remove {
@@ -423,7 +432,27 @@ impl Installer {
 
     /// Stages the new files beside the old, keeps a copy of the old, then renames the new into
     /// place (manifest first: the reloader reads both when the component changes).
-    fn switch(&self, bundle: &Bundle) -> std::result::Result<(), String> {
+    /// Removes what a switch that failed before the swap left: the staged files and the
+    /// copies of the running version.
+    fn discard_staged(&self, name: &str) {
+        let Some(dir) = &self.settings.plugin_dir else {
+            return;
+        };
+        for ext in ["toml", "wasm"] {
+            let _ = std::fs::remove_file(dir.join(format!(".{name}.{ext}.new")));
+            let kept = self.settings.state_dir.join(PREVIOUS);
+            let _ = std::fs::remove_file(kept.join(format!("{name}.{ext}")));
+        }
+    }
+
+    fn switch(&self, bundle: &Bundle) -> std::result::Result<(), SwitchFailed> {
+        self.stage(bundle).map_err(SwitchFailed::BeforeSwap)?;
+        self.swap(bundle).map_err(SwitchFailed::AfterSwap)
+    }
+
+    /// Writes the new version beside the running one and keeps a copy of the running one;
+    /// nothing the daemon loads has changed yet.
+    fn stage(&self, bundle: &Bundle) -> std::result::Result<(), String> {
         let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
         let name = &bundle.manifest.name;
         let state = &self.settings.state_dir;
@@ -460,14 +489,21 @@ impl Installer {
                 Err(e) => return Err(format!("{}: {e}", current.display())),
             }
         }
-        journal("switched")?;
+        // From here on a restart restores the kept copy (see `recover`).
+        journal("switched")
+    }
+
+    /// Puts the staged version in place of the running one (renames only: no room needed).
+    fn swap(&self, bundle: &Bundle) -> std::result::Result<(), String> {
+        let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
+        let name = &bundle.manifest.name;
         if bundle.manifest.remove {
             for ext in ["wasm", "toml"] {
                 let _ = std::fs::remove_file(dir.join(format!("{name}.{ext}")));
             }
             return Ok(());
         }
-        for (_, ext) in new_files {
+        for ext in ["toml", "wasm"] {
             let from = dir.join(format!(".{name}.{ext}.new"));
             std::fs::rename(&from, dir.join(format!("{name}.{ext}")))
                 .map_err(|e| format!("{}: {e}", from.display()))?;
@@ -498,6 +534,14 @@ impl Installer {
         }
         Ok(())
     }
+}
+
+/// How far a failed switch got.
+enum SwitchFailed {
+    /// Nothing the daemon loads was touched.
+    BeforeSwap(String),
+    /// Files were being renamed: the previous version must come back.
+    AfterSwap(String),
 }
 
 /// The reason in the last "reload_failed" status the reloader queued for `name`.

@@ -248,6 +248,59 @@ fn a_signed_bundle_installs_and_bad_ones_are_refused_by_name() {
     assert_eq!(results(&sub).len(), 5);
 }
 
+#[test]
+fn a_full_flash_refuses_a_bundle_and_the_running_version_stays() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let scratch = tempfile::tempdir().unwrap();
+    let probe = Site::new(&broker, &[], "");
+    let (keys, public) = Keys::new(&probe, "retailer");
+    let site = bundle_site(&broker, &public, 1, "");
+    let mut stream = feeding(&site, &sub);
+    let to_gw = ["--to-gateway", "test-store/gw-1"];
+    let v1 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
+    let v1 = bundle(&site, &v1, 1, &keys.secret("retailer"), &[]);
+    let printed = ok(&push(&site, &broker, &v1, &to_gw));
+    assert!(printed.contains("\"outcome\":\"installed\""), "{printed}");
+
+    // The flash is full: the new component's staging file is the kernel's always-full
+    // device, so writing it fails with ENOSPC, after the manifest was staged.
+    let plugins = site.dir.path().join("plugins");
+    std::os::unix::fs::symlink("/dev/full", plugins.join(".counter.wasm.new")).unwrap();
+    let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "2.0.0");
+    let v2 = bundle(&site, &v2, 2, &keys.secret("retailer"), &[]);
+    let out = push(&site, &broker, &v2, &to_gw);
+    let printed = text(&out.stdout);
+    assert!(!out.status.success(), "{printed}");
+    assert!(printed.contains("\"code\":\"io\""), "{printed}");
+    assert!(printed.contains("No space left on device"), "{printed}");
+
+    // The running version was never touched and carries on; nothing staged is left.
+    let before = sub.stream("counter", "counts").len();
+    stream.feed_to(4, 8);
+    assert!(
+        sub.wait_until(
+            |sub| sub.stream("counter", "counts").len() > before,
+            Duration::from_secs(20)
+        ),
+        "the installed version stopped"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&plugins)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["counter.toml", "counter.wasm"]);
+    let manifest = std::fs::read_to_string(plugins.join("counter.toml")).unwrap();
+    assert!(manifest.contains("version = \"1.0.0\""), "{manifest}");
+
+    // With room again, the same bundle installs.
+    let printed = ok(&push(&site, &broker, &v2, &to_gw));
+    assert!(printed.contains("\"outcome\":\"installed\""), "{printed}");
+    let out = stream.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// The site config for a plugin named "beacon" that both versions run under: echo ignores
 /// the config; the hostile plugin traps on its first tick.
 const BEACON: &str = "[[plugin]]\nname = \"beacon\"\nconfig = { act = \"trap\", on = \"tick\" }\nallow = [\"per-device-output\"]\n";
