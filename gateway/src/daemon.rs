@@ -5,6 +5,7 @@ use crate::bundle::{self, chunks};
 use crate::capture::{CaptureError, LossStats, PcapSource};
 use crate::config::{Config, parse_hh_mm};
 use crate::pipeline::{self, CHANNEL_DEPTH, Control, PluginMessage, PluginStage};
+use crate::plugins::manifest::Capability;
 use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::consent::{ConsentError, Report, handle_command};
 use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
@@ -77,7 +78,11 @@ pub fn gate(config: &Config) -> Gate {
         zone: TimeZone::Local,
     };
     let floor = (*config.privacy.signal_floor_dbm.get_ref()).clamp(-127, 0) as i8;
-    Gate::new(schedule, floor)
+    let signatures = config
+        .plugins
+        .iter()
+        .any(|p| p.granted().contains(&Capability::IeSignature));
+    Gate::new(schedule, floor).with_signatures(signatures)
 }
 
 /// The bundle installer, when the site takes bundles (a plugin directory or trusted keys).

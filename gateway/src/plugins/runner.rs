@@ -393,9 +393,11 @@ impl PluginRunner {
             signal_dbm: s.signal_dbm.filter(|_| m.has(Capability::Signal)),
             freq_mhz: s.freq_mhz.filter(|_| m.has(Capability::Frequency)),
             seq: m.has(Capability::Sequence).then_some(s.seq),
-            ie_signature: m
-                .has(Capability::IeSignature)
-                .then(|| self.space.signature(s)),
+            ie_signature: if m.has(Capability::IeSignature) {
+                self.space.signature(s)
+            } else {
+                None
+            },
             consent_token: s
                 .consent
                 .as_deref()

@@ -33,8 +33,9 @@ pub struct Sighting {
     pub freq_mhz: Option<u16>,
     pub randomized: bool,
     pub seq: u16,
-    /// A keyed hash (this epoch's key) of the model-identifying information elements.
-    pub ie_signature: u64,
+    /// A keyed hash (this epoch's key) of the model-identifying information elements; `None`
+    /// where no plugin can be granted `ie-signature` (see [`Gate::with_signatures`]).
+    pub ie_signature: Option<u64>,
     /// The opt-in token, when the device's owner opted in.
     pub consent: Option<Arc<str>>,
 }
@@ -58,6 +59,7 @@ pub struct Gate {
     keys: EpochKeys,
     signal_floor_dbm: i8,
     consent: Option<Consent>,
+    signatures: bool,
 }
 
 impl Gate {
@@ -66,7 +68,16 @@ impl Gate {
             keys: EpochKeys::new(schedule),
             signal_floor_dbm,
             consent: None,
+            signatures: true,
         }
+    }
+
+    /// Whether to compute IE signatures: walking a probe's elements is most of the gate's
+    /// cost, wasted where the site config grants no plugin `ie-signature` (grants are read
+    /// only at start, and a bundle cannot grant itself one).
+    pub fn with_signatures(mut self, signatures: bool) -> Gate {
+        self.signatures = signatures;
+        self
     }
 
     /// Enforces `consent` from now on: opted-out devices go no further than this gate.
@@ -97,7 +108,9 @@ impl Gate {
             freq_mhz: probe.freq_mhz,
             randomized: probe.randomized(),
             seq: probe.seq,
-            ie_signature: self.keys.signature(|feed| signature_input(probe.ies, feed)),
+            ie_signature: self
+                .signatures
+                .then(|| self.keys.signature(|feed| signature_input(probe.ies, feed))),
             consent,
         })
     }

@@ -31,14 +31,16 @@ impl PseudonymSpace {
         keyed_hash(&self.key, &id.to_le_bytes())
     }
 
-    /// The plugin's view of the sighting's IE signature: joinable with no other plugin's.
-    pub fn signature(&mut self, sighting: &Sighting) -> u64 {
+    /// The plugin's view of the sighting's IE signature (if the gate computed one): joinable
+    /// with no other plugin's.
+    pub fn signature(&mut self, sighting: &Sighting) -> Option<u64> {
+        let signature = sighting.ie_signature?;
         // Same epoch check as pseudonyms; the "ie" prefix keeps the two domains apart.
         self.pseudonym(sighting);
         let mut input = [0u8; 10];
         input[..2].copy_from_slice(b"ie");
-        input[2..].copy_from_slice(&sighting.ie_signature.to_le_bytes());
-        keyed_hash(&self.key, &input)
+        input[2..].copy_from_slice(&signature.to_le_bytes());
+        Some(keyed_hash(&self.key, &input))
     }
 }
 
@@ -55,7 +57,7 @@ mod tests {
             freq_mhz: None,
             randomized: false,
             seq: 0,
-            ie_signature: 7,
+            ie_signature: Some(7),
             consent: None,
         }
     }
