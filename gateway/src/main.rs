@@ -155,7 +155,7 @@ fn consent_ids(key_file: &Path, macs: &[String]) -> ExitCode {
 fn check_config(path: &Path) -> ExitCode {
     let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
         // Plugins may log from init; those lines help explain a refusal.
-        init_logging(&c.log);
+        init_logging(c.log.get_ref());
         daemon::consent(&c).map_err(|e| e.to_string())?;
         probegate::publish::TlsFiles::load(&c).map_err(|e| format!("mqtt.tls: {e}"))?;
         PluginSet::load(&c, LoadMode::Strict).map_err(|e| e.to_string())?;
@@ -192,7 +192,7 @@ fn serve(config_path: &Path, capture: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log);
+    init_logging(config.log.get_ref());
     match serve_config(&config, capture) {
         Ok(report) => {
             // A run whose results did not all reach the broker has not done its job.
@@ -293,14 +293,33 @@ fn install_stop_handler(stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logging to stderr, filtered by RUST_LOG if set, else by the config's `log` (checked when
+/// the config was read).
 fn init_logging(config_level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(config_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            probegate::config::log_filter(&v).map_err(|e| {
+                // Said once, on stderr like any other line: the daemon still starts.
+                eprintln!("RUST_LOG ignored: {e}");
+            })
+        });
+    let filter = match from_env {
+        Some(Ok(filter)) => filter,
+        _ => probegate::config::log_filter(config_level).unwrap_or_else(|_| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::level_filters::LevelFilter::INFO)
+        }),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
         .try_init();
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginCommand {
     /// Make a signing key pair: NAME.pub (for the routers' config) and NAME.key (keep private).
+    #[cfg(feature = "authoring")]
     Keygen {
         /// Path without extension, e.g. keys/retailer.
         name: PathBuf,
@@ -53,6 +54,7 @@ pub enum PluginCommand {
         output: PathBuf,
     },
     /// Sign a bundle in place with a secret key.
+    #[cfg(feature = "authoring")]
     Sign {
         bundle: PathBuf,
         #[arg(long)]
@@ -89,6 +91,7 @@ pub enum PluginCommand {
         broker: Broker,
     },
     /// Sign and push a removal: the gateways stop and delete the plugin.
+    #[cfg(feature = "authoring")]
     Remove {
         name: String,
         #[arg(long)]
@@ -134,6 +137,7 @@ fn write(path: &Path, bytes: &[u8]) -> Res {
 /// Runs a plugin command; what it prints goes to stdout, errors come back.
 pub fn run(command: PluginCommand) -> Res {
     match command {
+        #[cfg(feature = "authoring")]
         PluginCommand::Keygen { name } => keygen(&name),
         PluginCommand::Build {
             wasm,
@@ -166,6 +170,7 @@ pub fn run(command: PluginCommand) -> Res {
             println!("{}: {} bytes, for {target}", output.display(), cwasm.len());
             Ok(())
         }
+        #[cfg(feature = "authoring")]
         PluginCommand::Sign { bundle, key } => {
             let signed = sign(&read(&bundle)?, &String::from_utf8_lossy(&read(&key)?))?;
             write(&bundle, &signed)?;
@@ -213,6 +218,7 @@ pub fn run(command: PluginCommand) -> Res {
             chunk_bytes,
         ),
         PluginCommand::List { site, broker } => list(site.as_deref(), &broker),
+        #[cfg(feature = "authoring")]
         PluginCommand::Remove {
             name,
             sequence,
@@ -242,6 +248,7 @@ pub fn run(command: PluginCommand) -> Res {
     }
 }
 
+#[cfg(feature = "authoring")]
 fn keygen(name: &Path) -> Res {
     let (pk, sk) = signing::keygen("probegate plugin signing key")?;
     let public = name.with_extension("pub");
@@ -262,12 +269,12 @@ fn keygen(name: &Path) -> Res {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600));
     }
-    let key = signing::public_key(&pk)?;
+    signing::public_key(&pk)?;
     println!(
         "{} and {}\nfor the routers' config: trusted_keys = [\"{}\"]",
         public.display(),
         secret.display(),
-        signing::public_key_line(&key)
+        signing::public_key_line(&pk).unwrap_or_default()
     );
     Ok(())
 }
@@ -323,6 +330,7 @@ pub fn build(
 }
 
 /// The bundle with a signature over its manifest (replacing any earlier one).
+#[cfg(feature = "authoring")]
 pub fn sign(bundle: &[u8], secret_key: &str) -> Res<Vec<u8>> {
     let b = format::unpack(bundle, usize::MAX)?;
     let comment = format!(
