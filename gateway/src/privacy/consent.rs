@@ -32,6 +32,11 @@ pub enum ConsentError {
     },
     #[error("consent command refused: {0}")]
     Command(String),
+    #[error(
+        "consent registry not saved ({reason}): its {opt_outs} opt-out(s) apply until the \
+         daemon restarts, nothing else changed; send the command again once there is room"
+    )]
+    NotSaved { opt_outs: usize, reason: String },
 }
 
 impl ConsentKey {
@@ -241,13 +246,7 @@ impl Registry {
             return Err(e);
         }
         self.version += 1;
-        // Not on flash means not applied: a change that a restart would undo must not be
-        // reported as done.
-        if let Err(e) = self.save() {
-            self.entries = before;
-            self.version -= 1;
-            return Err(e);
-        }
+        let saved = self.save();
         let opt_outs =
             |entries: &HashMap<ConsentId, Entry>| -> std::collections::HashSet<ConsentId> {
                 entries
@@ -256,10 +255,32 @@ impl Registry {
                     .map(|(id, _)| *id)
                     .collect()
             };
+        let outcome = match saved {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Not on flash means not applied, as a restart would undo it, with one
+                // exception: an opt-out is enforced at once, in RAM, rather than the device
+                // tracked on for want of flash. Opt-ins and removals wait until they are saved.
+                let new = std::mem::replace(&mut self.entries, before.clone());
+                let mut applied = 0;
+                for (id, entry) in new.into_iter().filter(|(_, e)| e.choice == Choice::OptOut) {
+                    applied += usize::from(
+                        self.entries
+                            .insert(id, entry)
+                            .is_none_or(|old| old.choice != Choice::OptOut),
+                    );
+                }
+                self.version -= 1;
+                Err(ConsentError::NotSaved {
+                    opt_outs: applied,
+                    reason: e.to_string(),
+                })
+            }
+        };
         if !opt_outs(&self.entries).is_subset(&opt_outs(&before)) {
             self.opt_outs_added += 1;
         }
-        Ok(self.summary())
+        outcome.map(|()| self.summary())
     }
 
     /// How many applied commands added an opt-out since start.
@@ -348,7 +369,11 @@ impl Registry {
             std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
         }
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(|e| err("write", e))?;
+        if let Err(e) = std::fs::write(&tmp, text) {
+            // A full flash, most likely: the partial copy would only take the room.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err("write", e));
+        }
         std::fs::rename(&tmp, path).map_err(|e| err("replace", e))
     }
 }
@@ -515,6 +540,48 @@ mod tests {
         let again = Registry::open(path).unwrap();
         assert_eq!(again.summary(), r.summary());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn on_a_full_flash_an_opt_out_still_applies_at_once_and_nothing_more_permissive_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.json");
+        let (a, b, c) = (
+            id([2, 0, 0, 0, 0, 1]),
+            id([2, 0, 0, 0, 0, 2]),
+            id([2, 0, 0, 0, 0, 3]),
+        );
+        let mut r = Registry::open(path.clone()).unwrap();
+        r.apply(add(&format!(
+            r#"{{"op":"add","entries":[{{"id":"{a}","status":"opt-in","token":"t-1"}}]}}"#
+        )))
+        .unwrap();
+        // The flash is full: the registry's new copy is the kernel's always-full device.
+        std::os::unix::fs::symlink("/dev/full", path.with_extension("json.tmp")).unwrap();
+        let planned = format!(
+            r#"{{"op":"replace","entries":[{{"id":"{a}","status":"opt-out"}},{{"id":"{b}","status":"opt-out"}},{{"id":"{c}","status":"opt-in","token":"t-3"}}]}}"#
+        );
+        let e = r.apply(add(&planned)).unwrap_err().to_string();
+        assert!(e.contains("No space left on device"), "{e}");
+        assert!(e.contains("its 2 opt-out(s) apply"), "{e}");
+        let opt_out = |x: &str| r.choice(&ConsentId::from_hex(x).unwrap(), 0).cloned();
+        assert_eq!(
+            opt_out(&a),
+            Some(Choice::OptOut),
+            "the opt-in became an opt-out"
+        );
+        assert_eq!(opt_out(&b), Some(Choice::OptOut));
+        assert_eq!(opt_out(&c), None, "a new opt-in waits until it is saved");
+        assert_eq!(
+            r.opt_outs_added(),
+            1,
+            "plugins forget the opted-out devices"
+        );
+        assert_eq!(r.summary().version, 1, "the version counts saved commands");
+        // Nothing half-written is left; the file still holds the last saved registry.
+        assert!(!path.with_extension("json.tmp").exists());
+        let on_flash = Registry::open(path).unwrap();
+        assert_eq!(on_flash.summary().opt_in, 1);
     }
 
     #[test]
