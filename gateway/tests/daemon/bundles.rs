@@ -149,6 +149,70 @@ fn tamper(bundle: &Path, member: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathB
     out
 }
 
+/// What the tests start from: a broker, the back office's subscriber, a retailer's signing
+/// key and a scratch directory for the bundles the retailer makes.
+struct Retailer {
+    broker: Broker,
+    sub: Subscriber,
+    scratch: tempfile::TempDir,
+    keys: Keys,
+    /// The public key's line, for the routers' config.
+    public: String,
+}
+
+impl Retailer {
+    fn new() -> Retailer {
+        let broker = Broker::start();
+        let sub = Subscriber::start(&broker);
+        // The CLI needs a site to run in before the gateway's exists.
+        let (keys, public) = Keys::new(&Site::new(&broker, &[], ""), "retailer");
+        Retailer {
+            broker,
+            sub,
+            scratch: tempfile::tempdir().unwrap(),
+            keys,
+            public,
+        }
+    }
+
+    /// Gateway gw-1, taking this retailer's bundles, online and fed part of the capture.
+    fn gateway(&self, health_secs: u64, plugins_toml: &str) -> (Site, Stream) {
+        let site = bundle_site(&self.broker, &self.public, health_secs, plugins_toml);
+        let stream = feeding(&site, &self.sub);
+        (site, stream)
+    }
+
+    /// A bundle of the built plugin `from` as `name` at `version`, signed by the retailer.
+    fn bundle(&self, site: &Site, from: &str, name: &str, version: &str, sequence: u64) -> PathBuf {
+        let wasm = plugin_as(self.scratch.path(), from, name, version);
+        bundle(site, &wasm, sequence, &self.keys.secret("retailer"), &[])
+    }
+
+    /// Pushes `bundle` to gw-1 and waits for its result.
+    fn push(&self, site: &Site, bundle: &Path) -> Output {
+        push(
+            site,
+            &self.broker,
+            bundle,
+            &["--to-gateway", "test-store/gw-1"],
+        )
+    }
+
+    /// Feeds the capture up to `part` eighths and asserts that `plugin` publishes more of
+    /// `stream_name` than before: the running version carries on.
+    fn still_publishing(&self, stream: &mut Stream, part: usize, plugin: &str, stream_name: &str) {
+        let before = self.sub.stream(plugin, stream_name).len();
+        stream.feed_to(part, 8);
+        assert!(
+            self.sub.wait_until(
+                |sub| sub.stream(plugin, stream_name).len() > before,
+                Duration::from_secs(20)
+            ),
+            "{plugin} stopped publishing {stream_name}"
+        );
+    }
+}
+
 /// Starts the daemon on a stream of the capture and waits until it is online (a push is
 /// plain MQTT: a gateway not yet subscribed would miss it).
 fn feeding(site: &Site, sub: &Subscriber) -> Stream {
@@ -173,28 +237,21 @@ fn feeding(site: &Site, sub: &Subscriber) -> Stream {
 
 #[test]
 fn a_signed_bundle_installs_and_bad_ones_are_refused_by_name() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
-    let (stranger, _) = Keys::new(&probe, "stranger");
-    let site = bundle_site(&broker, &public, 1, "");
-    let mut stream = feeding(&site, &sub);
+    let r = Retailer::new();
+    let (site, mut stream) = r.gateway(1, "");
+    let (stranger, _) = Keys::new(&site, "stranger");
 
-    let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
-    let good = bundle(&site, &wasm, 1, &keys.secret("retailer"), &[]);
-    let installed = push(&site, &broker, &good, &["--to-gateway", "test-store/gw-1"]);
-    let printed = ok(&installed);
+    let good = r.bundle(&site, "visitor_counter", "counter", "1.0.0", 1);
+    let printed = ok(&r.push(&site, &good));
     assert!(printed.contains("\"outcome\":\"installed\""), "{printed}");
     stream.feed_to(2, 8);
-    assert!(sub.wait_for(
+    assert!(r.sub.wait_for(
         |m| m.topic.ends_with("/plugins/counter/counts"),
         Duration::from_secs(20)
     ));
 
-    let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.1.0");
-    let next = bundle(&site, &v2, 2, &keys.secret("retailer"), &[]);
+    let v2 = plugin_as(r.scratch.path(), "visitor_counter", "counter", "1.1.0");
+    let next = bundle(&site, &v2, 2, &r.keys.secret("retailer"), &[]);
     let cases = [
         (
             tamper(&next, format::COMPONENT, |b| b[100] ^= 1),
@@ -211,25 +268,17 @@ fn a_signed_bundle_installs_and_bad_ones_are_refused_by_name() {
         (good.clone(), "replayed"),
     ];
     for (i, (bad, code)) in cases.iter().enumerate() {
-        let out = push(&site, &broker, bad, &["--to-gateway", "test-store/gw-1"]);
+        let out = r.push(&site, bad);
         let printed = text(&out.stdout);
         assert!(!out.status.success(), "{code}: {printed}");
         assert!(
             printed.contains(&format!("\"code\":\"{code}\"")),
             "{code}: {printed}"
         );
-        // The running version carries on publishing.
-        let before = sub.stream("counter", "counts").len();
-        stream.feed_to(3 + i, 8);
-        assert!(
-            sub.wait_until(
-                |sub| sub.stream("counter", "counts").len() > before,
-                Duration::from_secs(20)
-            ),
-            "{code}: the installed version stopped"
-        );
+        r.still_publishing(&mut stream, 3 + i, "counter", "counts");
     }
-    let versions: Vec<String> = sub
+    let versions: Vec<String> = r
+        .sub
         .plugin_statuses("counter")
         .iter()
         .filter_map(|s| s["version"].as_str().map(str::to_owned))
@@ -239,52 +288,36 @@ fn a_signed_bundle_installs_and_bad_ones_are_refused_by_name() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // The installed set is retained, and names the committed version.
-    let late = Subscriber::start(&broker);
+    let late = Subscriber::start(&r.broker);
     assert!(late.wait_for(
         |m| m.topic.ends_with("/plugins-installed")
             && m.json()["data"]["plugins"]["counter"]["version"] == "1.0.0",
         Duration::from_secs(10)
     ));
-    assert_eq!(results(&sub).len(), 5);
+    assert_eq!(results(&r.sub).len(), 5);
 }
 
 #[test]
 fn a_full_flash_refuses_a_bundle_and_the_running_version_stays() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
-    let site = bundle_site(&broker, &public, 1, "");
-    let mut stream = feeding(&site, &sub);
-    let to_gw = ["--to-gateway", "test-store/gw-1"];
-    let v1 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
-    let v1 = bundle(&site, &v1, 1, &keys.secret("retailer"), &[]);
-    let printed = ok(&push(&site, &broker, &v1, &to_gw));
+    let r = Retailer::new();
+    let (site, mut stream) = r.gateway(1, "");
+    let v1 = r.bundle(&site, "visitor_counter", "counter", "1.0.0", 1);
+    let printed = ok(&r.push(&site, &v1));
     assert!(printed.contains("\"outcome\":\"installed\""), "{printed}");
 
     // The flash is full: the new component's staging file is the kernel's always-full
     // device, so writing it fails with ENOSPC, after the manifest was staged.
     let plugins = site.dir.path().join("plugins");
     std::os::unix::fs::symlink("/dev/full", plugins.join(".counter.wasm.new")).unwrap();
-    let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "2.0.0");
-    let v2 = bundle(&site, &v2, 2, &keys.secret("retailer"), &[]);
-    let out = push(&site, &broker, &v2, &to_gw);
+    let v2 = r.bundle(&site, "visitor_counter", "counter", "2.0.0", 2);
+    let out = r.push(&site, &v2);
     let printed = text(&out.stdout);
     assert!(!out.status.success(), "{printed}");
     assert!(printed.contains("\"code\":\"io\""), "{printed}");
     assert!(printed.contains("No space left on device"), "{printed}");
 
     // The running version was never touched and carries on; nothing staged is left.
-    let before = sub.stream("counter", "counts").len();
-    stream.feed_to(4, 8);
-    assert!(
-        sub.wait_until(
-            |sub| sub.stream("counter", "counts").len() > before,
-            Duration::from_secs(20)
-        ),
-        "the installed version stopped"
-    );
+    r.still_publishing(&mut stream, 4, "counter", "counts");
     let mut files: Vec<String> = std::fs::read_dir(&plugins)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -295,7 +328,7 @@ fn a_full_flash_refuses_a_bundle_and_the_running_version_stays() {
     assert!(manifest.contains("version = \"1.0.0\""), "{manifest}");
 
     // With room again, the same bundle installs.
-    let printed = ok(&push(&site, &broker, &v2, &to_gw));
+    let printed = ok(&r.push(&site, &v2));
     assert!(printed.contains("\"outcome\":\"installed\""), "{printed}");
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -307,26 +340,13 @@ const BEACON: &str = "[[plugin]]\nname = \"beacon\"\nconfig = { act = \"trap\", 
 
 #[test]
 fn a_version_that_traps_in_its_health_window_is_rolled_back() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
-    let site = bundle_site(&broker, &public, 3, BEACON);
-    let mut stream = feeding(&site, &sub);
-
-    let v1 = plugin_as(scratch.path(), "echo", "beacon", "1.0.0");
-    ok(&push(
-        &site,
-        &broker,
-        &bundle(&site, &v1, 1, &keys.secret("retailer"), &[]),
-        &["--to-gateway", "test-store/gw-1"],
-    ));
-    let v2 = plugin_as(scratch.path(), "hostile", "beacon", "2.0.0");
+    let r = Retailer::new();
+    let (site, mut stream) = r.gateway(3, BEACON);
+    ok(&r.push(&site, &r.bundle(&site, "echo", "beacon", "1.0.0", 1)));
     // The hostile manifest asks for nothing; the echo one for per-device-output: both granted.
-    let bad = bundle(&site, &v2, 2, &keys.secret("retailer"), &[]);
+    let bad = r.bundle(&site, "hostile", "beacon", "2.0.0", 2);
     let pushing = std::thread::spawn({
-        let (config_dir, port) = (site.dir.path().to_owned(), broker.port);
+        let (config_dir, port) = (site.dir.path().to_owned(), r.broker.port);
         let bad = bad.clone();
         move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_probegate"))
@@ -360,11 +380,11 @@ fn a_version_that_traps_in_its_health_window_is_rolled_back() {
     assert!(!out.status.success(), "{printed}");
     assert!(printed.contains("\"outcome\":\"rolled_back\""), "{printed}");
     // The old version is back and publishing.
-    let seen_before = sub.stream("beacon", "seen").len();
+    let seen_before = r.sub.stream("beacon", "seen").len();
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.stream("beacon", "seen").len() > seen_before);
-    let last = sub.plugin_statuses("beacon").last().cloned().unwrap();
+    assert!(r.sub.stream("beacon", "seen").len() > seen_before);
+    let last = r.sub.plugin_statuses("beacon").last().cloned().unwrap();
     assert_eq!(last["version"], "1.0.0", "{last}");
     let on_disk = std::fs::read_to_string(site.dir.path().join("plugins/beacon.toml")).unwrap();
     assert!(on_disk.contains("version = \"1.0.0\""));
@@ -372,17 +392,20 @@ fn a_version_that_traps_in_its_health_window_is_rolled_back() {
 
 #[test]
 fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
+    let r = Retailer::new();
+    let Retailer {
+        broker,
+        sub,
+        scratch,
+        keys,
+        public,
+    } = &r;
     // A long health window: the kill lands inside it.
-    let site = bundle_site(&broker, &public, 60, BEACON);
+    let site = bundle_site(broker, public, 60, BEACON);
     // Version 1 installed by hand, as over SSH.
     let dir = site.dir.path().join("plugins");
     plugin_as(&dir, "echo", "beacon", "1.0.0");
-    let mut stream = feeding(&site, &sub);
+    let mut stream = feeding(&site, sub);
 
     let v2 = plugin_as(scratch.path(), "echo", "beacon", "2.0.0");
     let next = bundle(&site, &v2, 1, &keys.secret("retailer"), &[]);
@@ -422,7 +445,7 @@ fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
     let _ = pusher.0.kill();
 
     // Back up: the interrupted install is undone before any plugin loads.
-    let sub = Subscriber::start(&broker);
+    let sub = Subscriber::start(broker);
     let stream = site.replay_stream(CAPTURE);
     let out = stream.finish();
     let stderr = text(&out.stderr);
@@ -469,14 +492,17 @@ fn scopeguard(child: std::process::Child) -> Guard {
 
 #[test]
 fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
+    let r = Retailer::new();
+    let Retailer {
+        broker,
+        sub,
+        scratch,
+        keys,
+        public,
+    } = &r;
     let sites: Vec<Site> = (1..=3)
         .map(|n| {
-            let site = bundle_site(&broker, &public, 1, "");
+            let site = bundle_site(broker, public, 1, "");
             let config = std::fs::read_to_string(&site.config)
                 .unwrap()
                 .replace("id = \"gw-1\"", &format!("id = \"gw-{n}\""));
@@ -484,13 +510,13 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
             site
         })
         .collect();
-    let mut streams: Vec<Stream> = sites.iter().map(|s| feeding(s, &sub)).collect();
+    let mut streams: Vec<Stream> = sites.iter().map(|s| feeding(s, sub)).collect();
 
     let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
     let b = bundle(&sites[0], &wasm, 1, &keys.secret("retailer"), &[]);
     let printed = ok(&push(
         &sites[0],
-        &broker,
+        broker,
         &b,
         &[
             "--site",
@@ -515,12 +541,7 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
     // The same for every gateway of every site.
     let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.1.0");
     let b2 = bundle(&sites[0], &v2, 2, &keys.secret("retailer"), &[]);
-    let printed = ok(&push(
-        &sites[0],
-        &broker,
-        &b2,
-        &["--fleet", "--expect", "3"],
-    ));
+    let printed = ok(&push(&sites[0], broker, &b2, &["--fleet", "--expect", "3"]));
     assert_eq!(printed.matches("\"installed\"").count(), 3, "{printed}");
     for s in &mut streams {
         s.feed_to(4, 8);
@@ -529,27 +550,19 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
         let out = s.finish();
         assert!(out.status.success(), "gw-{}: {}", n + 1, text(&out.stderr));
     }
-    assert_eq!(results(&sub).len(), 6);
+    assert_eq!(results(sub).len(), 6);
 }
 
 #[test]
 fn list_shows_the_installed_set_and_a_signed_removal_stops_the_plugin() {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let scratch = tempfile::tempdir().unwrap();
-    let probe = Site::new(&broker, &[], "");
-    let (keys, public) = Keys::new(&probe, "retailer");
-    let site = bundle_site(&broker, &public, 1, "");
-    let mut stream = feeding(&site, &sub);
-    let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
-    ok(&push(
+    let r = Retailer::new();
+    let (site, mut stream) = r.gateway(1, "");
+    ok(&r.push(
         &site,
-        &broker,
-        &bundle(&site, &wasm, 1, &keys.secret("retailer"), &[]),
-        &["--to-gateway", "test-store/gw-1"],
+        &r.bundle(&site, "visitor_counter", "counter", "1.0.0", 1),
     ));
 
-    let port = broker.port.to_string();
+    let port = r.broker.port.to_string();
     let listed = ok(&cli(
         &site,
         &["list", "--host", "127.0.0.1", "--port", &port],
@@ -558,7 +571,7 @@ fn list_shows_the_installed_set_and_a_signed_removal_stops_the_plugin() {
     assert!(listed.contains("\"version\":\"1.0.0\""), "{listed}");
 
     // A removal needs a signature and a higher sequence like any bundle.
-    let secret = keys.secret("retailer");
+    let secret = r.keys.secret("retailer");
     let remove = |sequence: &str| {
         cli(
             &site,
@@ -585,7 +598,7 @@ fn list_shows_the_installed_set_and_a_signed_removal_stops_the_plugin() {
     assert!(text(&replayed.stdout).contains("\"code\":\"replayed\""));
     let removed = ok(&remove("2"));
     assert!(removed.contains("\"outcome\":\"removed\""), "{removed}");
-    assert!(sub.wait_until(
+    assert!(r.sub.wait_until(
         |sub| {
             sub.plugin_statuses("counter")
                 .iter()
