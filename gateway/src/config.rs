@@ -178,6 +178,12 @@ pub struct MqttConfig {
     /// MQTT version: "auto" (5 where the broker takes it, else 3.1.1), "5" or "3.1.1".
     #[serde(default)]
     pub protocol: crate::publish::MqttProtocol,
+    /// How long the broker keeps this gateway's session (its subscriptions, and the commands
+    /// and bundles sent to it meanwhile) while it is offline, seconds; 0 = a clean session
+    /// at every connect. MQTT 3.1.1 has no expiry: any value above 0 asks for a persistent
+    /// session, which the broker keeps as long as it is configured to.
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry_secs: u32,
     /// Messages kept in RAM until the broker acknowledges them. A longer outage drops the
     /// oldest plugin messages and publishes a gap record naming their sequence numbers.
     #[serde(default = "default_outbox_max_messages")]
@@ -313,6 +319,10 @@ pub struct PluginConfig {
     pub allow: Option<Spanned<Vec<String>>>,
 }
 
+fn default_session_expiry() -> u32 {
+    // A week: a store's uplink down over a long weekend still gets its commands.
+    7 * 24 * 3600
+}
 fn default_log() -> Spanned<String> {
     Spanned::new(0..0, "info".into())
 }

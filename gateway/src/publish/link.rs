@@ -202,6 +202,7 @@ fn v311_options(s: &Settings) -> rumqttc::MqttOptions {
     let mut options = rumqttc::MqttOptions::new(&s.client_id, &c.host, c.port);
     options
         .set_keep_alive(keep_alive(c))
+        .set_clean_session(c.session_expiry_secs == 0)
         .set_max_packet_size(s.max_incoming, s.max_outgoing)
         .set_last_will(rumqttc::LastWill::new(
             Topics::new(s.identity).status(),
@@ -232,8 +233,11 @@ fn v5_options(s: &Settings) -> v5::MqttOptions {
     };
     // The broker's CONNACK sets the outgoing limit; ours tells the broker to discard a
     // command too large for us instead of breaking the connection with it.
+    let persistent = c.session_expiry_secs > 0;
     options
         .set_keep_alive(keep_alive(c))
+        .set_clean_start(!persistent)
+        .set_session_expiry_interval(persistent.then_some(c.session_expiry_secs))
         .set_max_packet_size(Some(s.max_incoming as u32))
         .set_last_will(p5::LastWill::new(
             Topics::new(s.identity).status(),
@@ -352,10 +356,18 @@ impl Link {
     }
 
     /// Forgets everything rumqttc still holds for the lost connection (see the transport).
+    /// rumqttc keeps unacknowledged publishes to send again when the broker resumes the
+    /// session; the outbox already resends them, so they would go out twice.
     pub fn clean(&mut self) {
         match self {
-            Link::V311(link) => link.clean(),
-            Link::V5(link) => link.clean(),
+            Link::V311(link) => {
+                link.clean();
+                link.pending.clear();
+            }
+            Link::V5(link) => {
+                link.clean();
+                link.pending.clear();
+            }
         }
     }
 }

@@ -449,8 +449,8 @@ impl Transport {
                     }
                     let _ = taken_back.await;
                     // The driver took everything back; what it handed over in the meantime
-                    // must not go out after the reconnect as well. (Cleared at the connect:
-                    // the session is clean.)
+                    // must not go out after the reconnect as well, even into a resumed
+                    // session.
                     self.links.get_mut(version).clean();
                     let was_up = std::mem::replace(&mut up, false);
                     if !was_up && self.negotiation.failed(failure.version_refused) {
@@ -611,8 +611,8 @@ impl Driver {
                 self.version = Some(version);
                 self.down_since = None;
                 self.outbox.connected();
-                // The last will may have marked us offline meanwhile; a clean session has
-                // forgotten our subscriptions. Both go first.
+                // The last will may have marked us offline meanwhile, and a clean (or
+                // expired) session has forgotten our subscriptions. Both go first.
                 self.stats.sent.fetch_add(1, Ordering::SeqCst);
                 let online = Status::new(&self.identity, "online", true, Some(version));
                 self.outbox.push_first(Entry::host(

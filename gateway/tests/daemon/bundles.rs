@@ -679,3 +679,43 @@ fn precompiled_code_installs_only_under_a_key_trusted_for_it() {
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_bundle_pushed_while_a_gateway_is_offline_installs_when_it_is_back() {
+    let r = Retailer::new();
+    let (site, first) = r.gateway(1, "");
+    first.kill();
+    // The push gives up waiting for the gateway, but the broker keeps the chunks for it.
+    let b = r.bundle(&site, "visitor_counter", "counter", "1.0.0", 1);
+    let port = r.broker.port.to_string();
+    let out = cli(
+        &site,
+        &[
+            "push",
+            b.to_str().unwrap(),
+            "--to-gateway",
+            "test-store/gw-1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--timeout",
+            "2",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(results(&r.sub).is_empty());
+
+    let mut second = feeding(&site, &r.sub);
+    assert!(
+        r.sub.wait_until(
+            |sub| results(sub).iter().any(|res| res["outcome"] == "installed"),
+            Duration::from_secs(20)
+        ),
+        "{:?}",
+        results(&r.sub)
+    );
+    r.still_publishing(&mut second, 4, "counter", "counts");
+    let out = second.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -189,3 +189,63 @@ fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
     };
     assert_eq!(others(&rows), others(&expected));
 }
+
+/// Runs the gateway (with `mqtt_settings`) until it is online, kills it, sends an opt-out
+/// while it is down, starts it again and says whether the opt-out arrived (the consent
+/// summary moves to version 1).
+fn opt_out_while_offline_arrives(mqtt_settings: &str) -> bool {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = consent_site(&broker, &[COUNTER], "");
+    site.mqtt_settings(mqtt_settings);
+    let id = consent_id(&site, &[0x02, 0, 0, 0, 0, 0x42]);
+    let online = |sub: &Subscriber, n: usize| {
+        sub.wait_until(
+            |sub| {
+                sub.statuses()
+                    .iter()
+                    .filter(|s| s["state"] == "online")
+                    .count()
+                    >= n
+            },
+            Duration::from_secs(20),
+        )
+    };
+    let mut first = site.replay_stream(CAPTURE);
+    first.feed_to(1, 8);
+    assert!(online(&sub, 1));
+    first.kill();
+
+    let command = format!(r#"{{"op":"add","entries":[{{"id":"{id}","status":"opt-out"}}]}}"#);
+    let sent = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args(["-t", "probegate/v1/test-store/cmd/consent", "-m", &command])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    let mut second = site.replay_stream(CAPTURE);
+    second.feed_to(1, 8);
+    assert!(online(&sub, 2));
+    let arrived = sub.wait_for(
+        |m| m.topic.ends_with("/consent") && m.payload.contains("\"version\":1"),
+        Duration::from_secs(5),
+    );
+    let out = second.finish();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    if arrived {
+        let stored = std::fs::read_to_string(site.dir.path().join("consent.json")).unwrap();
+        assert!(stored.contains(&id), "{stored}");
+    }
+    arrived
+}
+
+#[test]
+fn an_opt_out_sent_while_the_gateway_is_offline_reaches_it_when_it_is_back() {
+    // By default the broker keeps the gateway's session and queues the command: MQTT 5
+    // with a session expiry, and 3.1.1 without clean session.
+    assert!(opt_out_while_offline_arrives(""));
+    assert!(opt_out_while_offline_arrives("protocol = \"3.1.1\""));
+    // The control: with a clean session the command is lost, as it was before.
+    assert!(!opt_out_while_offline_arrives("session_expiry_secs = 0"));
+}
