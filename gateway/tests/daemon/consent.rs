@@ -153,8 +153,19 @@ fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
         sub.messages()
     );
 
-    // The plugin stage looks for new opt-outs every 2 s; let it act before more data comes.
-    std::thread::sleep(Duration::from_secs(3));
+    // The plugin stage looks for new opt-outs every 2 s; let it act before more data comes:
+    // the restart publishes the paused interval as partial. (Waiting for that rather than a
+    // fixed time: on a loaded machine 3 s were once not enough.)
+    assert!(
+        sub.wait_until(
+            |sub| sub
+                .stream("visitor-counter", "counts")
+                .iter()
+                .any(|m| m["data"]["partial"] == true),
+            Duration::from_secs(30)
+        ),
+        "the counter was not restarted after the opt-out"
+    );
     let out = stream.finish();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
