@@ -872,7 +872,9 @@ fn work_name(target: &Target) -> String {
 /// The control lines by which the full variant takes the default package's place.
 fn replaces(target: &Target) -> String {
     if target.package == PACKAGE {
-        return String::new();
+        // Declared both ways, so opkg names the conflict whichever is installed first
+        // (otherwise it only sees clashing files, and --force-overwrite would keep both).
+        return format!("Conflicts: {FULL_PACKAGE}\n");
     }
     format!("Provides: {PACKAGE}\nConflicts: {PACKAGE}\n")
 }
@@ -980,6 +982,8 @@ fn apk_meta(target: &Target) -> Result<apk::ApkMeta> {
     if target.package != PACKAGE {
         depends.push(format!("!{PACKAGE}"));
         provides.push(format!("{PACKAGE}={version}"));
+    } else {
+        depends.push(format!("!{FULL_PACKAGE}"));
     }
     Ok(apk::ApkMeta {
         name: target.package.into(),
@@ -1186,12 +1190,12 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
     ensure(field("Depends") == "libc", || {
         format!("Depends {:?}", field("Depends"))
     })?;
-    for key in ["Provides", "Conflicts"] {
-        let want = if target.package == PACKAGE {
-            ""
-        } else {
-            PACKAGE
-        };
+    let (provides, conflicts) = if target.package == PACKAGE {
+        ("", FULL_PACKAGE)
+    } else {
+        (PACKAGE, PACKAGE)
+    };
+    for (key, want) in [("Provides", provides), ("Conflicts", conflicts)] {
         ensure(field(key) == want, || format!("{key} {:?}", field(key)))?;
     }
     ensure(!field("Description").is_empty(), || "no Description".into())?;
@@ -1249,8 +1253,9 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         "Version",
     ]
     .into();
+    keys.insert("Conflicts");
     if target.package != PACKAGE {
-        keys.extend(["Provides", "Conflicts"]);
+        keys.insert("Provides");
     }
     ensure(
         fields.keys().map(String::as_str).collect::<BTreeSet<_>>() == keys,
