@@ -393,22 +393,14 @@ fn a_version_that_traps_in_its_health_window_is_rolled_back() {
 #[test]
 fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
     let r = Retailer::new();
-    let Retailer {
-        broker,
-        sub,
-        scratch,
-        keys,
-        public,
-    } = &r;
     // A long health window: the kill lands inside it.
-    let site = bundle_site(broker, public, 60, BEACON);
+    let site = bundle_site(&r.broker, &r.public, 60, BEACON);
     // Version 1 installed by hand, as over SSH.
     let dir = site.dir.path().join("plugins");
     plugin_as(&dir, "echo", "beacon", "1.0.0");
-    let mut stream = feeding(&site, sub);
+    let mut stream = feeding(&site, &r.sub);
 
-    let v2 = plugin_as(scratch.path(), "echo", "beacon", "2.0.0");
-    let next = bundle(&site, &v2, 1, &keys.secret("retailer"), &[]);
+    let next = r.bundle(&site, "echo", "beacon", "2.0.0", 1);
     let pusher = std::process::Command::new(env!("CARGO_BIN_EXE_probegate"))
         .current_dir(site.dir.path())
         .args([
@@ -420,7 +412,7 @@ fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
         ])
         .args([
             "--port",
-            &broker.port.to_string(),
+            &r.broker.port.to_string(),
             "--to-gateway",
             "test-store/gw-1",
         ])
@@ -430,7 +422,7 @@ fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
         .unwrap();
     let mut pusher = scopeguard(pusher);
     assert!(
-        sub.wait_until(
+        r.sub.wait_until(
             |sub| sub
                 .plugin_statuses("beacon")
                 .iter()
@@ -438,14 +430,14 @@ fn a_daemon_killed_during_an_install_comes_back_with_the_old_set() {
             Duration::from_secs(20)
         ),
         "{:?}",
-        sub.plugin_statuses("beacon")
+        r.sub.plugin_statuses("beacon")
     );
     stream.feed_to(2, 8);
     stream.kill();
     let _ = pusher.0.kill();
 
     // Back up: the interrupted install is undone before any plugin loads.
-    let sub = Subscriber::start(broker);
+    let sub = Subscriber::start(&r.broker);
     let stream = site.replay_stream(CAPTURE);
     let out = stream.finish();
     let stderr = text(&out.stderr);
@@ -493,16 +485,9 @@ fn scopeguard(child: std::process::Child) -> Guard {
 #[test]
 fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
     let r = Retailer::new();
-    let Retailer {
-        broker,
-        sub,
-        scratch,
-        keys,
-        public,
-    } = &r;
     let sites: Vec<Site> = (1..=3)
         .map(|n| {
-            let site = bundle_site(broker, public, 1, "");
+            let site = bundle_site(&r.broker, &r.public, 1, "");
             let config = std::fs::read_to_string(&site.config)
                 .unwrap()
                 .replace("id = \"gw-1\"", &format!("id = \"gw-{n}\""));
@@ -510,13 +495,12 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
             site
         })
         .collect();
-    let mut streams: Vec<Stream> = sites.iter().map(|s| feeding(s, sub)).collect();
+    let mut streams: Vec<Stream> = sites.iter().map(|s| feeding(s, &r.sub)).collect();
 
-    let wasm = plugin_as(scratch.path(), "visitor_counter", "counter", "1.0.0");
-    let b = bundle(&sites[0], &wasm, 1, &keys.secret("retailer"), &[]);
+    let b = r.bundle(&sites[0], "visitor_counter", "counter", "1.0.0", 1);
     let printed = ok(&push(
         &sites[0],
-        broker,
+        &r.broker,
         &b,
         &[
             "--site",
@@ -539,9 +523,13 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
         "{printed}"
     );
     // The same for every gateway of every site.
-    let v2 = plugin_as(scratch.path(), "visitor_counter", "counter", "1.1.0");
-    let b2 = bundle(&sites[0], &v2, 2, &keys.secret("retailer"), &[]);
-    let printed = ok(&push(&sites[0], broker, &b2, &["--fleet", "--expect", "3"]));
+    let b2 = r.bundle(&sites[0], "visitor_counter", "counter", "1.1.0", 2);
+    let printed = ok(&push(
+        &sites[0],
+        &r.broker,
+        &b2,
+        &["--fleet", "--expect", "3"],
+    ));
     assert_eq!(printed.matches("\"installed\"").count(), 3, "{printed}");
     for s in &mut streams {
         s.feed_to(4, 8);
@@ -550,7 +538,7 @@ fn site_and_fleet_pushes_reach_every_gateway_and_report_each_result() {
         let out = s.finish();
         assert!(out.status.success(), "gw-{}: {}", n + 1, text(&out.stderr));
     }
-    assert_eq!(results(sub).len(), 6);
+    assert_eq!(results(&r.sub).len(), 6);
 }
 
 #[test]
