@@ -11,6 +11,7 @@ pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod dot11;
+pub mod flash;
 pub mod pipeline;
 pub mod plugins;
 pub mod privacy;

@@ -522,11 +522,8 @@ impl Installer {
                 .join(format!("{name}.{ext}"));
             let target = dir.join(format!("{name}.{ext}"));
             match std::fs::read(&kept) {
-                Ok(bytes) => {
-                    let tmp = dir.join(format!(".{name}.{ext}.old"));
-                    write_synced(&tmp, &bytes)?;
-                    std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
-                }
+                Ok(bytes) => crate::flash::replace(&target, &bytes)
+                    .map_err(|e| format!("{}: {e}", target.display()))?,
                 Err(_) => {
                     let _ = std::fs::remove_file(&target);
                 }
@@ -573,15 +570,10 @@ fn host_output(
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::flash::write_synced(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::result::Result<(), String> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(|e| format!("{}: {e}", dir.display()))
+    let path = dir.join(name);
+    crate::flash::replace(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -368,13 +368,7 @@ impl Registry {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err("create the directory of", e))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        if let Err(e) = std::fs::write(&tmp, text) {
-            // A full flash, most likely: the partial copy would only take the room.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err("write", e));
-        }
-        std::fs::rename(&tmp, path).map_err(|e| err("replace", e))
+        crate::flash::replace(path, &text).map_err(|e| err("write", e))
     }
 }
 
@@ -557,7 +551,7 @@ mod tests {
         )))
         .unwrap();
         // The flash is full: the registry's new copy is the kernel's always-full device.
-        std::os::unix::fs::symlink("/dev/full", path.with_extension("json.tmp")).unwrap();
+        std::os::unix::fs::symlink("/dev/full", crate::flash::temporary(&path)).unwrap();
         let planned = format!(
             r#"{{"op":"replace","entries":[{{"id":"{a}","status":"opt-out"}},{{"id":"{b}","status":"opt-out"}},{{"id":"{c}","status":"opt-in","token":"t-3"}}]}}"#
         );
@@ -579,7 +573,7 @@ mod tests {
         );
         assert_eq!(r.summary().version, 1, "the version counts saved commands");
         // Nothing half-written is left; the file still holds the last saved registry.
-        assert!(!path.with_extension("json.tmp").exists());
+        assert!(!crate::flash::temporary(&path).exists());
         let on_flash = Registry::open(path).unwrap();
         assert_eq!(on_flash.summary().opt_in, 1);
     }

@@ -8,7 +8,6 @@
 use super::outbox::Entry;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Serialize, Deserialize)]
@@ -94,14 +93,8 @@ impl Spool {
         let id = self.next;
         self.next += 1;
         let path = self.dir.join(format!("seg-{id:012}.jsonl"));
-        let tmp = self.dir.join(format!(".seg-{id:012}.tmp"));
-        let written = write_segment(&tmp, entries).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            // A full flash is the likely cause: what was written so far would only take the
-            // room the next attempt needs. The messages stay in the outbox, in RAM.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        // The messages stay in the outbox, in RAM, if this fails (a full flash).
+        crate::flash::replace(&path, &segment(entries)?)?;
         self.live.insert(id, entries.len());
         Ok(id)
     }
@@ -126,20 +119,18 @@ impl Spool {
     }
 }
 
-fn write_segment(path: &Path, entries: &[&Entry]) -> std::io::Result<()> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+fn segment(entries: &[&Entry]) -> std::io::Result<Vec<u8>> {
+    let mut text = Vec::new();
     for e in entries {
         let line = Line {
             topic: e.topic.clone(),
             retain: e.retain,
             body: String::from_utf8_lossy(&e.body).into_owned(),
         };
-        serde_json::to_writer(&mut file, &line)?;
-        file.write_all(b"\n")?;
+        serde_json::to_writer(&mut text, &line)?;
+        text.push(b'\n');
     }
-    file.into_inner()
-        .map_err(std::io::IntoInnerError::into_error)?
-        .sync_all()
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -191,7 +182,8 @@ mod tests {
         let (mut spool, _) = Spool::open(dir.path()).unwrap();
         // The next segment's file is the kernel's always-full device: every write to it
         // fails with ENOSPC, as on a flash with no room left.
-        let doomed = dir.path().join(format!(".seg-{:012}.tmp", spool.next));
+        let next = dir.path().join(format!("seg-{:012}.jsonl", spool.next));
+        let doomed = crate::flash::temporary(&next);
         std::os::unix::fs::symlink("/dev/full", &doomed).unwrap();
         let (a, b) = (entry(1), entry(2));
         let e = spool.write(&[&a, &b]).unwrap_err();
@@ -208,7 +200,7 @@ mod tests {
     #[test]
     fn a_half_written_segment_is_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join(".seg-000000000007.tmp");
+        let tmp = crate::flash::temporary(&dir.path().join("seg-000000000007.jsonl"));
         std::fs::write(&tmp, "{\"topic\":\"t/1\",\"retain\":false,\"bo").unwrap();
         let (_, back) = Spool::open(dir.path()).unwrap();
         assert!(back.is_empty());
