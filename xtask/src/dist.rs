@@ -96,20 +96,7 @@ const TARGETS: &[Target] = &[
         elf_machine: 8,
         elf_bits: 32,
         build_std: true,
-        rustflags: &[
-            // zig brings musl and the C runtime objects; Rust's own copies would clash.
-            "-Clink-self-contained=no",
-            // Rust's mipsel musl target links dynamically by default; routers need static.
-            "-Ctarget-feature=+crt-static",
-            // zig's musl is 1.2, whose time fields are 64 bits wide on 32-bit CPUs (its
-            // `struct timeval` is 16 bytes), and libpcap is compiled against it; without this
-            // cfg the libc crate keeps musl 1.1's 8-byte timeval for pcap's packet header.
-            // (Reported to read as caplen 0; a build without it still replayed the check's
-            // capture correctly here on 2026-11-30, libc 0.2.191 and zig 0.17.1, so the
-            // replay check alone may not catch its absence.)
-            "--cfg",
-            "libc_unstable_musl_v1_2",
-        ],
+        rustflags: ZIG_MUSL_32,
         // No Cranelift backend for 32-bit CPUs: wasmtime runs Pulley bytecode.
         features: "",
         precompile_for: Some("pulley32"),
@@ -126,13 +113,7 @@ const TARGETS: &[Target] = &[
         elf_bits: 32,
         // rustup lists a std for this target, but it could not be downloaded here.
         build_std: true,
-        // As for mipsel: zig's C runtime, static, musl 1.2's 64-bit time fields.
-        rustflags: &[
-            "-Clink-self-contained=no",
-            "-Ctarget-feature=+crt-static",
-            "--cfg",
-            "libc_unstable_musl_v1_2",
-        ],
+        rustflags: ZIG_MUSL_32,
         // Cranelift has no 32-bit ARM backend either.
         features: "",
         precompile_for: Some("pulley32"),
@@ -155,6 +136,22 @@ const TARGETS: &[Target] = &[
         precompile_for: Some("x86_64-unknown-linux-musl"),
         unit_tests: false,
     },
+];
+
+/// rustc flags for the 32-bit targets, whose std is built here (build-std) and linked by zig.
+const ZIG_MUSL_32: &[&str] = &[
+    // zig brings musl and the C runtime objects; Rust's own copies would clash.
+    "-Clink-self-contained=no",
+    // Rust's 32-bit musl targets link dynamically by default; routers need static.
+    "-Ctarget-feature=+crt-static",
+    // zig's musl is 1.2, whose time fields are 64 bits wide on 32-bit CPUs (its
+    // `struct timeval` is 16 bytes), and libpcap is compiled against it; without this cfg the
+    // libc crate keeps musl 1.1's 8-byte timeval for pcap's packet header. (Reported to read
+    // as caplen 0; a build without it still replayed the check's capture correctly here on
+    // 2026-11-30, libc 0.2.191 and zig 0.17.1, so the replay check alone may not catch its
+    // absence.)
+    "--cfg",
+    "libc_unstable_musl_v1_2",
 ];
 
 /// `--full`: the variant that compiles plugins on the router (64-bit CPUs only), for stores
@@ -869,8 +866,9 @@ fn work_name(target: &Target) -> String {
     format!("{}_{}", target.package, target.opkg_arch)
 }
 
-/// The control lines by which the full variant takes the default package's place.
-fn replaces(target: &Target) -> String {
+/// The control lines that keep the two variants apart: the full one provides `probegate`,
+/// and each conflicts with the other.
+fn variant_fields(target: &Target) -> String {
     if target.package == PACKAGE {
         // Declared both ways, so opkg names the conflict whichever is installed first
         // (otherwise it only sees clashing files, and --force-overwrite would keep both).
@@ -908,7 +906,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     let control_text = format!(
         "Package: {}\nVersion: {version}\nDepends: libc\n{}License: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
         target.package,
-        replaces(target),
+        variant_fields(target),
         target.opkg_arch,
         description()?
     );
