@@ -278,9 +278,37 @@ pub struct LimitsConfig {
     /// Most publishes to one stream per minute of pipeline time (bursts up to this many).
     #[serde(default = "default_outputs_per_stream_per_minute")]
     pub max_outputs_per_stream_per_minute: u32,
+    /// Most publishes one plugin may make per minute of pipeline time across all its
+    /// streams (bursts up to this many), so many streams buy no more room than one.
+    #[serde(default = "default_outputs_per_minute")]
+    pub max_outputs_per_minute: u32,
+    /// Most payload bytes one plugin may publish per minute of pipeline time, all streams
+    /// together (at least `max_output_bytes`).
+    #[serde(default = "spanned_output_bytes_per_minute")]
+    pub max_output_bytes_per_minute: Spanned<u32>,
+    /// Most log lines one plugin may write per minute (wall time, bursts up to this many);
+    /// the next line after a pause says how many were suppressed.
+    #[serde(default = "default_log_lines_per_minute")]
+    pub log_lines_per_minute: u32,
     /// Bytes of key-value state (keys and values) one plugin may hold.
     #[serde(default = "default_state_bytes")]
     pub state_bytes: u32,
+    /// Core wasm instances, tables and memories one plugin's component may create, unless
+    /// its [[plugin]] table says otherwise. A Rust or C plugin needs a few instances, one
+    /// memory; components with a language runtime (Python, JavaScript) need more.
+    #[serde(default = "default_instances")]
+    pub instances: Spanned<u32>,
+    #[serde(default = "default_tables")]
+    pub tables: Spanned<u32>,
+    #[serde(default = "default_memories")]
+    pub memories: Spanned<u32>,
+    /// The most a [[plugin]] table may grant of each (`limits = { instances = 40 }`).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    #[serde(default = "default_max_tables")]
+    pub max_tables: u32,
+    #[serde(default = "default_max_memories")]
+    pub max_memories: u32,
     /// Load plugin files precompiled off the router (`probegate plugin precompile`). Their
     /// code is not validated when loaded, so this trusts whoever can write any plugin path.
     #[serde(default)]
@@ -295,7 +323,16 @@ impl Default for LimitsConfig {
             max_output_bytes: spanned_output_bytes(),
             max_outputs_per_call: default_outputs_per_call(),
             max_outputs_per_stream_per_minute: default_outputs_per_stream_per_minute(),
+            max_outputs_per_minute: default_outputs_per_minute(),
+            max_output_bytes_per_minute: spanned_output_bytes_per_minute(),
+            log_lines_per_minute: default_log_lines_per_minute(),
             state_bytes: default_state_bytes(),
+            instances: default_instances(),
+            tables: default_tables(),
+            memories: default_memories(),
+            max_instances: default_max_instances(),
+            max_tables: default_max_tables(),
+            max_memories: default_max_memories(),
             trust_precompiled: false,
         }
     }
@@ -317,6 +354,20 @@ pub struct PluginConfig {
     /// loaded. Default: `["signal", "frequency"]`.
     #[serde(default)]
     pub allow: Option<Spanned<Vec<String>>>,
+    /// This plugin's own instance, table and memory counts, up to `[limits]`'s `max_*`.
+    #[serde(default)]
+    pub limits: Option<PluginLimitsConfig>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimitsConfig {
+    /// Core wasm instances the component may create (default `[limits] instances`).
+    pub instances: Option<Spanned<u32>>,
+    /// Tables (default `[limits] tables`).
+    pub tables: Option<Spanned<u32>>,
+    /// Linear memories (default `[limits] memories`).
+    pub memories: Option<Spanned<u32>>,
 }
 
 fn default_session_expiry() -> u32 {
@@ -416,6 +467,33 @@ fn default_outputs_per_call() -> u32 {
 fn default_outputs_per_stream_per_minute() -> u32 {
     120
 }
+fn default_outputs_per_minute() -> u32 {
+    240
+}
+fn spanned_output_bytes_per_minute() -> Spanned<u32> {
+    Spanned::new(0..0, 1 << 20)
+}
+fn default_log_lines_per_minute() -> u32 {
+    60
+}
+fn default_instances() -> Spanned<u32> {
+    Spanned::new(0..0, 16)
+}
+fn default_tables() -> Spanned<u32> {
+    Spanned::new(0..0, 16)
+}
+fn default_memories() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn default_max_instances() -> u32 {
+    64
+}
+fn default_max_tables() -> u32 {
+    64
+}
+fn default_max_memories() -> u32 {
+    4
+}
 fn default_state_bytes() -> u32 {
     64 * 1024
 }
@@ -501,6 +579,21 @@ impl Config {
                 format!("limits.max_output_bytes must be between 1 and {MAX_OUTPUT_BYTES}"),
             ));
         }
+        let l = &self.limits;
+        let per_minute = &l.max_output_bytes_per_minute;
+        if per_minute.get_ref() < out.get_ref() {
+            return Err(Invalid::at(
+                per_minute,
+                "limits.max_output_bytes_per_minute must be at least limits.max_output_bytes, or no message of the largest size could ever be published",
+            ));
+        }
+        for (key, value, max) in [
+            ("instances", &l.instances, l.max_instances),
+            ("tables", &l.tables, l.max_tables),
+            ("memories", &l.memories, l.max_memories),
+        ] {
+            check_count(&format!("limits.{key}"), value, max, &format!("max_{key}"))?;
+        }
         let b = &self.bundles;
         for key in b.trusted_keys.iter().chain(&b.trusted_precompiled_keys) {
             if let Err(e) = crate::bundle::signing::public_key(key.get_ref()) {
@@ -526,6 +619,22 @@ impl Config {
                                 Capability::ALL.map(|c| c.as_str()).join(", ")
                             ),
                         ));
+                    }
+                }
+            }
+            if let Some(own) = &plugin.limits {
+                for (key, value, max) in [
+                    ("instances", &own.instances, l.max_instances),
+                    ("tables", &own.tables, l.max_tables),
+                    ("memories", &own.memories, l.max_memories),
+                ] {
+                    if let Some(value) = value {
+                        check_count(
+                            &format!("plugin.limits.{key}"),
+                            value,
+                            max,
+                            &format!("[limits] max_{key}"),
+                        )?;
                     }
                 }
             }
@@ -585,6 +694,19 @@ impl PluginConfig {
         }
     }
 
+    /// This plugin's own instance, table and memory counts (validated at parse time).
+    pub fn instance_limits(&self) -> crate::plugins::InstanceLimits {
+        let own = |v: Option<&Spanned<u32>>| v.map(|v| *v.get_ref());
+        match &self.limits {
+            Some(l) => crate::plugins::InstanceLimits {
+                instances: own(l.instances.as_ref()),
+                tables: own(l.tables.as_ref()),
+                memories: own(l.memories.as_ref()),
+            },
+            None => Default::default(),
+        }
+    }
+
     /// The plugin's config table as the JSON object `init` receives.
     pub fn config_json(&self) -> String {
         match &self.config {
@@ -612,6 +734,19 @@ impl Invalid {
             span: value.span(),
             message: message.to_string(),
         }
+    }
+}
+
+/// A count of instances, tables or memories: at least 1 and at most the site's `max`.
+fn check_count(key: &str, value: &Spanned<u32>, max: u32, max_key: &str) -> Result<(), Invalid> {
+    let n = *value.get_ref();
+    if (1..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(Invalid::at(
+            value,
+            format!("{key} must be between 1 and {max} ({max_key})"),
+        ))
     }
 }
 

@@ -236,7 +236,7 @@ pub fn serve(
                             payload: payload.to_vec(),
                         });
                         if message_tx.try_send(message).is_err() {
-                            tracing::warn!(plugin, "plugin message dropped: too many queued");
+                            tracing::warn!(plugin = %crate::untrusted::Escaped::new(plugin), "plugin message dropped: too many queued");
                         }
                         return None;
                     }

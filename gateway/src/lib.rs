@@ -19,3 +19,4 @@ pub mod publish;
 #[cfg(feature = "tail")]
 pub mod tail;
 pub mod telemetry;
+pub mod untrusted;

@@ -222,7 +222,7 @@ impl PluginStage {
         let runner = self.runners.iter_mut().find(|r| r.name() == message.plugin);
         let (Some(runner), Ok(payload)) = (runner, std::str::from_utf8(&message.payload)) else {
             Counters::add(&self.counters.plugin_messages_refused, 1);
-            tracing::warn!(plugin = %message.plugin, "message for an unknown plugin, or not UTF-8: dropped");
+            tracing::warn!(plugin = %crate::untrusted::Escaped::new(&message.plugin), "message for an unknown plugin, or not UTF-8: dropped");
             return;
         };
         // Sightings collected before the message are judged by the rules before it.
@@ -389,7 +389,9 @@ fn count_call(counters: &Counters, runner: &mut PluginRunner, outcome: &CallOutc
             Counters::add(&counters.plugin_traps, 1);
         }
         CallOutcome::NotRunning => Counters::add(&counters.plugin_start_failures, 1),
-        CallOutcome::BackingOff => Counters::add(&counters.plugin_calls_skipped, 1),
+        CallOutcome::BackingOff | CallOutcome::Failed => {
+            Counters::add(&counters.plugin_calls_skipped, 1)
+        }
     }
 }
 

@@ -148,7 +148,13 @@ mod tests {
             max_output_bytes: 16384,
             max_outputs_per_call: 64,
             max_outputs_per_stream_per_minute: 120,
+            max_outputs_per_minute: 240,
+            max_output_bytes_per_minute: 1 << 20,
+            log_lines_per_minute: 60,
             state_bytes: 1024,
+            instances: 16,
+            tables: 16,
+            memories: 2,
             min_cell: 1,
             trust_precompiled: true,
         };
@@ -157,7 +163,13 @@ mod tests {
         )
         .unwrap();
         let manifest = std::sync::Arc::new(Manifest::parse(&manifest).unwrap());
-        let host = HostState::new("vc".into(), limits, manifest, State::default());
+        let host = HostState::new(
+            "vc".into(),
+            limits,
+            manifest,
+            State::default(),
+            Default::default(),
+        );
         let mut store = Store::new(&engine, host);
         store.limiter(|s| &mut s.store_limits);
         store.set_fuel(10_000_000).unwrap();

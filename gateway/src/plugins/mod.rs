@@ -17,9 +17,10 @@ mod state;
 pub use bindings::Verdict;
 pub use manifest::Kind;
 pub use runner::{CallOutcome, Delivery, PluginRunner, PluginStatus, status_output};
-pub use sandbox::{Limits, Output, OutputKind};
+pub use sandbox::{InstanceLimits, Limits, Output, OutputKind};
 
 use crate::config::Config;
+use crate::untrusted::Escaped;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,11 @@ pub enum PluginError {
     Refused { name: String, reason: String },
     #[error("plugin {name}: init refused to start: {reason}")]
     Init { name: String, reason: String },
+    /// A fault that another attempt would only repeat (the component cannot be
+    /// instantiated within its limits, or its init refused its config): not retried until
+    /// the plugin's file or the daemon's config changes.
+    #[error("plugin {name}: {reason} (not retried until the plugin or its config changes)")]
+    Failed { name: String, reason: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
@@ -74,6 +80,7 @@ impl PluginSet {
                     config.plugin_path(plugin),
                     plugin.config_json(),
                     plugin.granted(),
+                    plugin.instance_limits(),
                 )
             })
             .collect();
@@ -90,15 +97,15 @@ impl PluginSet {
                 &w.name,
                 &w.path,
                 w.config_json.clone(),
-                limits.clone(),
+                limits.with(w.own_limits),
                 &w.granted,
             );
             let mut runner = match (loaded, mode) {
                 (Ok(runner), _) => runner,
                 (Err(e), LoadMode::Strict) => return Err(e),
                 (Err(e), LoadMode::Tolerant) => {
-                    tracing::error!("{e}; running without it");
                     let reason = e.to_string();
+                    tracing::error!("{}; running without it", Escaped::bounded(&reason, 2048));
                     let status = PluginStatus {
                         state: "failed",
                         failures: 1,

@@ -8,9 +8,10 @@
 
 use super::manifest::{self, Capability};
 use super::runner::{PluginStatus, status_output};
-use super::sandbox::{HostState, Limits, Output};
+use super::sandbox::{HostState, InstanceLimits, Limits, Output};
 use super::{PluginError, PluginRunner};
 use crate::config::is_valid_name;
+use crate::untrusted::Escaped;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::Engine;
@@ -27,6 +28,8 @@ pub struct Watched {
     pub path: PathBuf,
     pub config_json: String,
     pub granted: Vec<Capability>,
+    /// Its own instance, table and memory counts from its [[plugin]] table.
+    pub own_limits: InstanceLimits,
     stamp: Stamp,
 }
 
@@ -36,6 +39,7 @@ impl Watched {
         path: PathBuf,
         config_json: String,
         granted: Vec<Capability>,
+        own_limits: InstanceLimits,
     ) -> Watched {
         let stamp = stamp(&path);
         Watched {
@@ -43,6 +47,7 @@ impl Watched {
             path,
             config_json,
             granted,
+            own_limits,
             stamp,
         }
     }
@@ -90,10 +95,16 @@ pub fn discover(dir: &Path, known: &[Watched]) -> Vec<Watched> {
         .filter_map(|path| {
             let name = path.file_stem()?.to_str()?.to_owned();
             if !is_valid_name(&name) || known.iter().any(|w| w.name == name) {
-                tracing::warn!(file = %path.display(), "not a usable plugin name (a-z, 0-9, '-', '_', unique): skipped");
+                tracing::warn!(file = %Escaped::new(&path.display().to_string()), "not a usable plugin name (a-z, 0-9, '-', '_', unique): skipped");
                 return None;
             }
-            let mut w = Watched::new(name, path, "{}".into(), Capability::DEFAULT_GRANT.to_vec());
+            let mut w = Watched::new(
+                name,
+                path,
+                "{}".into(),
+                Capability::DEFAULT_GRANT.to_vec(),
+                InstanceLimits::default(),
+            );
             // Seen for the first time: load it at this check, whatever its stamp.
             w.stamp = None;
             Some(w)
@@ -175,7 +186,7 @@ impl Reloader {
                         tracing::info!(plugin = %name, "plugin reloaded");
                     }
                     Err(e) => {
-                        tracing::warn!(plugin = %name, error = %e, "new plugin version refused; the running one carries on");
+                        tracing::warn!(plugin = %name, error = %Escaped::bounded(&e.to_string(), 2048), "new plugin version refused; the running one carries on");
                         report(out, &name, now_ms, "reload_failed", Some(&e.to_string()));
                     }
                 },
@@ -198,7 +209,7 @@ impl Reloader {
             &w.name,
             &w.path,
             w.config_json.clone(),
-            self.limits.clone(),
+            self.limits.with(w.own_limits),
             &w.granted,
         )?;
         if let Some(current) = current {

@@ -4,11 +4,12 @@ use super::PluginError;
 use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
 use super::health::Health;
 use super::manifest::{Capability, Kind, Manifest};
-use super::sandbox::{HostState, Limits, Output, OutputKind};
+use super::sandbox::{Budget, HostState, Limits, Output, OutputKind};
 use super::state::State;
 use crate::privacy::{PseudonymSpace, Sighting};
+use crate::untrusted::{self, Escaped};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
@@ -31,6 +32,8 @@ pub enum CallOutcome {
     NotRunning,
     /// The plugin failed recently and sits out its back-off; the call was skipped.
     BackingOff,
+    /// The plugin cannot start and is not retried (see [`PluginError::Failed`]); skipped.
+    Failed,
 }
 
 /// The two kinds of plugin, as instantiated from their worlds.
@@ -70,7 +73,15 @@ pub struct PluginRunner {
     trap_log: WarnLimiter,
     restart_log: WarnLimiter,
     refusal_log: WarnLimiter,
+    /// What it may still publish and log, across its instances.
+    budget: Arc<Mutex<Budget>>,
+    /// Why it cannot start, once that is known not to change by trying again.
+    failed_for_good: Option<String>,
 }
+
+/// A status reason (an init error, a trap, a load error) is cut to this many bytes: the
+/// plugin's status is retained at the broker and must stay small.
+pub const MAX_REASON: usize = 512;
 
 /// A plugin that fails on every call must not flood the router's small log ring: the first
 /// failure is logged, then at most one line per interval saying how many followed.
@@ -88,7 +99,12 @@ impl WarnLimiter {
             self.unlogged += 1;
             return;
         }
-        tracing::warn!(plugin, detail, since_last_line = self.unlogged, "{message}");
+        tracing::warn!(
+            plugin,
+            detail = %Escaped::new(detail),
+            since_last_line = self.unlogged,
+            "{message}"
+        );
         self.last = Some(Instant::now());
         self.unlogged = 0;
     }
@@ -160,6 +176,8 @@ impl PluginRunner {
             trap_log: WarnLimiter::default(),
             restart_log: WarnLimiter::default(),
             refusal_log: WarnLimiter::default(),
+            budget: Arc::default(),
+            failed_for_good: None,
         })
     }
 
@@ -174,7 +192,7 @@ impl PluginRunner {
 
     /// Whether the plugin is down: trapped and backing off, or unable to start.
     pub fn is_failing(&self) -> bool {
-        self.live.is_none() && self.health.failures() > 0
+        self.live.is_none() && (self.health.failures() > 0 || self.failed_for_good.is_some())
     }
 
     pub fn kind(&self) -> Kind {
@@ -210,13 +228,36 @@ impl PluginRunner {
         std::mem::take(&mut self.refused)
     }
 
-    /// Starts the plugin and reports it: "running", or "backing_off" with the reason (it is
-    /// retried on a later call). The error is returned for callers that must refuse to go on.
+    /// Starts the plugin and reports it: "running"; "backing_off" with the reason (it is
+    /// retried on a later call); or "failed" when trying again could only fail again. The
+    /// error is returned for callers that must refuse to go on.
     pub fn launch(&mut self, now_ms: u64, out: &mut Vec<Output>) -> Result<(), PluginError> {
         match self.start(now_ms) {
             Ok(()) => {
                 self.report_running(out, now_ms);
                 Ok(())
+            }
+            Err(e @ PluginError::Failed { .. }) => {
+                let reason = e.to_string();
+                tracing::error!(
+                    plugin = %self.name,
+                    reason = %Escaped::new(&reason),
+                    "plugin cannot start; it stays stopped"
+                );
+                self.health.failed(now_ms);
+                let status = PluginStatus {
+                    state: "failed",
+                    failures: self.health.failures(),
+                    traps: self.traps,
+                    reason: Some(&reason),
+                    retry_at_ms: None,
+                    failed_call_us: None,
+                    version: Some(&self.manifest.version),
+                    kind: Some(self.manifest.kind.as_str()),
+                };
+                out.push(status_output(self.name.clone(), now_ms, &status));
+                self.failed_for_good = Some(reason);
+                Err(e)
             }
             Err(e) => {
                 self.restart_log
@@ -230,21 +271,29 @@ impl PluginRunner {
     /// Instantiates and initialises the plugin at pipeline time `now_ms`; an error leaves it
     /// not running. What init publishes goes out with the next call's outputs.
     pub(super) fn start(&mut self, now_ms: u64) -> Result<(), PluginError> {
-        let init_err = |reason: String| PluginError::Init {
+        // Whatever the plugin hands back is cut before it is kept anywhere: a 4 MiB error
+        // must not become 4 MiB statuses.
+        let bounded = |reason: &str| untrusted::bound(reason, MAX_REASON).into_owned();
+        let init_err = |reason: &str| PluginError::Init {
             name: self.name.to_string(),
-            reason,
+            reason: bounded(reason),
+        };
+        let for_good = |reason: String| PluginError::Failed {
+            name: self.name.to_string(),
+            reason: bounded(&reason),
         };
         let host = HostState::new(
             self.name.clone(),
             self.limits.clone(),
             self.manifest.clone(),
             std::mem::take(&mut self.state),
+            self.budget.clone(),
         );
         let mut store = Store::new(&self.engine, host);
         store.limiter(|s| &mut s.store_limits);
         store
             .set_fuel(self.limits.fuel_per_call)
-            .map_err(|e| init_err(e.to_string()))?;
+            .map_err(|e| init_err(&e.to_string()))?;
         let instance = match self.manifest.kind {
             Kind::Analytics => {
                 analytics::Analytics::instantiate(&mut store, &self.component, &self.linker)
@@ -255,9 +304,17 @@ impl PluginRunner {
         };
         let instance = match instance {
             Ok(instance) => instance,
+            // Instantiation does the same thing every time: more instances, tables or
+            // memory than the limits allow, or an import the host lacks, stays so.
             Err(e) => {
                 self.state = std::mem::take(&mut store.data_mut().state);
-                return Err(init_err(format!("{e:#}")));
+                let text = format!("{e:#}");
+                let hint = if text.contains("count too high") {
+                    " (a [[plugin]] table may raise it: limits = { instances = N, tables = N, memories = N }, up to [limits] max_instances, max_tables, max_memories)"
+                } else {
+                    ""
+                };
+                return Err(for_good(format!("cannot instantiate: {text}{hint}")));
             }
         };
         store.data_mut().begin_call(now_ms);
@@ -270,13 +327,17 @@ impl PluginRunner {
                 self.live = Some(Live { store, instance });
                 Ok(())
             }
+            // The plugin's own verdict on its config: the same config gets the same answer.
             Ok(Err(reason)) => {
                 self.state = std::mem::take(&mut store.data_mut().state);
-                Err(init_err(reason))
+                Err(for_good(format!(
+                    "init refused to start: {}",
+                    untrusted::bound(&reason, MAX_REASON)
+                )))
             }
             Err(trap) => {
                 self.state = std::mem::take(&mut store.data_mut().state);
-                Err(init_err(format!("trapped: {}", trap_text(&trap))))
+                Err(init_err(&format!("trapped: {}", trap_text(&trap))))
             }
         }
     }
@@ -444,6 +505,9 @@ impl PluginRunner {
         f: impl FnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> (CallOutcome, Option<R>) {
         if self.live.is_none() {
+            if self.failed_for_good.is_some() {
+                return (CallOutcome::Failed, None);
+            }
             if !self.health.may_run(now_ms) {
                 return (CallOutcome::BackingOff, None);
             }
@@ -550,7 +614,14 @@ pub struct PluginStatus<'a> {
 }
 
 pub fn status_output(plugin: Arc<str>, now_ms: u64, status: &PluginStatus) -> Output {
-    let json = serde_json::to_string(status).expect("status serialises");
+    // Every reason is cut and escaped here, whoever built the status: it is retained at the
+    // broker, and shown to people.
+    let reason = status.reason.map(|r| untrusted::escape(r, MAX_REASON));
+    let status = PluginStatus {
+        reason: reason.as_deref(),
+        ..*status
+    };
+    let json = serde_json::to_string(&status).expect("status serialises");
     Output {
         plugin,
         stream: "status".into(),
@@ -561,12 +632,13 @@ pub fn status_output(plugin: Arc<str>, now_ms: u64, status: &PluginStatus) -> Ou
 }
 
 fn trap_text(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
+    let text = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{e:#}")
             .lines()
             .next()
             .unwrap_or("unknown error")
             .to_owned(),
-    }
+    };
+    untrusted::bound(&text, MAX_REASON).into_owned()
 }

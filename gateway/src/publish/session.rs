@@ -10,7 +10,7 @@
 
 use super::envelope::{Envelope, Identity, Status, Topics};
 use super::link::{self, Clients, Happened, Links, MqttProtocol, Negotiation, Version};
-use super::outbox::{Delivered, Entry, Gap, Outbox, Priority};
+use super::outbox::{Delivered, Dropped, Entry, Outbox, Priority};
 use super::spool::Spool;
 use crate::atomic64::AtomicU64;
 use crate::config::MqttConfig;
@@ -220,6 +220,8 @@ impl Session {
             commands: commands_tx,
             pending_commands: std::collections::VecDeque::new(),
             pending_command_bytes: 0,
+            gaps_reported: std::time::Instant::now(),
+            drop_log: HashMap::new(),
         };
         let tasks = vec![
             tokio::spawn(transport.run()),
@@ -300,12 +302,16 @@ impl Session {
             .get(&format!("{}/{}", output.plugin, output.stream))
             .copied()
             .unwrap_or_default();
+        // Only a plugin's own streams can be dropped for room, and they count against its
+        // share of the outbox; what the host reports about it (status, bundles) cannot.
+        let owner = (output.kind == OutputKind::Stream).then(|| output.plugin.clone());
         self.queue(Entry {
             seq: Some(self.seq),
             topic,
             body,
             retain,
             priority,
+            owner,
         })
         .await;
     }
@@ -505,22 +511,45 @@ struct Driver {
     /// chunks, and none may be lost because the consumer was busy. Bounded by bytes.
     pending_commands: std::collections::VecDeque<(String, Vec<u8>)>,
     pending_command_bytes: usize,
+    /// When drops were last taken from the outbox and reported.
+    gaps_reported: std::time::Instant,
+    drop_log: HashMap<Arc<str>, DropLog>,
 }
 
 /// Commands waiting for the session at most; beyond, new ones are dropped (and logged).
 const MAX_PENDING_COMMAND_BYTES: usize = 32 << 20;
 
-/// A gap record: plugin messages the gateway had to drop, so the back office knows.
+/// A gap record: one plugin's messages the gateway had to drop, so the back office knows.
 #[derive(Serialize)]
 struct GapRecord<'a> {
     v: u8,
     site: &'a str,
     gateway: &'a str,
     boot_id: &'a str,
+    plugin: &'a str,
+    /// The first seq of the first run and the last of the last.
     first_seq: u64,
     last_seq: u64,
+    /// Messages dropped: the sum over the runs.
     count: u64,
+    /// Each run of dropped seqs, `[first, last]`, in order; the seqs between runs arrived.
+    runs: Vec<[u64; 2]>,
     reason: &'a str,
+}
+
+/// How often the drops are taken from the outbox and reported, at most.
+const GAP_EVERY: Duration = Duration::from_secs(1);
+/// Runs in one gap record, at most: a record stays a few KiB.
+const RUNS_PER_RECORD: usize = 128;
+/// One log line per plugin per this long about its dropped messages, at most.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The drops of one plugin not yet logged.
+#[derive(Default)]
+struct DropLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+    runs: u64,
 }
 
 impl Driver {
@@ -558,9 +587,15 @@ impl Driver {
             // Gap records wait for a connection, so that during an outage they neither fill
             // the outbox nor push out the messages they would report; the outbox keeps the
             // runs merged meanwhile.
-            if self.outbox.is_connected() {
-                for gap in self.outbox.take_gaps() {
-                    self.record_gap(gap);
+            // At most one report a second: a flood's drops, scattered between the messages
+            // that went out, merge into a few records rather than one per message.
+            if self.outbox.is_connected()
+                && self.outbox.has_gaps()
+                && self.gaps_reported.elapsed() >= GAP_EVERY
+            {
+                self.gaps_reported = std::time::Instant::now();
+                for dropped in self.outbox.take_gaps() {
+                    self.record_gap(dropped);
                 }
             }
             let spool_due = self
@@ -580,7 +615,10 @@ impl Driver {
                 }
             }
             self.pump();
-            self.unacknowledged.send_replace(self.outbox.len());
+            // Drops not yet reported count as unfinished business: a stopping session waits
+            // for their gap records.
+            self.unacknowledged
+                .send_replace(self.outbox.len() + usize::from(self.outbox.has_gaps()));
         }
     }
 
@@ -633,7 +671,7 @@ impl Driver {
             }
             TransportEvent::Command(topic, payload) => {
                 if self.pending_command_bytes + payload.len() > MAX_PENDING_COMMAND_BYTES {
-                    tracing::warn!(topic, "command dropped: too many waiting");
+                    tracing::warn!(topic = %crate::untrusted::Escaped::new(&topic), "command dropped: too many waiting");
                 } else {
                     self.pending_command_bytes += payload.len();
                     self.pending_commands.push_back((topic, payload));
@@ -647,30 +685,49 @@ impl Driver {
         }
     }
 
-    fn record_gap(&mut self, gap: Gap) {
-        self.stats.dropped.fetch_add(gap.count, Ordering::SeqCst);
-        tracing::warn!(
-            first_seq = gap.first_seq,
-            last_seq = gap.last_seq,
-            count = gap.count,
-            "outbox full: plugin messages dropped"
-        );
-        let record = GapRecord {
-            v: 1,
-            site: &self.identity.site,
-            gateway: &self.identity.gateway,
-            boot_id: &self.identity.boot_id,
-            first_seq: gap.first_seq,
-            last_seq: gap.last_seq,
-            count: gap.count,
-            reason: "outbox_full",
-        };
-        self.stats.sent.fetch_add(1, Ordering::SeqCst);
-        self.outbox.push_unbounded(Entry::host(
-            self.gaps_topic.clone(),
-            serde_json::to_vec(&record).expect("gap record serialises"),
-            false,
-        ));
+    /// Publishes one plugin's drops as gap records of at most [`RUNS_PER_RECORD`] runs, and
+    /// logs them: the first time at once, then at most once a minute per plugin with the
+    /// count since the last line.
+    fn record_gap(&mut self, dropped: Dropped) {
+        let count: u64 = dropped.runs.iter().map(|g| g.count).sum();
+        self.stats.dropped.fetch_add(count, Ordering::SeqCst);
+        let log = self.drop_log.entry(dropped.plugin.clone()).or_default();
+        log.unlogged += count;
+        log.runs += dropped.runs.len() as u64;
+        if log.last.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            tracing::warn!(
+                plugin = %crate::untrusted::Escaped::new(&dropped.plugin),
+                count = log.unlogged,
+                runs = log.runs,
+                first_seq = dropped.runs[0].first_seq,
+                "outbox full: plugin messages dropped (each run in a gap record)"
+            );
+            *log = DropLog {
+                last: Some(std::time::Instant::now()),
+                ..DropLog::default()
+            };
+        }
+        for runs in dropped.runs.chunks(RUNS_PER_RECORD) {
+            let (first, last) = (runs[0], runs[runs.len() - 1]);
+            let record = GapRecord {
+                v: 1,
+                site: &self.identity.site,
+                gateway: &self.identity.gateway,
+                boot_id: &self.identity.boot_id,
+                plugin: &dropped.plugin,
+                first_seq: first.first_seq,
+                last_seq: last.last_seq,
+                count: runs.iter().map(|g| g.count).sum(),
+                runs: runs.iter().map(|g| [g.first_seq, g.last_seq]).collect(),
+                reason: "outbox_full",
+            };
+            self.stats.sent.fetch_add(1, Ordering::SeqCst);
+            self.outbox.push_unbounded(Entry::host(
+                self.gaps_topic.clone(),
+                serde_json::to_vec(&record).expect("gap record serialises"),
+                false,
+            ));
+        }
     }
 
     /// Hands over what the window allows, in order.

@@ -76,6 +76,7 @@ impl Spool {
                         body: line.body.into_bytes(),
                         retain: line.retain,
                         priority: Default::default(),
+                        owner: None,
                     },
                 ));
             }
@@ -144,6 +145,7 @@ mod tests {
             body: format!("{{\"n\":{n}}}").into_bytes(),
             retain: n.is_multiple_of(2),
             priority: Default::default(),
+            owner: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod coupon;
 mod cplugin;
 mod errors;
 mod expect;
+mod fairness;
 mod harness;
 mod occupancy;
 mod outbox;

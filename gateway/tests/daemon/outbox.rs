@@ -136,17 +136,30 @@ fn replay_through_outage(site: &Site, broker: &mut Broker, sub: &Subscriber) -> 
 }
 
 /// Every sequence number the gap records name, each record checked for consistency.
-fn reported_gaps(sub: &Subscriber) -> BTreeSet<u64> {
+pub(crate) fn reported_gaps(sub: &Subscriber) -> BTreeSet<u64> {
     let mut reported = BTreeSet::new();
     for m in sub.messages().iter().filter(|m| m.topic.ends_with("/gaps")) {
         let g = m.json();
-        let (first, last) = (
-            g["first_seq"].as_u64().unwrap(),
-            g["last_seq"].as_u64().unwrap(),
-        );
-        assert_eq!(g["count"].as_u64().unwrap(), last - first + 1);
+        let runs: Vec<(u64, u64)> = g["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+            .collect();
+        assert_eq!(g["first_seq"].as_u64(), Some(runs[0].0));
+        assert_eq!(g["last_seq"].as_u64(), Some(runs[runs.len() - 1].1));
+        let count: u64 = runs.iter().map(|(a, b)| b - a + 1).sum();
+        assert_eq!(g["count"].as_u64(), Some(count));
         assert_eq!(g["reason"], "outbox_full");
-        reported.extend(first..=last);
+        for (first, last) in runs {
+            let before = reported.len();
+            reported.extend(first..=last);
+            assert_eq!(
+                reported.len() as u64 - before as u64,
+                last - first + 1,
+                "reported twice"
+            );
+        }
     }
     reported
 }

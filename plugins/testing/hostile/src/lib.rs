@@ -6,12 +6,18 @@
 //! - `huge-alloc`: ask for 1 GiB at once;
 //! - `recurse`: recurse without end (the wasm stack limit must stop it);
 //! - `flood`: publish 100,000 messages in one call (the per-call limit must refuse them);
-//! - `escape`: publish to stream names that try to leave the plugin's topic namespace.
+//! - `escape`: publish to stream names that try to leave the plugin's topic namespace;
+//! - `stream-flood`: publish `count` (default 64) messages to each of its 100 streams `s0`..`s99`;
+//! - `log-flood`: write `count` (default 100,000) log lines in one call;
+//! - `log-forge`: log a message whose line breaks and escape codes try to forge daemon lines;
+//! - `init-error` (on `init`): refuse to start with a 4 MiB error.
+//!
+//! `count` also sets how many messages `flood` publishes per call (default 100,000).
 //!
 //! When it is not misbehaving it publishes `{"alive": n}` to stream `heartbeat` on each tick,
 //! so a test can tell a contained plugin from a dead one.
 
-use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
+use probegate_sdk::{LogLevel, Plugin, Sighting, export_plugin, log, parse_config, publish};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 
@@ -20,7 +26,14 @@ use std::hint::black_box;
 struct Config {
     act: String,
     on: String,
+    #[serde(default)]
+    count: Option<u64>,
 }
+
+/// What `log-forge` writes: a line break, then what a daemon line looks like, then escape
+/// codes that would clear a terminal and colour the rest.
+pub const FORGED: &str =
+    "harmless\nFORGED  INFO probegate::bundle::install: installed plugin=evil\r\x1b[2J\x1b[31mred";
 
 struct Hostile {
     config: Config,
@@ -42,7 +55,7 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + frame[(depth % 16) as usize]
 }
 
-fn misbehave(act: &str) {
+fn misbehave(act: &str, count: Option<u64>) {
     match act {
         "trap" => panic!("hostile plugin traps as configured"),
         "spin" => {
@@ -64,10 +77,27 @@ fn misbehave(act: &str) {
             black_box(recurse(0));
         }
         "flood" => {
-            for i in 0..100_000u64 {
+            for i in 0..count.unwrap_or(100_000) {
                 let _ = publish("flood", &Alive { alive: i });
             }
         }
+        "stream-flood" => {
+            for s in 0..100 {
+                let stream = format!("s{s}");
+                for i in 0..count.unwrap_or(64) {
+                    let _ = publish(&stream, &Alive { alive: i });
+                }
+            }
+        }
+        "log-flood" => {
+            for i in 0..count.unwrap_or(100_000) {
+                log(
+                    LogLevel::Warn,
+                    &format!("flooding the log, line {i}, with some padding to make it long"),
+                );
+            }
+        }
+        "log-forge" => log(LogLevel::Warn, FORGED),
         "escape" => {
             for stream in [
                 "../status",
@@ -91,7 +121,7 @@ fn misbehave(act: &str) {
 impl Hostile {
     fn at(&self, when: &str) {
         if self.config.on == when {
-            misbehave(&self.config.act);
+            misbehave(&self.config.act, self.config.count);
         }
     }
 }
@@ -102,6 +132,9 @@ impl Plugin for Hostile {
             config: parse_config(config)?,
             ticks: 0,
         };
+        if me.config.act == "init-error" {
+            return Err("e".repeat(4 << 20));
+        }
         me.at("init");
         Ok(me)
     }
