@@ -491,11 +491,31 @@ impl PluginRunner {
     }
 
     pub fn on_stop(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
-        self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_stop(store, now_ms),
-            Instance::Filter(p) => p.call_on_stop(store, now_ms),
-        })
-        .0
+        let outcome = self
+            .call(now_ms, out, |instance, store| match instance {
+                Instance::Analytics(p) => p.call_on_stop(store, now_ms),
+                Instance::Filter(p) => p.call_on_stop(store, now_ms),
+            })
+            .0;
+        self.report_suppressed(true);
+        outcome
+    }
+
+    /// Says how many of the plugin's log lines the rate limit kept out, once a minute at most
+    /// (`now`: at once).
+    fn report_suppressed(&self, now: bool) {
+        let due = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .suppressed_report(now);
+        if let Some(suppressed) = due {
+            tracing::warn!(
+                plugin = %self.name,
+                suppressed,
+                "plugin log lines suppressed (over limits.log_lines_per_minute)"
+            );
+        }
     }
 
     fn call<R>(
@@ -537,6 +557,7 @@ impl PluginRunner {
         }
         self.refused += refused;
         self.refused_total += refused;
+        self.report_suppressed(false);
         match result {
             Ok(r) => {
                 if self.health.succeeded(now_ms) {

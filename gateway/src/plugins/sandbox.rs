@@ -124,8 +124,10 @@ pub struct Budget {
     messages: Option<Bucket>,
     bytes: Option<Bucket>,
     log: Option<Bucket>,
-    /// Log lines refused since the last one written.
+    /// Log lines refused and not yet reported.
     suppressed: u64,
+    /// When suppressed lines were last reported (wall ms).
+    reported_at_ms: u64,
 }
 
 impl Budget {
@@ -161,11 +163,25 @@ impl Budget {
             .log
             .get_or_insert_with(|| Bucket::full(per_minute, now_ms));
         if bucket.take(per_minute, now_ms) {
+            self.reported_at_ms = now_ms;
             Some(std::mem::take(&mut self.suppressed))
         } else {
             self.suppressed += 1;
             None
         }
+    }
+}
+
+impl Budget {
+    /// Log lines suppressed and not yet reported, when a report is due: a minute after the
+    /// last one, or now (`now`: the plugin stops). A flood that never pauses is still told.
+    pub fn suppressed_report(&mut self, now: bool) -> Option<u64> {
+        let due = now || wall_ms() >= self.reported_at_ms + 60_000;
+        if self.suppressed == 0 || !due {
+            return None;
+        }
+        self.reported_at_ms = wall_ms();
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

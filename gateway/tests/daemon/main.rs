@@ -12,6 +12,7 @@ mod errors;
 mod expect;
 mod fairness;
 mod harness;
+mod logs;
 mod occupancy;
 mod outbox;
 mod precompiled;
