@@ -12,6 +12,7 @@ mod errors;
 mod expect;
 mod fairness;
 mod harness;
+mod limits;
 mod logs;
 mod occupancy;
 mod outbox;
