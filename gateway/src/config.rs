@@ -933,6 +933,36 @@ config = { interval_secs = 60 }
     }
 
     #[test]
+    fn a_plugin_may_raise_its_instance_limits_only_up_to_the_sites_maximum() {
+        let own = GOOD.replace(
+            "config = {",
+            "limits = { instances = 40, memories = 3 }\nconfig = {",
+        );
+        let c = Config::parse(Path::new("site.toml"), &own).unwrap();
+        let limits = crate::plugins::Limits::from_config(&c).with(c.plugins[0].instance_limits());
+        assert_eq!(
+            (limits.instances, limits.tables, limits.memories),
+            (40, 16, 3)
+        );
+        let e = err(&own.replace("instances = 40", "instances = 65"));
+        assert!(e.starts_with("site.toml:12:24:"), "{e}");
+        assert!(
+            e.contains("between 1 and 64 ([limits] max_instances)"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[limits]\nmemories = 5\n"));
+        assert!(
+            e.contains("limits.memories must be between 1 and 4 (max_memories)"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{GOOD}\n[limits]\nmax_output_bytes = 4096\nmax_output_bytes_per_minute = 1024\n"
+        ));
+        assert!(e.starts_with("site.toml:16:31:"), "{e}");
+        assert!(e.contains("at least limits.max_output_bytes"), "{e}");
+    }
+
+    #[test]
     fn hh_mm_is_strict() {
         assert_eq!(parse_hh_mm("04:30"), Some(270));
         assert_eq!(parse_hh_mm("4:30"), None);
