@@ -133,12 +133,14 @@ fn assert_flood_costs_the_flooder_only(config: &str, outage: bool, mqtt: &str) {
     );
 }
 
+/// With the broker up on loopback the outbox keeps up (nothing is dropped): this run checks
+/// the per-plugin allowance and that nothing of the counter's is lost on the way.
 #[test]
 fn a_thousand_messages_a_call_cost_the_counter_nothing() {
     assert_flood_costs_the_flooder_only(
         "{ act = \"flood\", on = \"tick\", count = 1000 }",
         false,
-        "outbox_max_messages = 300",
+        "outbox_max_messages = 150",
     );
 }
 
