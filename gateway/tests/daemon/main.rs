@@ -18,6 +18,7 @@ mod protocol;
 mod reload;
 mod replay;
 mod rotation;
+mod stop;
 mod tail;
 mod tls;
 mod visits;
