@@ -775,7 +775,25 @@ fn precompile(target: &Target, wasm_target: &str) -> Result {
         config = config.replace(&from, &to);
     }
     let out = dir.join("probegate.toml");
-    io(&out, fs::write(&out, config))
+    io(&out, fs::write(&out, &config))?;
+    // For the feed Makefile (openwrt/net/probegate), which cannot make them: the plugin,
+    // its manifest and the config, by wasmtime target.
+    let feed = root().join("target/dist/plugins").join(wasm_target);
+    io(&feed, fs::create_dir_all(&feed))?;
+    for (name, from) in [
+        (
+            format!("{stem}.cwasm"),
+            plugins.join(format!("{stem}.cwasm")),
+        ),
+        (
+            format!("{stem}.toml"),
+            root().join("target/wasm").join(format!("{stem}.toml")),
+        ),
+        ("probegate.toml".to_owned(), out.clone()),
+    ] {
+        io(&from, fs::copy(&from, feed.join(name)))?;
+    }
+    Ok(())
 }
 
 /// The workspace version, read from the root Cargo.toml at run time (see `root`).
@@ -1870,5 +1888,20 @@ mod tests {
         println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "openwrt/tests/run.sh failed");
         assert!(stdout.contains(" checks passed, 0 failed"));
+    }
+
+    /// The feed Makefile in a tree laid out as an SDK with the packages feed: `make -n`
+    /// prints the cargo command, libpcap's linking and the files installed
+    /// (`openwrt/tests/feed.sh`, stand-in SDK includes).
+    #[test]
+    fn feed_makefile_under_make_n() {
+        let out = Command::new("bash")
+            .arg(root().join("openwrt/tests/feed.sh"))
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "openwrt/tests/feed.sh failed");
+        assert!(stdout.contains(": 0 failed"));
     }
 }
