@@ -190,6 +190,8 @@ check "its triggers are registered even when disabled" \
 	test "$(state | jq -r '.probegate.triggers | map(.[1][1][2]) | sort | join(",")')" = "probegate,system,wireless"
 
 scenario="ipk configure"
+# A spool left by a run as root (an older version): the daemon must be able to use it now.
+mkdir -p "$ROOT/etc/probegate/spool"
 configure
 interface_up phy0-mon0 7
 fire config.change package=probegate
@@ -216,6 +218,8 @@ check "the binary is among the watched files (an upgrade restarts)" \
 check "the state directory is the probegate group's, sticky" test "$(stat -c %a "$ROOT/etc/probegate")" = 1770
 check "the config is group-readable only" test "$(stat -c %a "$ROOT/etc/probegate/probegate.toml")" = 640
 check "both handed to group probegate" grep -q "chown root:probegate $ROOT/etc/probegate $ROOT/etc/probegate/probegate.toml" "$ROOT/tmp/chown.log"
+check "an existing spool becomes the daemon's" grep -q "chown -R probegate:probegate $ROOT/etc/probegate/spool" "$ROOT/tmp/chown.log"
+check "root's files are not" test "$(grep -c "probegate:probegate $ROOT/etc/probegate/probegate.toml" "$ROOT/tmp/chown.log")" = 0
 
 scenario="ipk reload"
 echo "# BROKEN" >> "$ROOT/etc/probegate/probegate.toml"

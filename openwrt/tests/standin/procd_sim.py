@@ -394,8 +394,8 @@ def fire(event, data):
                 if action[0] == "run_script":
                     log(f"trigger {name}: {' '.join(action[1:])}")
                     script = action[1:]
-                    subprocess.run(["sh", rooted("/etc/rc.common"), rooted(script[0])]
-                                   + script[1:], check=False)
+                    # Executed, as procd does: the script's #! line picks rc.common.
+                    subprocess.run([rooted(script[0])] + script[1:], check=False)
 
 
 def main():
