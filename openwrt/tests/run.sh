@@ -33,6 +33,9 @@ shell=/bin/sh
 failures=0
 checks=0
 scenario=""
+roots=()
+# Sandboxes go when the run ends; PG_KEEP=1 keeps them to look into.
+trap '[ -n "${PG_KEEP:-}" ] || rm -rf "${roots[@]}"' EXIT
 
 fail() { echo "FAIL [$scenario] $*"; failures=$((failures + 1)); }
 pass() { checks=$((checks + 1)); }
@@ -61,6 +64,7 @@ lib() { # lib <name>: the real library if there is one, else our stand-in
 new_root() {
 	scenario="$1"
 	ROOT="$(mktemp -d "${TMPDIR:-/tmp}/probegate-openwrt.XXXXXX")"
+	roots+=("$ROOT")
 	export PG_ROOT="$ROOT"
 	export PROBEGATE_NET="$ROOT/sys/class/net"
 	mkdir -p "$ROOT"/{etc/rc.d,etc/config,tmp,var/lock,var/run,usr/lib/opkg/info,lib/apk/packages,sys/class/net}
@@ -73,10 +77,10 @@ new_root() {
 	install_file "$(lib functions.sh)" /lib/functions.sh 0644
 	install_file "$(lib procd.sh)" /lib/functions/procd.sh 0644
 	if [ -n "$real" ]; then
-		for f in service.sh:/lib/functions/service.sh uci.sh:/lib/config/uci.sh; do
-			[ -f "$real/${f%%:*}" ] && install_file "$real/${f%%:*}" "${f#*:}" 0644
-		done
+		[ -f "$real/service.sh" ] && install_file "$real/service.sh" /lib/functions/service.sh 0644
 	fi
+	# OpenWrt's functions.sh reads UCI through uci.sh: the real one if given, else ours.
+	install_file "$(lib uci.sh)" /lib/config/uci.sh 0644
 	# OpenWrt's procd.sh builds its messages with jshn.sh, whose json_dump needs libubox's
 	# jshn binary: without both, our stand-in jshn.sh.
 	if [ -n "$real" ] && [ -f "$real/jshn.sh" ] && PATH="$real:$PATH" command -v jshn >/dev/null; then
