@@ -21,4 +21,5 @@ mod rotation;
 mod stop;
 mod tail;
 mod tls;
+mod uci;
 mod visits;
