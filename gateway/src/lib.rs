@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod dot11;
 pub mod flash;
+pub mod overrides;
 pub mod pipeline;
 pub mod plugins;
 pub mod privacy;

@@ -29,10 +29,20 @@ enum Command {
     Run {
         #[arg(long, short, default_value = "/etc/probegate/probegate.toml")]
         config: PathBuf,
+        /// A service setting over the config's, e.g. `--set gateway.site=store-0042` (from
+        /// OpenWrt's UCI): gateway.site, gateway.id, capture.interface, mqtt.host,
+        /// mqtt.port, log.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Check a config file and its plugins (each is loaded and initialised, nothing is
     /// captured or published) and exit: 0 if all is well, 2 with the line or plugin at fault.
-    CheckConfig { config: PathBuf },
+    CheckConfig {
+        config: PathBuf,
+        /// As for `run`: checked with these settings over the file's.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
     /// Consent ids for the back office: it publishes ids, never MACs.
     #[command(subcommand)]
     Consent(ConsentCommand),
@@ -68,13 +78,13 @@ enum ConsentCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, sets } => check_config(&config, &sets),
         Command::Consent(ConsentCommand::Keygen) => {
             println!("{}", ConsentKey::generate_hex().as_str());
             ExitCode::SUCCESS
         }
         Command::Consent(ConsentCommand::Id { key_file, macs }) => consent_ids(&key_file, &macs),
-        Command::Run { config } => serve(&config, None),
+        Command::Run { config, sets } => serve(&config, &sets, None),
         Command::Plugin(command) => match probegate::bundle::cli::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -84,7 +94,7 @@ fn main() -> ExitCode {
         },
         #[cfg(feature = "tail")]
         Command::Tail(options) => tail(options),
-        Command::Replay { config, capture } => serve(&config, Some(&capture)),
+        Command::Replay { config, capture } => serve(&config, &[], Some(&capture)),
     }
 }
 
@@ -152,8 +162,15 @@ fn consent_ids(key_file: &Path, macs: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn check_config(path: &Path) -> ExitCode {
-    let checked = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+/// The config at `path` with the `--set` settings over it.
+fn load_config(path: &Path, sets: &[String]) -> Result<Config, String> {
+    let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    probegate::overrides::apply(&mut config, sets)?;
+    Ok(config)
+}
+
+fn check_config(path: &Path, sets: &[String]) -> ExitCode {
+    let checked = load_config(path, sets).and_then(|c| {
         // Plugins may log from init; those lines help explain a refusal.
         init_logging(c.log.get_ref());
         daemon::consent(&c).map_err(|e| e.to_string())?;
@@ -184,8 +201,8 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn serve(config_path: &Path, capture: Option<&Path>) -> ExitCode {
-    let config = match Config::load(config_path) {
+fn serve(config_path: &Path, sets: &[String], capture: Option<&Path>) -> ExitCode {
+    let config = match load_config(config_path, sets) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -103,6 +103,26 @@ const TARGETS: &[Target] = &[
         unit_tests: true,
     },
     Target {
+        name: "mips",
+        package: PACKAGE,
+        triple: "mips-unknown-linux-musl",
+        // Big-endian, soft-float: OpenWrt's ath79 and older MIPS routers (mips_24kc).
+        zig: "mips-linux-musleabi",
+        opkg_arch: "mips_24kc",
+        qemu: "qemu-mips",
+        elf_machine: 8,
+        elf_bits: 32,
+        build_std: true,
+        rustflags: ZIG_MUSL_32,
+        // Pulley's big-endian flavour: its bytecode and the wasm memory it addresses keep
+        // their byte order, which the interpreter must know when the plugin is precompiled.
+        features: "",
+        precompile_for: Some("pulley32be"),
+        // mipsel's run covers the 32-bit layouts; byte order is what this one adds, and the
+        // replay (radiotap, 802.11, pcap headers, Pulley) exercises it end to end.
+        unit_tests: false,
+    },
+    Target {
         name: "armv7",
         package: PACKAGE,
         triple: "armv7-unknown-linux-musleabihf",
@@ -185,8 +205,12 @@ const BUILD_APT: &[&str] = &["flex", "bison", "dpkg-dev"];
 /// The crate and binary, and the default package's name.
 const PACKAGE: &str = "probegate";
 const FULL_PACKAGE: &str = "probegate-full";
-/// The site config is the package's conffile: opkg keeps the user's edited copy on upgrade.
-const CONFFILE: &str = "/etc/probegate/probegate.toml";
+/// The package's conffiles (the site config, the UCI file): opkg and apk keep the user's
+/// edited copies on upgrade.
+const CONFFILES: &[&str] = &["/etc/probegate/probegate.toml", "/etc/config/probegate"];
+/// The user and group the daemon runs as, created at install: opkg reads `Require-User`
+/// from the control file, apk `lib/apk/packages/<name>.rusers` (OpenWrt's `USERID`).
+const REQUIRE_USER: &str = "probegate:probegate";
 const PLUGIN: &str = "visitor_counter.wasm";
 /// The capture `--check` replays under qemu (a day in a university lab, many intervals).
 const CHECK_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2023-10-20.pcap";
@@ -213,8 +237,32 @@ fn data_files(target: &Target, binary: &Path) -> Vec<(String, PathBuf, u32)> {
             root.join("openwrt/files/probegate.init"),
             0o755,
         ),
-        // It may hold the broker password: readable by root only (the daemon runs as root).
+        // It may hold the broker password: readable by root only until the init script hands
+        // it to group probegate (0640), the daemon's.
         ("etc/probegate/probegate.toml".into(), config, 0o600),
+        (
+            "etc/config/probegate".into(),
+            root.join("openwrt/files/probegate.config"),
+            0o644,
+        ),
+        // Starts the daemon when its monitor interface appears, stops it when it goes.
+        (
+            "etc/hotplug.d/net/50-probegate".into(),
+            root.join("openwrt/files/probegate.hotplug"),
+            0o644,
+        ),
+        // What sysupgrade keeps with "keep settings".
+        (
+            "lib/upgrade/keep.d/probegate".into(),
+            root.join("openwrt/files/probegate.keep"),
+            0o644,
+        ),
+        // CAP_NET_RAW, all the capture needs, for procd to hand to user probegate.
+        (
+            "etc/capabilities/probegate.json".into(),
+            root.join("openwrt/files/probegate.capabilities"),
+            0o644,
+        ),
         (
             format!("usr/lib/probegate/plugins/{plugin_name}"),
             plugin,
@@ -727,7 +775,25 @@ fn precompile(target: &Target, wasm_target: &str) -> Result {
         config = config.replace(&from, &to);
     }
     let out = dir.join("probegate.toml");
-    io(&out, fs::write(&out, config))
+    io(&out, fs::write(&out, &config))?;
+    // For the feed Makefile (openwrt/net/probegate), which cannot make them: the plugin,
+    // its manifest and the config, by wasmtime target.
+    let feed = root().join("target/dist/plugins").join(wasm_target);
+    io(&feed, fs::create_dir_all(&feed))?;
+    for (name, from) in [
+        (
+            format!("{stem}.cwasm"),
+            plugins.join(format!("{stem}.cwasm")),
+        ),
+        (
+            format!("{stem}.toml"),
+            root().join("target/wasm").join(format!("{stem}.toml")),
+        ),
+        ("probegate.toml".to_owned(), out.clone()),
+    ] {
+        io(&from, fs::copy(&from, feed.join(name)))?;
+    }
+    Ok(())
 }
 
 /// The workspace version, read from the root Cargo.toml at run time (see `root`).
@@ -798,6 +864,10 @@ const PRERM: &str = "#!/bin/sh
 . \"${IPKG_INSTROOT}/lib/functions.sh\"
 default_prerm \"$0\" \"$@\"
 ";
+
+fn conffiles_text() -> String {
+    CONFFILES.iter().map(|c| format!("{c}\n")).collect()
+}
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result {
     if let Some(dir) = path.parent() {
@@ -904,7 +974,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
         )?;
     }
     let control_text = format!(
-        "Package: {}\nVersion: {version}\nDepends: libc\n{}License: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
+        "Package: {}\nVersion: {version}\nDepends: libc\n{}Require-User: {REQUIRE_USER}\nLicense: Apache-2.0\nSection: net\nArchitecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",
         target.package,
         variant_fields(target),
         target.opkg_arch,
@@ -913,7 +983,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     write_file(&control.join("control"), control_text.as_bytes(), 0o644)?;
     write_file(
         &control.join("conffiles"),
-        format!("{CONFFILE}\n").as_bytes(),
+        conffiles_text().as_bytes(),
         0o644,
     )?;
     write_file(&control.join("postinst"), POSTINST.as_bytes(), 0o755)?;
@@ -960,10 +1030,15 @@ fn apk_version() -> Result<String> {
 /// in `target/dist/<arch>/<name>-<version>.apk` (OpenWrt names apk files without the arch,
 /// so each arch has its own directory, as in OpenWrt's `bin/packages/<arch>/`).
 fn apk_package(target: &Target, binary: &Path) -> Result<PathBuf> {
-    let files = data_files(target, binary)
+    let mut files = data_files(target, binary)
         .into_iter()
         .map(|(path, from, mode)| Ok((path, io(&from, fs::read(&from))?, mode)))
         .collect::<Result<Vec<_>>>()?;
+    files.push((
+        rusers_path(target),
+        format!("{REQUIRE_USER}\n").into_bytes(),
+        0o644,
+    ));
     let scripts = apk::openwrt_scripts(target.package);
     let scripts: Vec<(&str, &str)> = scripts.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let dir = root().join("target/dist").join(target.opkg_arch);
@@ -971,6 +1046,11 @@ fn apk_package(target: &Target, binary: &Path) -> Result<PathBuf> {
     let out = dir.join(format!("{}-{}.apk", target.package, apk_version()?));
     apk::write_apk(&apk_meta(target)?, &files, &scripts, &out)?;
     Ok(out)
+}
+
+/// Where apk's post-install (`add_group_and_user`) finds the user to create.
+fn rusers_path(target: &Target) -> String {
+    format!("lib/apk/packages/{}.rusers", target.package)
 }
 
 fn apk_meta(target: &Target) -> Result<apk::ApkMeta> {
@@ -993,7 +1073,7 @@ fn apk_meta(target: &Target) -> Result<apk::ApkMeta> {
         maintainer: None,
         depends,
         provides,
-        conffiles: vec![CONFFILE.into()],
+        conffiles: CONFFILES.iter().map(|c| c.to_string()).collect(),
         mtime: mtime().parse().map_err(|e| format!("mtime: {e}"))?,
     })
 }
@@ -1048,6 +1128,11 @@ fn check_apk_package(target: &Target, path: &Path) -> Result {
     ensure(expected.is_empty(), || {
         format!("apk lacks {:?}", expected.keys().collect::<Vec<_>>())
     })?;
+    let rusers = found.file(&rusers_path(target)).map(|f| f.data.clone());
+    ensure(
+        rusers == Some(format!("{REQUIRE_USER}\n").into_bytes()),
+        || format!("apk {} is {rusers:?}", rusers_path(target)),
+    )?;
     for suffix in ["list", "conffiles", "conffiles_static"] {
         ensure(found.file(&format!("{lists}{suffix}")).is_some(), || {
             format!("apk lacks {lists}{suffix}")
@@ -1188,6 +1273,9 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
     ensure(field("Depends") == "libc", || {
         format!("Depends {:?}", field("Depends"))
     })?;
+    ensure(field("Require-User") == REQUIRE_USER, || {
+        format!("Require-User {:?}", field("Require-User"))
+    })?;
     let (provides, conflicts) = if target.package == PACKAGE {
         ("", FULL_PACKAGE)
     } else {
@@ -1201,7 +1289,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         &control_dir,
         fs::read_to_string(control_dir.join("conffiles")),
     )?;
-    ensure(conffiles == format!("{CONFFILE}\n"), || {
+    ensure(conffiles == conffiles_text(), || {
         format!("conffiles {conffiles:?}")
     })?;
 
@@ -1247,6 +1335,7 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
         "Installed-Size",
         "License",
         "Package",
+        "Require-User",
         "Section",
         "Version",
     ]
@@ -1266,9 +1355,11 @@ fn check_package(target: &Target, ipk: &Path) -> Result<PathBuf> {
             || format!("/{path} differs from {}", from.display()),
         )?;
     }
-    ensure(data_dir.join(&CONFFILE[1..]).is_file(), || {
-        format!("conffile {CONFFILE} is not in the data tree")
-    })?;
+    for conffile in CONFFILES {
+        ensure(data_dir.join(&conffile[1..]).is_file(), || {
+            format!("conffile {conffile} is not in the data tree")
+        })?;
+    }
     check_elf(target, &data_dir.join("usr/bin/probegate"))?;
     println!(
         "check: {} is a gzip'd tar of debian-binary, control.tar.gz, data.tar.gz; control fields, conffiles, scripts (0755) and the root-owned data tree are as expected",
@@ -1305,17 +1396,41 @@ fn control_fields(text: &str) -> Result<BTreeMap<String, String>> {
 /// in) and carries no symbol table (stripped).
 fn check_elf(target: &Target, path: &Path) -> Result {
     let b = io(path, fs::read(path))?;
-    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes")) as usize;
+    let big = big_endian(target);
+    let u16_at = |o: usize| {
+        let x = [b[o], b[o + 1]];
+        if big {
+            u16::from_be_bytes(x)
+        } else {
+            u16::from_le_bytes(x)
+        }
+    };
+    let u32_at = |o: usize| {
+        let x: [u8; 4] = b[o..o + 4].try_into().expect("4 bytes");
+        if big {
+            u32::from_be_bytes(x)
+        } else {
+            u32::from_le_bytes(x)
+        }
+    };
+    let u64_at = |o: usize| {
+        let x: [u8; 8] = b[o..o + 8].try_into().expect("8 bytes");
+        (if big {
+            u64::from_be_bytes(x)
+        } else {
+            u64::from_le_bytes(x)
+        }) as usize
+    };
     let class = if target.elf_bits == 64 { 2 } else { 1 };
+    let data = if big { 2 } else { 1 };
     ensure(
-        b.len() > 64 && b.starts_with(&[0x7f, b'E', b'L', b'F', class, 1]),
+        b.len() > 64 && b.starts_with(&[0x7f, b'E', b'L', b'F', class, data]),
         || {
             format!(
-                "{} is not a {}-bit little-endian ELF",
+                "{} is not a {}-bit {}-endian ELF",
                 path.display(),
-                target.elf_bits
+                target.elf_bits,
+                if big { "big" } else { "little" }
             )
         },
     )?;
@@ -1344,6 +1459,11 @@ fn check_elf(target: &Target, path: &Path) -> Result {
         format!("{} is not stripped (.symtab)", path.display())
     })?;
     Ok(())
+}
+
+/// The targets whose CPU stores the most significant byte first (MIPS as ath79 runs it).
+fn big_endian(target: &Target) -> bool {
+    target.triple.starts_with("mips-")
 }
 
 fn free_port() -> Result<u16> {
@@ -1734,5 +1854,54 @@ mod tests {
     fn control_fields_refuse_duplicates() {
         assert!(control_fields("Package: a\nPackage: b\n").is_err());
         assert_eq!(control_fields("Package: a\n").unwrap()["Package"], "a");
+    }
+
+    /// The packages' maintainer scripts, the init and hotplug scripts, the UCI file and keep.d
+    /// through install, configuration, reload, upgrade (opkg and apk), removal, a boot with
+    /// the monitor interface 60 s late and sysupgrade's keep list: `openwrt/tests/run.sh`, fed
+    /// the scripts exactly as `package` and `apk_package` write them.
+    #[test]
+    fn maintainer_and_init_scripts_under_procd() {
+        let dir = env::temp_dir().join(format!("probegate-scripts-{}", std::process::id()));
+        let mut scripts: Vec<(String, String)> = vec![
+            ("postinst".into(), POSTINST.into()),
+            ("prerm".into(), PRERM.into()),
+            (
+                "control".into(),
+                format!("Package: {PACKAGE}\nRequire-User: {REQUIRE_USER}\n"),
+            ),
+            ("rusers".into(), format!("{REQUIRE_USER}\n")),
+        ];
+        for (name, text) in apk::openwrt_scripts(PACKAGE) {
+            scripts.push((name.into(), text));
+        }
+        for (name, text) in &scripts {
+            write_file(&dir.join(name), text.as_bytes(), 0o755).unwrap();
+        }
+        let out = Command::new("bash")
+            .arg(root().join("openwrt/tests/run.sh"))
+            .arg(&dir)
+            .output()
+            .expect("bash runs");
+        let _ = fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "openwrt/tests/run.sh failed");
+        assert!(stdout.contains(" checks passed, 0 failed"));
+    }
+
+    /// The feed Makefile in a tree laid out as an SDK with the packages feed: `make -n`
+    /// prints the cargo command, libpcap's linking and the files installed
+    /// (`openwrt/tests/feed.sh`, stand-in SDK includes).
+    #[test]
+    fn feed_makefile_under_make_n() {
+        let out = Command::new("bash")
+            .arg(root().join("openwrt/tests/feed.sh"))
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "openwrt/tests/feed.sh failed");
+        assert!(stdout.contains(": 0 failed"));
     }
 }

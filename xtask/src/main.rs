@@ -338,7 +338,7 @@ fn test() -> Result {
     // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
     // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
     // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
-    for target in ["aarch64", "mipsel", "armv7", "x86_64"] {
+    for target in ["aarch64", "mipsel", "mips", "armv7", "x86_64"] {
         dist::dist(&[target.into(), "--check".into()])?;
     }
     dist::dist(&["aarch64".into(), "--full".into(), "--check".into()])?;

@@ -48,7 +48,12 @@ pub fn engine_config(target: Option<&str>) -> Result<Config, String> {
 /// must be made for (`plugin.<target>.cwasm`) to be used here instead of the `.wasm`.
 pub fn native_target() -> String {
     if cfg!(all(not(feature = "compiler"), target_pointer_width = "32")) {
-        return "pulley32".into();
+        return if cfg!(target_endian = "big") {
+            "pulley32be"
+        } else {
+            "pulley32"
+        }
+        .into();
     }
     let env = if cfg!(target_env = "musl") {
         "musl"

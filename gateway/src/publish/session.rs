@@ -352,8 +352,24 @@ impl Session {
     /// Waits (up to `grace`) until the broker acknowledged everything, marks the gateway
     /// offline (cleanly, retained) and disconnects. Every step is bounded: with the broker
     /// unreachable a stopping daemon must still stop.
+    ///
+    /// At a reboot procd kills the daemon about a second after asking it to stop, so what
+    /// matters goes first: whatever the broker has not acknowledged after
+    /// [`STOP_ESSENTIALS`] is written to the spool, then "offline" is queued (never spooled:
+    /// sent at the next start it would mark that run offline), and only then comes the longer
+    /// wait for the rest.
     pub async fn close(mut self, grace: Duration) -> SessionReport {
-        self.wait_empty(grace).await;
+        self.wait_empty(STOP_ESSENTIALS.min(grace)).await;
+        let mut spooled = 0;
+        if *self.unacknowledged.borrow() > 0 {
+            let (reply, done) = oneshot::channel();
+            if self.to_driver.send(Request::SpoolAll(reply)).await.is_ok() {
+                spooled = done.await.unwrap_or(0);
+            }
+        }
+        // The status names the protocol of the connection that carries it: a session that
+        // never connected yet waits (bounded) for one first.
+        let _ = tokio::time::timeout(grace, self.version.wait_for(Option::is_some)).await;
         let version = *self.version.borrow();
         let offline = Status::new(&self.identity, "offline", true, version).to_json();
         let status_topic = self.topics.status();
@@ -361,11 +377,6 @@ impl Session {
         self.wait_empty(grace).await;
         let left = *self.unacknowledged.borrow() as u64;
         if left > 0 {
-            let (reply, spooled) = oneshot::channel();
-            let spooled = match self.to_driver.send(Request::SpoolAll(reply)).await {
-                Ok(()) => spooled.await.unwrap_or(0),
-                Err(_) => 0,
-            };
             tracing::warn!(
                 unacknowledged = left,
                 spooled,
@@ -482,6 +493,10 @@ impl Transport {
     }
 }
 
+/// How long a stopping session gives the broker before it writes what is unacknowledged to
+/// the spool: well inside the second procd allows at a reboot.
+pub const STOP_ESSENTIALS: Duration = Duration::from_millis(300);
+
 /// How long spooling pauses after a failed write.
 const SPOOL_RETRY: Duration = Duration::from_secs(60);
 
@@ -577,7 +592,11 @@ impl Driver {
                     Some(Request::Publish(entry)) => self.outbox.push(entry),
                     Some(Request::PublishLatest(entry)) => self.outbox.push_latest(entry),
                     Some(Request::SpoolAll(reply)) => {
-                        self.spool_up_to(usize::MAX);
+                        // After a failed write the pause holds here too: a full flash is
+                        // not tried (and logged) again within the minute.
+                        if self.spool_retry_at.is_none_or(|t| std::time::Instant::now() >= t) {
+                            self.spool_up_to(usize::MAX);
+                        }
                         let _ = reply.send(self.outbox.len() - self.outbox.unspooled());
                     }
                     None => requests_open = false,

@@ -21,6 +21,8 @@ mod protocol;
 mod reload;
 mod replay;
 mod rotation;
+mod stop;
 mod tail;
 mod tls;
+mod uci;
 mod visits;
