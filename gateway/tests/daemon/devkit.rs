@@ -3,9 +3,10 @@
 //! delivered through mosquitto.
 
 use crate::expect;
-use crate::harness::{Broker, COUNTER, FLOOR, Site, Subscriber, capture, plugin, text};
+use crate::harness::{Broker, COUNTER, FLOOR, Site, Subscriber, capture, plugin, repo, text};
 use serde_json::Value;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
@@ -181,4 +182,125 @@ fn plugin_run_exits_1_when_the_plugin_traps() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Where the tools the non-Rust templates need were installed by `cargo xtask build-plugins`
+/// (wit-bindgen) and `cargo xtask deps` or `dist` (zig, from PyPI's ziglang).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+}
+
+fn sh(dir: &Path, args: &[&str]) -> Output {
+    let tools = target_dir().join("plugins/tools/bin");
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let zig = target_dir().join("cross/tools/ziglang/ziglang/zig");
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir)
+        .args(args)
+        .env("PATH", path)
+        // Rust projects share one target directory, so a rerun compiles only the plugin.
+        .env("CARGO_TARGET_DIR", target_dir().join("devkit-projects"));
+    if zig.is_file() {
+        cmd.env("ZIG", zig);
+    }
+    cmd.output().unwrap()
+}
+
+/// Every template, as a developer uses it: `plugin new` in a directory outside the
+/// repository, `./build.sh test`, `./build.sh`, then `plugin run` on a shared capture; the
+/// windows it prints must hold what the tshark oracle says the capture holds.
+#[test]
+fn every_template_builds_tests_and_runs_outside_the_repository() {
+    let plugin = plugin(COUNTER.file); // builds wit-bindgen with the plugins
+    drop(plugin);
+    let home = tempfile::tempdir().unwrap();
+    assert!(!home.path().starts_with(repo()));
+    let site = home.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "privacy.signal_floor_dbm = {FLOOR}\nprivacy.min_cell = 1\n[gateway]\nsite = \"dev\"\nid = \"local\"\n[mqtt]\nhost = \"localhost\"\n"
+        ),
+    )
+    .unwrap();
+    // (start, universal, randomized, sightings) per 300 s window that saw anything.
+    let expected: Vec<(u64, u64, u64, u64)> = expect::counts(CAPTURE, 300_000, FLOOR)
+        .into_iter()
+        .filter(|r| r.3 > 0)
+        .map(|(start, u, r, s, _)| (start, u, r, s))
+        .collect();
+    assert!(expected.len() > 10);
+    let probegate = env!("CARGO_BIN_EXE_probegate");
+    for (name, lang, kind) in [
+        ("foot-fall", "rust", "analytics"),
+        ("door-gate", "rust", "filter"),
+        ("tally-c", "c", "analytics"),
+        ("tally-zig", "zig", "analytics"),
+    ] {
+        let new = Command::new(probegate)
+            .current_dir(home.path())
+            .args(["plugin", "new", name, "--lang", lang, "--kind", kind])
+            .output()
+            .unwrap();
+        assert!(new.status.success(), "{name}: {}", text(&new.stderr));
+        let dir = home.path().join(name);
+        for step in [&["build.sh", "test"][..], &["build.sh"][..]] {
+            let out = sh(&dir, step);
+            assert!(
+                out.status.success(),
+                "{name}: {step:?}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        let stem = name.replace('-', "_");
+        let run = Command::new(probegate)
+            .current_dir(&dir)
+            .args(["plugin", "run", &format!("{stem}.wasm"), "--input"])
+            .arg(capture(CAPTURE))
+            .args(["--config", r#"{"window_secs": 300}"#, "--site"])
+            .arg(&site)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{name}: {}", text(&run.stderr));
+        let windows: Vec<Value> = printed(&run)
+            .into_iter()
+            .filter(|(topic, _)| {
+                topic.starts_with(&format!("probegate/v1/dev/local/plugins/{name}/"))
+            })
+            .map(|(_, m)| m["data"].clone())
+            .collect();
+        let n = |v: &Value, k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("{name}: {k} in {v}"))
+        };
+        let got: Vec<(u64, u64, u64, u64)> = match (lang, kind) {
+            ("rust", "analytics") => windows
+                .iter()
+                .map(|w| (n(w, "start_ms"), n(w, "universal"), n(w, "randomized"), 0))
+                .collect(),
+            ("rust", "filter") => windows
+                .iter()
+                .map(|w| (n(w, "start_ms"), 0, 0, n(w, "passed") + n(w, "dropped")))
+                .collect(),
+            _ => windows
+                .iter()
+                .map(|w| (n(w, "start_ms"), 0, 0, n(w, "sightings")))
+                .collect(),
+        };
+        let want: Vec<(u64, u64, u64, u64)> = expected
+            .iter()
+            .map(|&(start, u, r, s)| match (lang, kind) {
+                ("rust", "analytics") => (start, u, r, 0),
+                _ => (start, 0, 0, s),
+            })
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
 }
