@@ -117,7 +117,10 @@ fn valid_name(name: &str) -> bool {
 fn suppress_small_cells(doc: &mut Value, counts: Option<&[String]>, min_cell: u32) {
     fn suppress(v: &mut Value, min_cell: u32) {
         match v {
-            Value::Number(n) if n.as_f64().is_some_and(|x| x > 0.0 && x < f64::from(min_cell)) => {
+            Value::Number(n)
+                if n.as_f64()
+                    .is_some_and(|x| x > 0.0 && x < f64::from(min_cell)) =>
+            {
                 *v = Value::Null
             }
             Value::Array(items) => items.iter_mut().for_each(|i| suppress(i, min_cell)),
@@ -447,7 +450,10 @@ mod tests {
         assert_eq!(h.logs(), vec![(LogLevel::Info, "started".to_owned())]);
         let counts = h.published_on("counts");
         // Two devices, below min_cell 5: null, as the daemon publishes it. `at` is no count.
-        assert_eq!(counts, vec![serde_json::json!({"devices": null, "at": 7_000})]);
+        assert_eq!(
+            counts,
+            vec![serde_json::json!({"devices": null, "at": 7_000})]
+        );
         assert_eq!(h.refused().len(), 1);
         assert_eq!(h.state()["total"], b"2");
     }

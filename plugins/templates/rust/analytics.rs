@@ -62,7 +62,10 @@ impl Plugin for Counter {
 
     fn on_tick(&mut self, now_ms: u64) {
         // Every sighting before now_ms has been delivered: a window that ended is complete.
-        if self.start_ms.is_some_and(|start| now_ms >= start + self.window_ms) {
+        if self
+            .start_ms
+            .is_some_and(|start| now_ms >= start + self.window_ms)
+        {
             self.publish_window(false);
         }
     }
@@ -85,11 +88,22 @@ mod tests {
     #[test]
     fn a_window_counts_each_device_once_and_closes_on_time() {
         // min_cell 1: the counts as computed; the default (5) would publish small ones as null.
-        let limits = Limits { min_cell: 1, ..Limits::default() };
-        let mut h = Harness::<Counter>::with_limits(MANIFEST, r#"{"window_secs": 60}"#, limits)
-            .unwrap();
-        let random = Sighting { randomized: true, ..sighting(3, 62_000) };
-        h.sightings(&[sighting(1, 60_000), sighting(2, 61_000), sighting(1, 90_000), random]);
+        let limits = Limits {
+            min_cell: 1,
+            ..Limits::default()
+        };
+        let mut h =
+            Harness::<Counter>::with_limits(MANIFEST, r#"{"window_secs": 60}"#, limits).unwrap();
+        let random = Sighting {
+            randomized: true,
+            ..sighting(3, 62_000)
+        };
+        h.sightings(&[
+            sighting(1, 60_000),
+            sighting(2, 61_000),
+            sighting(1, 90_000),
+            random,
+        ]);
         assert!(h.published().is_empty(), "the window is still open");
         h.tick(120_000);
         let counts = h.published_on("counts");
@@ -105,7 +119,10 @@ mod tests {
         let mut h = Harness::<Counter>::new(MANIFEST, "{}").unwrap();
         h.sightings(&[sighting(1, 1_000)]);
         h.stop();
-        assert_eq!(h.published_on("counts")[0]["universal"], serde_json::Value::Null);
+        assert_eq!(
+            h.published_on("counts")[0]["universal"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]

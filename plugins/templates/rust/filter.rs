@@ -70,7 +70,8 @@ impl Filter for Gate {
             .iter()
             .map(|s| {
                 self.on_tick(s.time_ms);
-                self.start_ms.get_or_insert(s.time_ms - s.time_ms % self.window_ms);
+                self.start_ms
+                    .get_or_insert(s.time_ms - s.time_ms % self.window_ms);
                 let verdict = self.judge(s);
                 match verdict {
                     Verdict::Drop => self.dropped += 1,
@@ -82,7 +83,10 @@ impl Filter for Gate {
     }
 
     fn on_tick(&mut self, now_ms: u64) {
-        if self.start_ms.is_some_and(|start| now_ms >= start + self.window_ms) {
+        if self
+            .start_ms
+            .is_some_and(|start| now_ms >= start + self.window_ms)
+        {
             self.publish_window();
         }
     }
@@ -104,9 +108,18 @@ mod tests {
     #[test]
     fn weak_sightings_are_dropped_and_randomized_ones_tagged() {
         let mut h = FilterHarness::<Gate>::new(MANIFEST, r#"{"min_dbm": -70}"#).unwrap();
-        let weak = Sighting { signal_dbm: Some(-80), ..sighting(1, 1_000) };
-        let near = Sighting { signal_dbm: Some(-60), ..sighting(2, 2_000) };
-        let random = Sighting { randomized: true, ..sighting(3, 3_000) };
+        let weak = Sighting {
+            signal_dbm: Some(-80),
+            ..sighting(1, 1_000)
+        };
+        let near = Sighting {
+            signal_dbm: Some(-60),
+            ..sighting(2, 2_000)
+        };
+        let random = Sighting {
+            randomized: true,
+            ..sighting(3, 3_000)
+        };
         let verdicts = h.filter(&[weak, near, random]);
         assert!(matches!(verdicts[0], Verdict::Drop));
         assert!(matches!(verdicts[1], Verdict::Pass));
