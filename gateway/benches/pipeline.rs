@@ -155,13 +155,22 @@ fn main() {
             g.admit(probe, f.time_ms).ok()
         })
         .collect();
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/visitor_counter.wasm");
+    // Another plugin (docs/languages.md compares languages this way): PROBEGATE_BENCH_PLUGIN
+    // names its component, PROBEGATE_BENCH_CONFIG its config as an inline TOML table.
+    let wasm = std::env::var_os("PROBEGATE_BENCH_PLUGIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm/visitor_counter.wasm")
+        });
+    let plugin_config = std::env::var("PROBEGATE_BENCH_CONFIG")
+        .unwrap_or_else(|_| "{ interval_secs = 300 }".into());
     if !wasm.exists() {
         println!("plugin stage     skipped: run `cargo xtask build-plugins` first");
         return;
     }
+    let label = wasm.file_name().unwrap_or_default().to_string_lossy();
     let text = format!(
-        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n[mqtt]\nhost = \"localhost\"\n[[plugin]]\nname = \"visitor-counter\"\npath = \"{}\"\nconfig = {{ interval_secs = 300 }}\n",
+        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n[mqtt]\nhost = \"localhost\"\n[[plugin]]\nname = \"measured\"\npath = \"{}\"\nconfig = {plugin_config}\n",
         wasm.display()
     );
     let config = Config::parse(Path::new("bench.toml"), &text).unwrap();
@@ -186,7 +195,7 @@ fn main() {
         }
     });
     println!(
-        "plugin stage     {ns:8.1} ns/sighting  {allocs:.3} allocations/sighting (visitor-counter, batches of 256, ticks)"
+        "plugin stage     {ns:8.1} ns/sighting  {allocs:.3} allocations/sighting ({label}, batches of 256, ticks)"
     );
     // Half a round again at an earlier time of the same day: the counter takes these for
     // late sightings and publishes nothing, so what allocates is the host's per-sighting

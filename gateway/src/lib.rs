@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod capture;
 pub mod config;
 pub mod daemon;
+pub mod devkit;
 pub mod dot11;
 pub mod flash;
 pub mod overrides;

@@ -46,9 +46,10 @@ enum Command {
     /// Consent ids for the back office: it publishes ids, never MACs.
     #[command(subcommand)]
     Consent(ConsentCommand),
-    /// Signed plugin bundles: keygen, build, sign, verify, push, list, remove.
+    /// Plugins: start a project, run one without a broker, and signed bundles (keygen,
+    /// build, sign, verify, push, list, remove).
     #[command(subcommand)]
-    Plugin(probegate::bundle::cli::PluginCommand),
+    Plugin(PluginCommand),
     /// The back office's view: subscribe to the topic tree, validate every payload against
     /// its schema, drop at-least-once repeats, print. Exits non-zero if a payload was invalid.
     #[cfg(feature = "tail")]
@@ -59,7 +60,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         capture: PathBuf,
+        /// Print each message as a JSON line (topic, retain, payload) instead of publishing:
+        /// no broker is contacted, nothing is written to the site's state.
+        #[arg(long)]
+        print: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin project (manifest, source, a unit test, README) that builds with
+    /// one command outside this repository.
+    #[cfg(feature = "authoring")]
+    New(probegate::devkit::new::NewArgs),
+    /// Run a plugin on a capture or on JSON-lines sightings with the daemon's pipeline,
+    /// sandbox and limits, printing each message as a JSON line; no broker. Exits 1 if the
+    /// plugin trapped, failed to start or had a publish refused.
+    Run(probegate::devkit::run::RunArgs),
+    #[command(flatten)]
+    Bundle(probegate::bundle::cli::PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -85,16 +104,37 @@ fn main() -> ExitCode {
         }
         Command::Consent(ConsentCommand::Id { key_file, macs }) => consent_ids(&key_file, &macs),
         Command::Run { config, sets } => serve(&config, &sets, None),
-        Command::Plugin(command) => match probegate::bundle::cli::run(command) {
+        #[cfg(feature = "authoring")]
+        Command::Plugin(PluginCommand::New(args)) => match probegate::devkit::new::create(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(2)
             }
         },
+        Command::Plugin(PluginCommand::Run(args)) => {
+            init_logging("info");
+            local_report(probegate::devkit::run::plugin_run(&args))
+        }
+        Command::Plugin(PluginCommand::Bundle(command)) => {
+            match probegate::bundle::cli::run(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         #[cfg(feature = "tail")]
         Command::Tail(options) => tail(options),
-        Command::Replay { config, capture } => serve(&config, &[], Some(&capture)),
+        Command::Replay {
+            config,
+            capture,
+            print: true,
+        } => replay_print(&config, &capture),
+        Command::Replay {
+            config, capture, ..
+        } => serve(&config, &[], Some(&capture)),
     }
 }
 
@@ -199,6 +239,45 @@ fn check_config(path: &Path, sets: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Exit 0 for a clean run, 1 when a plugin misbehaved, 2 when the run could not start or
+/// its input was bad.
+fn local_report(report: Result<probegate::devkit::run::LocalReport, String>) -> ExitCode {
+    match report {
+        Ok(report) => {
+            eprintln!("{}", report.summary());
+            match (&report.input, report.clean()) {
+                (Err(e), _) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+                (Ok(()), true) => ExitCode::SUCCESS,
+                (Ok(()), false) => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay_print(config_path: &Path, capture: &Path) -> ExitCode {
+    use probegate::devkit::run::{Input, run_local};
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.get_ref());
+    let stdout = std::io::stdout().lock();
+    local_report(
+        Input::open(capture)
+            .and_then(|input| run_local(&config, LoadMode::Tolerant, input, stdout)),
+    )
 }
 
 fn serve(config_path: &Path, sets: &[String], capture: Option<&Path>) -> ExitCode {

@@ -460,18 +460,7 @@ fn tools(target: &Target, check: bool) -> Result<PathBuf> {
             run(Command::new("rustup").args(["target", "add", target.triple]))?;
         }
     }
-    let zig = match find_zig() {
-        Some(zig) => zig,
-        None => {
-            // Into a directory of our own: no change to the machine's Python, and allowed
-            // where Debian's Python refuses global installs (PEP 668).
-            run(Command::new("python3")
-                .args(["-m", "pip", "install", "-q", "--target"])
-                .arg(zig_dir())
-                .arg(ZIGLANG))?;
-            find_zig().ok_or("pip installed ziglang, but its zig binary is not there")?
-        }
-    };
+    let zig = ensure_zig()?;
     let has_zigbuild = Command::new("cargo-zigbuild")
         .arg("--version")
         .stdout(Stdio::null())
@@ -491,6 +480,21 @@ fn tools(target: &Target, check: bool) -> Result<PathBuf> {
 }
 
 /// Where `pip install --target` puts PyPI's `ziglang` for us.
+/// zig, installed from PyPI if missing: the cross builds link with it, and the Zig plugin
+/// template (`probegate plugin new --lang zig`, tested with the daemon) compiles with it.
+pub fn ensure_zig() -> Result<PathBuf> {
+    if let Some(zig) = find_zig() {
+        return Ok(zig);
+    }
+    // Into a directory of our own: no change to the machine's Python, and allowed where
+    // Debian's Python refuses global installs (PEP 668).
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "--target"])
+        .arg(zig_dir())
+        .arg(ZIGLANG))?;
+    Ok(find_zig().ok_or("pip installed ziglang, but its zig binary is not there")?)
+}
+
 fn zig_dir() -> PathBuf {
     cross_dir().join("tools/ziglang")
 }

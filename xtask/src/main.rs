@@ -120,6 +120,7 @@ fn deps() -> Result {
         }
     }
     cplugin::deps()?;
+    dist::ensure_zig()?;
     Ok(())
 }
 

@@ -150,6 +150,9 @@ pub fn run(command: PluginCommand) -> Res {
             let bytes = build(&wasm, sequence, sites, gateways, &precompiled)?;
             write(&out, &bytes)?;
             println!("{}: unsigned bundle, {} bytes", out.display(), bytes.len());
+            if let Some(w) = crate::devkit::size::warning(&out.display().to_string(), bytes.len()) {
+                eprintln!("{w}");
+            }
             Ok(())
         }
         #[cfg(feature = "compiler")]

@@ -8,6 +8,7 @@ mod consent;
 mod containment;
 mod coupon;
 mod cplugin;
+mod devkit;
 mod errors;
 mod expect;
 mod fairness;

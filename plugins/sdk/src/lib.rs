@@ -33,7 +33,7 @@ use std::cell::RefCell;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "analytics",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "probegate_sdk::bindings",
@@ -44,7 +44,7 @@ pub mod bindings {
 pub mod filter_bindings {
     wit_bindgen::generate!({
         world: "filter",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "probegate_sdk::filter_bindings",
@@ -60,7 +60,12 @@ pub use bindings::probegate::plugin::types::{
     LogLevel, PublishError, Sighting, StateError, Verdict,
 };
 
+// On wasm the daemon answers the host calls; in a native unit test, the host a test harness
+// installed does (see [`native`] and the probegate-sdk-test crate).
+#[cfg(target_arch = "wasm32")]
 use bindings::probegate::plugin::host;
+#[cfg(not(target_arch = "wasm32"))]
+use native::calls as host;
 
 /// An analytics plugin's state and behaviour. One value lives per plugin instance.
 pub trait Plugin: Sized + 'static {
@@ -249,4 +254,67 @@ macro_rules! export_filter {
         }
         $crate::filter_bindings::export!(__ProbegateExports);
     };
+}
+
+/// The host for native builds (`cargo test` on your machine): a test harness installs one,
+/// such as `probegate_sdk_test::MockHost`. On wasm this module does not exist: the daemon is
+/// the host.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use super::{LogLevel, PublishError, StateError};
+    use std::cell::RefCell;
+
+    /// What a plugin can ask of its host: the WIT interface `host`.
+    pub trait Host {
+        fn publish(&mut self, stream: &str, payload: &str) -> Result<(), PublishError>;
+        fn log(&mut self, level: LogLevel, message: &str);
+        fn now_secs(&mut self) -> u64;
+        fn state_get(&mut self, key: &str) -> Option<Vec<u8>>;
+        fn state_set(&mut self, key: &str, value: &[u8]) -> Result<(), StateError>;
+        fn state_delete(&mut self, key: &str);
+    }
+
+    thread_local! {
+        static HOST: RefCell<Option<Box<dyn Host>>> = const { RefCell::new(None) };
+    }
+
+    /// Makes `host` answer this thread's host calls; returns the one it replaces. Tests run
+    /// on threads of their own, so each test can have its own host.
+    pub fn set_host(host: Option<Box<dyn Host>>) -> Option<Box<dyn Host>> {
+        HOST.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), host))
+    }
+
+    fn with<R>(f: impl FnOnce(&mut dyn Host) -> R) -> R {
+        HOST.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let host = slot.as_deref_mut().expect(
+                "a host call outside wasm with no host installed: test through probegate_sdk_test::Harness",
+            );
+            f(host)
+        })
+    }
+
+    #[doc(hidden)]
+    pub mod calls {
+        use super::*;
+
+        pub fn publish(stream: &str, payload: &str) -> Result<(), PublishError> {
+            with(|h| h.publish(stream, payload))
+        }
+        pub fn log(level: LogLevel, message: &str) {
+            with(|h| h.log(level, message))
+        }
+        pub fn now_secs() -> u64 {
+            with(|h| h.now_secs())
+        }
+        pub fn state_get(key: &str) -> Option<Vec<u8>> {
+            with(|h| h.state_get(key))
+        }
+        pub fn state_set(key: &str, value: &[u8]) -> Result<(), StateError> {
+            with(|h| h.state_set(key, value))
+        }
+        pub fn state_delete(key: &str) {
+            with(|h| h.state_delete(key))
+        }
+    }
 }
