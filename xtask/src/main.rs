@@ -32,6 +32,10 @@ const APT_PACKAGES: &[&str] = &[
     "pkg-config",
     // The TLS tests make their own CA.
     "openssl",
+    // The OpenWrt script tests (openwrt/tests/) run the init script with jshn-style JSON and
+    // the feed Makefile under `make -n`.
+    "jq",
+    "make",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The test plugin that imports WASI is built for this target, so the host's refusal is tested.

@@ -149,6 +149,7 @@ pub fn plugin_config(args: &RunArgs) -> Result<Config, String> {
         name: Spanned::new(0..0, manifest.name.clone()),
         path: Some(wasm),
         config: table,
+        limits: None,
         allow: Some(Spanned::new(0..0, granted)),
     }];
     // Only this plugin, and nothing that writes to the site's state: no bundles, no consent
