@@ -133,15 +133,19 @@ pub fn unpack(bytes: &[u8], max_bytes: usize) -> Result<Bundle, String> {
     }
     let mut archive = tar::Archive::new(bytes);
     let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // The tar crate's errors quote header fields, which for a file that is not a tar are its
+    // first bytes (a dropped-in link to a secret file would publish them): fixed phrases only.
     let entries = archive
         .entries()
-        .map_err(|e| format!("not a bundle: {e}"))?;
+        .map_err(|_| "not a bundle: unreadable tar".to_owned())?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("not a bundle: {e}"))?;
+        let mut entry = entry.map_err(|_| "not a bundle: unreadable tar header".to_owned())?;
         if !entry.header().entry_type().is_file() {
             return Err("not a bundle: a member is not a regular file".into());
         }
-        let path = entry.path().map_err(|e| format!("not a bundle: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|_| "not a bundle: unreadable member name".to_owned())?;
         let name = path.to_str().unwrap_or_default().to_owned();
         let plain = !name.is_empty()
             && name
@@ -149,7 +153,10 @@ pub fn unpack(bytes: &[u8], max_bytes: usize) -> Result<Bundle, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             && !name.starts_with('.');
         if !plain {
-            return Err(format!("not a bundle: member name {name:?}"));
+            return Err(format!(
+                "not a bundle: member name {:?}",
+                crate::untrusted::escape(&name, 64)
+            ));
         }
         if members.len() >= MAX_MEMBERS || members.contains_key(&name) {
             return Err("not a bundle: too many or repeated members".into());
@@ -157,7 +164,7 @@ pub fn unpack(bytes: &[u8], max_bytes: usize) -> Result<Bundle, String> {
         let mut data = Vec::new();
         entry
             .read_to_end(&mut data)
-            .map_err(|e| format!("not a bundle: {e}"))?;
+            .map_err(|_| "not a bundle: truncated member".to_owned())?;
         members.insert(name, data);
     }
     let manifest_bytes = members

@@ -151,19 +151,18 @@ impl Installer {
             if path.extension().is_none_or(|e| e != "pgb") {
                 continue;
             }
-            let bytes = std::fs::read(&path);
+            let bytes = read_drop_in(&path, self.settings.max_bytes);
             // Consumed either way, so a bad file is reported once, not every few seconds.
             let _ = std::fs::remove_file(&path);
-            let push_id = format!(
-                "file-{}",
-                path.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("bundle")
-            );
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("bundle");
+            let push_id = format!("file-{}", crate::untrusted::escape(stem, 64));
             match bytes {
                 Ok(bytes) => self.offer(&push_id, &bytes, out, now_ms),
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot read a dropped-in bundle")
+                    tracing::warn!(file = %push_id, error = %e, "refused a dropped-in bundle")
                 }
             }
         }
@@ -576,4 +575,87 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::result::Result<(), String> {
     let path = dir.join(name);
     crate::flash::replace(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads a dropped-in bundle: a regular file only, never through a link, never blocking on a
+/// FIFO or device, and at most `max_bytes` (+1, to tell an oversized file), so whatever lands
+/// in the plugin directory cannot make the daemon read a secret, stall or exhaust memory.
+fn read_drop_in(path: &Path, max_bytes: usize) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "a symbolic link, not a regular file".to_owned(),
+            _ => format!("cannot open: {}", e.kind()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {}", e.kind()))?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > max_bytes as u64 {
+        return Err(format!(
+            "oversize: {} bytes, the limit is {max_bytes}",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {}", e.kind()))?;
+    if bytes.len() > max_bytes {
+        return Err(format!("oversize: more than {max_bytes} bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod drop_in_tests {
+    use super::read_drop_in;
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"root:SECRET-HASH:19000:0:99999:7:::\n").unwrap();
+        let link = dir.path().join("evil.pgb");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let e = read_drop_in(&link, 1 << 20).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+
+        let zero = dir.path().join("zero.pgb");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(read_drop_in(&zero, 1 << 20).is_err());
+
+        let fifo = dir.path().join("fifo.pgb");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Would block forever without O_NONBLOCK: no writer ever opens it.
+        assert_eq!(
+            read_drop_in(&fifo, 1 << 20).unwrap_err(),
+            "not a regular file"
+        );
+
+        let big = dir.path().join("big.pgb");
+        std::fs::write(&big, vec![0u8; 2048]).unwrap();
+        assert!(
+            read_drop_in(&big, 1024)
+                .unwrap_err()
+                .starts_with("oversize")
+        );
+        assert_eq!(read_drop_in(&big, 4096).unwrap().len(), 2048);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_tar_is_never_quoted() {
+        let mut secret = b"root:SECRET-HASH\nINFO probegate::bundle::install: installed".to_vec();
+        secret.resize(1024, b'x');
+        let e = super::format::unpack(&secret, 1 << 20).err().unwrap();
+        assert!(!e.contains("SECRET") && !e.contains('\n'), "{e}");
+    }
 }
