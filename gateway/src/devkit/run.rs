@@ -204,14 +204,7 @@ struct Line<'a> {
 impl<W: Write> Printer<W> {
     fn print(&mut self, o: &Output) -> std::io::Result<()> {
         self.seq += 1;
-        // The topics and retain flags of publish::Session::publish: the devkit tests compare
-        // the two through a real broker.
-        let (topic, retain) = match o.kind {
-            OutputKind::Stream => (self.topics.plugin_output(&o.plugin, &o.stream), false),
-            OutputKind::PluginStatus => (self.topics.plugin_status(&o.plugin), true),
-            OutputKind::BundleResult => (self.topics.bundle_result(), false),
-            OutputKind::Installed => (self.topics.plugins_installed(), true),
-        };
+        let (topic, retain) = self.topics.for_output(o);
         let envelope = Envelope {
             v: 1,
             site: &self.identity.site,

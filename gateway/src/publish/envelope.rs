@@ -111,6 +111,18 @@ impl Topics {
     pub fn plugin_output(&self, plugin: &str, stream: &str) -> String {
         format!("{}/plugins/{plugin}/{stream}", self.root)
     }
+
+    /// Where a plugin-stage output goes, and whether the broker retains it: the one mapping
+    /// the daemon's session and `plugin run`'s printer share.
+    pub fn for_output(&self, output: &crate::plugins::Output) -> (String, bool) {
+        use crate::plugins::OutputKind;
+        match output.kind {
+            OutputKind::Stream => (self.plugin_output(&output.plugin, &output.stream), false),
+            OutputKind::PluginStatus => (self.plugin_status(&output.plugin), true),
+            OutputKind::BundleResult => (self.bundle_result(), false),
+            OutputKind::Installed => (self.plugins_installed(), true),
+        }
+    }
 }
 
 /// The wrapper around every plugin message.

@@ -288,15 +288,7 @@ impl Session {
             data: &output.payload,
         };
         let body = serde_json::to_vec(&envelope).expect("envelope serialises");
-        let (topic, retain) = match output.kind {
-            OutputKind::Stream => (
-                self.topics.plugin_output(&output.plugin, &output.stream),
-                false,
-            ),
-            OutputKind::PluginStatus => (self.topics.plugin_status(&output.plugin), true),
-            OutputKind::BundleResult => (self.topics.bundle_result(), false),
-            OutputKind::Installed => (self.topics.plugins_installed(), true),
-        };
+        let (topic, retain) = self.topics.for_output(output);
         let priority = self
             .priorities
             .get(&format!("{}/{}", output.plugin, output.stream))
