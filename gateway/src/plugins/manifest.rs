@@ -160,7 +160,12 @@ pub fn path_for(wasm: &Path) -> PathBuf {
 impl Manifest {
     /// Reads and checks the manifest beside `wasm`.
     pub fn load(wasm: &Path) -> Result<Manifest, ManifestError> {
-        let path = path_for(wasm);
+        Manifest::load_from(&path_for(wasm))
+    }
+
+    /// Reads and checks the manifest at `path`.
+    pub fn load_from(path: &Path) -> Result<Manifest, ManifestError> {
+        let path = path.to_owned();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -122,6 +122,29 @@ impl PluginRunner {
         limits: Limits,
         granted: &[Capability],
     ) -> Result<PluginRunner, PluginError> {
+        let manifest = super::manifest::path_for(path);
+        Self::load_from(
+            engine,
+            linker,
+            name,
+            (path, &manifest),
+            config_json,
+            limits,
+            granted,
+        )
+    }
+
+    /// [`PluginRunner::load`] with the manifest at a path of its own (a staged bundle's
+    /// files are not named as installed ones are).
+    pub(super) fn load_from(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        name: &str,
+        (path, manifest_path): (&Path, &Path),
+        config_json: String,
+        limits: Limits,
+        granted: &[Capability],
+    ) -> Result<PluginRunner, PluginError> {
         let load_err = |reason: String| PluginError::Load {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -131,7 +154,7 @@ impl PluginRunner {
         if let Err(e) = std::fs::metadata(path) {
             return Err(load_err(e.to_string()));
         }
-        let manifest = Manifest::load(path).map_err(|e| load_err(e.to_string()))?;
+        let manifest = Manifest::load_from(manifest_path).map_err(|e| load_err(e.to_string()))?;
         manifest
             .check_grants(granted)
             .map_err(|e| PluginError::Refused {
