@@ -313,14 +313,13 @@ impl HostState {
         if !bucket.take(per_minute, now_ms) {
             return Err(PublishError::RateLimited(per_minute));
         }
-        if declared.kind == StreamKind::Aggregate && self.limits.min_cell > 1 {
+        if declared.kind == StreamKind::Aggregate {
+            // Parsed even where min_cell is 1: a negative count or one hidden in a string is
+            // refused whatever the site's minimum.
             let mut doc: serde_json::Value =
                 serde_json::from_str(&payload).map_err(|e| PublishError::NotJson(e.to_string()))?;
-            super::guard::suppress_small_cells(
-                &mut doc,
-                declared.counts.as_deref(),
-                self.limits.min_cell,
-            );
+            super::guard::suppress_small_cells(&mut doc, &declared.measures, self.limits.min_cell)
+                .map_err(PublishError::NotJson)?;
             let text = serde_json::to_string(&doc).expect("a Value serialises");
             return RawValue::from_string(text).map_err(|e| PublishError::NotJson(e.to_string()));
         }
@@ -430,6 +429,7 @@ fn refusal_label(e: &PublishError) -> &'static str {
     match e {
         PublishError::BadStreamName => "bad_stream_name",
         PublishError::UndeclaredStream => "undeclared_stream",
+        PublishError::NotJson(why) if why.starts_with(super::guard::NOT_A_COUNT) => "not_a_count",
         PublishError::NotJson(_) => "not_json",
         PublishError::TooLarge(_) => "too_large",
         PublishError::RateLimited(_) => "rate_limited",

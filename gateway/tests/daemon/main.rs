@@ -1,6 +1,7 @@
 //! The daemon end to end, with real parts only: mosquitto, mosquitto_sub, libpcap reading
 //! real captures, and plugins built from `plugins/` running in wasmtime.
 
+mod aggregates;
 mod bundle_attacks;
 mod bundles;
 mod canary;

@@ -11,6 +11,9 @@
 //! - `log-flood`: write `count` (default 100,000) log lines in one call;
 //! - `log-forge`: log a message whose line breaks and escape codes try to forge daemon lines;
 //! - `init-error` (on `init`): refuse to start with a 4 MiB error.
+//! - `bad-counts`: publish, once, to its aggregate stream `agg` what the aggregation guard must
+//!   refuse or fix (a negative count, a count in a string, a boolean, a small count in a member
+//!   the manifest does not name) and one good message; it logs each refusal's reason.
 //!
 //! `count` also sets how many messages `flood` publishes per call (default 100,000).
 //!
@@ -34,6 +37,16 @@ struct Config {
 /// codes that would clear a terminal and colour the rest.
 pub const FORGED: &str =
     "harmless\nFORGED  INFO probegate::bundle::install: installed plugin=evil\r\x1b[2J\x1b[31mred";
+
+/// What `bad-counts` publishes to `agg` (manifest: `counts = ["visitors"]`, `measures =
+/// ["start_ms"]`): refused, refused, refused, published with `hidden` as null, published as is.
+pub const BAD_COUNTS: [&str; 5] = [
+    r#"{"start_ms":3,"visitors":-3}"#,
+    r#"{"start_ms":3,"visitors":"2"}"#,
+    r#"{"start_ms":3,"visitors":10,"flag":true}"#,
+    r#"{"start_ms":3,"visitors":10,"hidden":{"deep":[2]}}"#,
+    r#"{"start_ms":3,"visitors":7}"#,
+];
 
 struct Hostile {
     config: Config,
@@ -112,6 +125,14 @@ fn misbehave(act: &str, count: Option<u64>) {
                 "x".repeat(40).as_str(),
             ] {
                 let _ = publish(stream, &Alive { alive: 0 });
+            }
+        }
+        "bad-counts" => {
+            for doc in BAD_COUNTS {
+                let sent = probegate_sdk::bindings::probegate::plugin::host::publish("agg", doc);
+                if let Err(probegate_sdk::PublishError::NotJson(why)) = sent {
+                    log(LogLevel::Warn, &format!("agg refused: {why}"));
+                }
             }
         }
         other => panic!("unknown act {other}"),
