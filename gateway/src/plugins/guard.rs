@@ -7,9 +7,14 @@
 //! than the minimum"), whatever the plugin meant to send, and refuses a message with a count
 //! that is not one: negative, or not a number at all (a count in a string or a boolean would
 //! pass any check on numbers). Zero stays: that nobody came identifies no one.
+//!
+//! And on every stream that is not per-device, values that name one device or one sighting
+//! (the plugin's pseudonyms, a sighting's capture time to the millisecond) are refused, so two
+//! plugins' outputs cannot be joined on what they were handed ([`refuse_per_device_values`]).
 
 use crate::untrusted;
 use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
 
 /// Why a message is not an aggregate: the text of the `not-json` refusal (the interface has
 /// no variant of its own for it), which starts with [`NOT_A_COUNT`].
@@ -82,6 +87,109 @@ fn counts(v: &mut Value, at: &mut String, min_cell: u32) -> Result<(), NotCounts
     }
 }
 
+/// How many of a plugin's latest pseudonyms (device and IE signature) and sighting times the
+/// host remembers to refuse them on streams that are not per-device: enough for the sightings
+/// of many minutes in a busy store, at about 200 KiB per plugin.
+const REMEMBER: usize = 8_192;
+
+/// What a plugin was lately handed that names one device or one sighting: its pseudonyms and
+/// the capture times of its sightings. Published verbatim on a stream that is not per-device,
+/// such a value would let the back office join two plugins' outputs device by device.
+#[derive(Default)]
+pub struct Recent {
+    pseudonyms: HashSet<u64>,
+    pseudonym_order: VecDeque<u64>,
+    times: HashSet<u64>,
+    time_order: VecDeque<u64>,
+}
+
+impl Recent {
+    /// Remembers one sighting as the plugin sees it.
+    pub fn saw(&mut self, device: u64, signature: Option<u64>, time_ms: u64) {
+        for p in std::iter::once(device).chain(signature) {
+            remember(&mut self.pseudonyms, &mut self.pseudonym_order, p);
+        }
+        // A time on a whole second is what window boundaries are made of: not remembered,
+        // so a boundary that happens to equal a sighting's time is never refused.
+        if !time_ms.is_multiple_of(1000) {
+            remember(&mut self.times, &mut self.time_order, time_ms);
+        }
+    }
+
+    fn names(&self, x: u64) -> Option<&'static str> {
+        if self.pseudonyms.contains(&x) {
+            Some("one of the plugin's pseudonyms")
+        } else if self.times.contains(&x) {
+            Some("the capture time of a sighting, to the millisecond")
+        } else {
+            None
+        }
+    }
+}
+
+fn remember(set: &mut HashSet<u64>, order: &mut VecDeque<u64>, x: u64) {
+    if set.insert(x) {
+        order.push_back(x);
+        if order.len() > REMEMBER
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+    }
+}
+
+/// The start of the refusal text for a per-device value (see [`refuse_per_device_values`]).
+pub const PER_DEVICE_VALUE: &str = "a per-device value at ";
+
+/// Refuses a message for a stream that is not per-device if any number in it, or any string
+/// that is one number in decimal or 16 hex digits, equals a pseudonym or a sighting time the
+/// plugin was lately handed (see [`Recent`]).
+pub fn refuse_per_device_values(doc: &Value, recent: &Recent) -> Result<(), String> {
+    fn walk(v: &Value, at: &mut String, recent: &Recent) -> Result<(), String> {
+        let found = match v {
+            Value::Number(n) => n.as_u64().and_then(|x| recent.names(x)),
+            Value::String(s) => {
+                let decimal = (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+                let hex = s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                let parsed = match (decimal, hex) {
+                    (true, _) => s.parse().ok(),
+                    (false, true) => u64::from_str_radix(s, 16).ok(),
+                    _ => None,
+                };
+                parsed.and_then(|x| recent.names(x))
+            }
+            Value::Array(items) => {
+                let len = at.len();
+                for (i, item) in items.iter().enumerate() {
+                    at.push_str(&format!("/{i}"));
+                    walk(item, at, recent)?;
+                    at.truncate(len);
+                }
+                None
+            }
+            Value::Object(members) => {
+                let len = at.len();
+                for (name, m) in members {
+                    at.push('/');
+                    at.push_str(name);
+                    walk(m, at, recent)?;
+                    at.truncate(len);
+                }
+                None
+            }
+            Value::Null | Value::Bool(_) => None,
+        };
+        match found {
+            None => Ok(()),
+            Some(what) => Err(format!(
+                "{PER_DEVICE_VALUE}\"{}\": {what}; only a stream the manifest declares per-device (granted per-device-output) may carry it",
+                untrusted::escape(if at.is_empty() { "/" } else { at }, 64)
+            )),
+        }
+    }
+    walk(doc, &mut String::new(), recent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +256,36 @@ mod tests {
         assert_eq!(doc, json!({"a": 0.5}));
         let mut doc = json!({"a": 1, "b": -1});
         assert!(suppress_small_cells(&mut doc, &[], 1).is_err());
+    }
+
+    #[test]
+    fn pseudonyms_and_millisecond_sighting_times_are_refused_whole_seconds_are_not() {
+        let mut recent = Recent::default();
+        recent.saw(0xdead_beef_0bad_f00d, Some(77), 1_697_803_200_123);
+        recent.saw(5, None, 1_697_803_201_000);
+        for doc in [
+            json!({"d": 0xdead_beef_0bad_f00d_u64}),
+            json!({"x": [{"t": 1_697_803_200_123_u64}]}),
+            json!({"sig": 77}),
+            json!({"d": "deadbeef0badf00d"}),
+            json!({"t": "1697803200123"}),
+        ] {
+            let e = refuse_per_device_values(&doc, &recent).unwrap_err();
+            assert!(e.starts_with(PER_DEVICE_VALUE), "{doc}: {e}");
+        }
+        for doc in [
+            json!({"t": 1_697_803_201_000_u64, "n": 4}),
+            json!({"t": 1_697_803_200_124_u64}),
+            json!({"s": "hello"}),
+        ] {
+            refuse_per_device_values(&doc, &recent).unwrap();
+        }
+        // Memory is bounded: the oldest go first.
+        for i in 0..REMEMBER as u64 {
+            recent.saw(1_000_000 + i, None, 1_000_000_001 + i);
+        }
+        refuse_per_device_values(&json!(0xdead_beef_0bad_f00d_u64), &recent).unwrap();
+        assert!(recent.pseudonyms.len() <= REMEMBER && recent.times.len() <= REMEMBER);
     }
 
     #[test]

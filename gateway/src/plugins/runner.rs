@@ -3,7 +3,7 @@
 use super::PluginError;
 use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
 use super::health::Health;
-use super::manifest::{Capability, Kind, Manifest};
+use super::manifest::{Capability, Kind, Manifest, StreamKind};
 use super::sandbox::{Budget, HostState, Limits, Output, OutputKind};
 use super::state::State;
 use crate::privacy::{PseudonymSpace, Sighting};
@@ -77,6 +77,12 @@ pub struct PluginRunner {
     budget: Arc<Mutex<Budget>>,
     /// Why it cannot start, once that is known not to change by trying again.
     failed_for_good: Option<String>,
+    /// What it published while handed sightings, on streams that are not per-device: held
+    /// until the next tick (or stop), so neither the envelope's time nor the moment of
+    /// sending tells which sighting it followed.
+    held: Vec<Output>,
+    /// Whether the call under way is a delivery of sightings.
+    holding: bool,
 }
 
 /// A status reason (an init error, a trap, a load error) is cut to this many bytes: the
@@ -201,6 +207,8 @@ impl PluginRunner {
             refusal_log: WarnLimiter::default(),
             budget: Arc::default(),
             failed_for_good: None,
+            held: Vec::new(),
+            holding: false,
         })
     }
 
@@ -434,12 +442,17 @@ impl PluginRunner {
         }
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
+        let budget = self.budget.clone();
+        let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, s) in sightings.iter().enumerate() {
             let tags = tags.get(i).cloned().unwrap_or_default();
             let wit = self.visible(s, tags);
+            budget.recent.saw(wit.device, wit.ie_signature, wit.time_ms);
             batch.push(wit);
         }
+        drop(budget);
         let expected = batch.len();
+        self.holding = true;
         let (outcome, verdicts) = self.call(now_ms, out, |instance, store| match instance {
             Instance::Analytics(p) => p.call_on_sightings(store, &batch).map(|()| None),
             Instance::Filter(p) => {
@@ -453,6 +466,7 @@ impl PluginRunner {
                 Ok(Some(verdicts))
             }
         });
+        self.holding = false;
         self.batch = batch;
         let verdicts = match kind {
             Kind::Analytics => None,
@@ -492,6 +506,7 @@ impl PluginRunner {
     }
 
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
+        self.release_held(now_ms, out);
         self.call(now_ms, out, |instance, store| match instance {
             Instance::Analytics(p) => p.call_on_tick(store, now_ms),
             Instance::Filter(p) => p.call_on_tick(store, now_ms),
@@ -514,6 +529,7 @@ impl PluginRunner {
     }
 
     pub fn on_stop(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
+        self.release_held(now_ms, out);
         let outcome = self
             .call(now_ms, out, |instance, store| match instance {
                 Instance::Analytics(p) => p.call_on_stop(store, now_ms),
@@ -522,6 +538,14 @@ impl PluginRunner {
             .0;
         self.report_suppressed(true);
         outcome
+    }
+
+    /// Sends what was held since the last tick, stamped with the whole second of `now_ms`.
+    fn release_held(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        for mut o in self.held.drain(..) {
+            o.time_ms = now_ms - now_ms % 1000;
+            out.push(o);
+        }
     }
 
     /// Says how many of the plugin's log lines the rate limit kept out, once a minute at most
@@ -572,7 +596,21 @@ impl PluginRunner {
         let call_us = started.elapsed().as_micros() as u64;
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
-        out.append(&mut state.outputs);
+        if self.holding {
+            for o in state.outputs.drain(..) {
+                let per_device = self
+                    .manifest
+                    .streams
+                    .get(&o.stream)
+                    .is_some_and(|s| s.kind == StreamKind::PerDevice);
+                match per_device {
+                    true => out.push(o),
+                    false => self.held.push(o),
+                }
+            }
+        } else {
+            out.append(&mut state.outputs);
+        }
         let refused = std::mem::take(&mut state.refused);
         if let Some(label) = state.last_refusal.take() {
             self.refusal_log

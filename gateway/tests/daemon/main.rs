@@ -15,6 +15,7 @@ mod errors;
 mod expect;
 mod fairness;
 mod harness;
+mod joins;
 mod limits;
 mod logs;
 mod occupancy;

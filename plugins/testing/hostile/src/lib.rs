@@ -15,6 +15,12 @@
 //!   refuse or fix (a negative count, a count in a string, a boolean, a small count in a member
 //!   the manifest does not name) and one good message; it logs each refusal's reason.
 //!
+//! - `time-leak` (on `sightings`): try to make its output joinable with another plugin's:
+//!   publish `{"alive": n}` to `s0` during its first 50 deliveries of sightings (so the
+//!   envelope's time would be the batch's), and on every tick (instead of the heartbeat) publish what it was handed since, as
+//!   `{"t": [time_ms, ...], "d": [pseudonym, ...]}` on `flood`, 100 sightings a message; the
+//!   first refusal's reason goes to the log.
+//!
 //! `count` also sets how many messages `flood` publishes per call (default 100,000).
 //!
 //! When it is not misbehaving it publishes `{"alive": n}` to stream `heartbeat` on each tick,
@@ -51,6 +57,16 @@ pub const BAD_COUNTS: [&str; 5] = [
 struct Hostile {
     config: Config,
     ticks: u64,
+    /// `time-leak`: the sightings handed since the last tick, as (time, pseudonym).
+    leak: Vec<(u64, u64)>,
+    told: bool,
+    deliveries: u32,
+}
+
+#[derive(Serialize)]
+struct Leak {
+    t: Vec<u64>,
+    d: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -152,6 +168,9 @@ impl Plugin for Hostile {
         let me = Hostile {
             config: parse_config(config)?,
             ticks: 0,
+            leak: Vec::new(),
+            told: false,
+            deliveries: 0,
         };
         if me.config.act == "init-error" {
             return Err("e".repeat(4 << 20));
@@ -160,11 +179,38 @@ impl Plugin for Hostile {
         Ok(me)
     }
 
-    fn on_sightings(&mut self, _batch: &[Sighting]) {
+    fn on_sightings(&mut self, batch: &[Sighting]) {
+        if self.config.act == "time-leak" {
+            self.leak
+                .extend(batch.iter().map(|s| (s.time_ms, s.device)));
+            // A few are enough to show where their time goes; thousands would only swamp
+            // the test's subscriber.
+            if self.deliveries < 50 {
+                self.deliveries += 1;
+                let _ = publish(
+                    "s0",
+                    &Alive {
+                        alive: batch.len() as u64,
+                    },
+                );
+            }
+            return;
+        }
         self.at("sightings");
     }
 
     fn on_tick(&mut self, _now_ms: u64) {
+        if self.config.act == "time-leak" {
+            for chunk in std::mem::take(&mut self.leak).chunks(100) {
+                let (t, d) = chunk.iter().copied().unzip();
+                if let Err(e) = publish("flood", &Leak { t, d })
+                    && !std::mem::replace(&mut self.told, true)
+                {
+                    log(LogLevel::Warn, &format!("time-leak refused: {e:?}"));
+                }
+            }
+            return;
+        }
         self.at("tick");
         self.ticks += 1;
         let _ = publish("heartbeat", &Alive { alive: self.ticks });
