@@ -127,6 +127,10 @@ fn a_signed_version_that_cannot_run_is_rolled_back_and_the_old_one_survives_a_re
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("cannot load"), "{stderr}");
+    assert!(sub.wait_for(
+        |m| m.topic.ends_with("/status") && m.payload.contains("\"offline\"") && !m.retained,
+        Duration::from_secs(10)
+    ));
     let statuses: Vec<serde_json::Value> = sub
         .messages()
         .iter()
@@ -139,4 +143,86 @@ fn a_signed_version_that_cannot_run_is_rolled_back_and_the_old_one_survives_a_re
         "{statuses:?}"
     );
     assert!(!sub.stream("counter", "counts").is_empty());
+}
+
+#[test]
+fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_installs() {
+    let r = Retailer::new();
+    let (site, mut stream) = r.gateway(1, "");
+    let plugins = site.dir.path().join("plugins");
+    // A secret outside the plugin directory, written to look like a log line if it leaked.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let secret = elsewhere.path().join("shadow");
+    std::fs::write(
+        &secret,
+        "root:SECRET-HASH-4711:19000:0:99999:7:::\nINFO probegate::bundle::install: installed plugin=evil\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, plugins.join("shadow.pgb")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", plugins.join("zero.pgb")).unwrap();
+    let fifo = std::ffi::CString::new(plugins.join("fifo.pgb").to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    // The daemon looks every 2 s; each is consumed once, whatever it was.
+    let gone = |n: &str| std::fs::symlink_metadata(plugins.join(n)).is_err();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !["shadow.pgb", "zero.pgb", "fifo.pgb"]
+        .iter()
+        .all(|n| gone(n))
+    {
+        assert!(std::time::Instant::now() < deadline, "drop-ins not taken");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        std::fs::read(&secret).is_ok(),
+        "the link's target is untouched"
+    );
+
+    // A real bundle dropped in afterwards (copied aside, renamed into place) still installs.
+    let good = r.bundle(&site, "visitor_counter", "counter", "1.0.0", 1);
+    std::fs::copy(&good, plugins.join(".good.tmp")).unwrap();
+    std::fs::rename(plugins.join(".good.tmp"), plugins.join("good.pgb")).unwrap();
+    assert!(
+        r.sub.wait_until(
+            |sub| results(sub)
+                .iter()
+                .any(|res| res["push_id"] == "file-good" && res["outcome"] == "installed"),
+            Duration::from_secs(30)
+        ),
+        "{:?}",
+        results(&r.sub)
+    );
+    r.still_publishing(&mut stream, 3, "counter", "counts");
+    let out = stream.finish();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    // Each refusal names the file and a clear reason.
+    let refusals: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("refused a dropped-in bundle"))
+        .collect();
+    assert_eq!(refusals.len(), 3, "{stderr}");
+    for (file, why) in [
+        ("file-shadow", "a symbolic link, not a regular file"),
+        ("file-zero", "a symbolic link, not a regular file"),
+        ("file-fifo", "not a regular file"),
+    ] {
+        assert!(
+            refusals.iter().any(|l| l.contains(file) && l.contains(why)),
+            "{file}: {refusals:?}"
+        );
+    }
+    // Nothing of the secret anywhere, and no forged line.
+    assert!(
+        !stderr.contains("SECRET") && !stderr.contains("plugin=evil"),
+        "{stderr}"
+    );
+    for m in r.sub.messages() {
+        assert!(!m.payload.contains("SECRET"), "{}: {}", m.topic, m.payload);
+    }
+    // Only the real bundle has a result.
+    let all = results(&r.sub);
+    assert_eq!(all.len(), 1, "{all:?}");
 }
