@@ -87,9 +87,9 @@ fn counts(v: &mut Value, at: &mut String, min_cell: u32) -> Result<(), NotCounts
     }
 }
 
-/// How many of a plugin's latest pseudonyms (device and IE signature) and sighting times the
-/// host remembers to refuse them on streams that are not per-device: enough for the sightings
-/// of many minutes in a busy store, at about 200 KiB per plugin.
+/// How many of a plugin's latest distinct pseudonyms (device and IE signature), and of its
+/// latest sighting times, the host remembers to refuse them on streams that are not
+/// per-device: many minutes of sightings in a busy store, for about 300 KiB per plugin.
 const REMEMBER: usize = 8_192;
 
 /// What a plugin was lately handed that names one device or one sighting: its pseudonyms and
@@ -98,42 +98,50 @@ const REMEMBER: usize = 8_192;
 #[derive(Default)]
 pub struct Recent {
     pseudonyms: HashSet<u64>,
+    /// The same, oldest first, to forget the oldest.
     pseudonym_order: VecDeque<u64>,
-    times: HashSet<u64>,
-    time_order: VecDeque<u64>,
+    /// Sighting times, ascending (sightings come in capture order): searched by bisection,
+    /// the oldest forgotten first.
+    times: VecDeque<u64>,
 }
 
 impl Recent {
     /// Remembers one sighting as the plugin sees it.
     pub fn saw(&mut self, device: u64, signature: Option<u64>, time_ms: u64) {
         for p in std::iter::once(device).chain(signature) {
-            remember(&mut self.pseudonyms, &mut self.pseudonym_order, p);
+            if self.pseudonyms.contains(&p) {
+                continue;
+            }
+            if self.pseudonym_order.len() == REMEMBER
+                && let Some(old) = self.pseudonym_order.pop_front()
+            {
+                self.pseudonyms.remove(&old);
+            }
+            self.pseudonyms.insert(p);
+            self.pseudonym_order.push_back(p);
         }
         // A time on a whole second is what window boundaries are made of: not remembered,
         // so a boundary that happens to equal a sighting's time is never refused.
-        if !time_ms.is_multiple_of(1000) {
-            remember(&mut self.times, &mut self.time_order, time_ms);
+        if time_ms.is_multiple_of(1000) {
+            return;
+        }
+        if self.times.binary_search(&time_ms).is_err() {
+            if self.times.len() == REMEMBER {
+                self.times.pop_front();
+            }
+            // At the back, but for a sighting out of capture order.
+            let at = self.times.partition_point(|&t| t < time_ms);
+            self.times.insert(at, time_ms);
         }
     }
 
     fn names(&self, x: u64) -> Option<&'static str> {
         if self.pseudonyms.contains(&x) {
             Some("one of the plugin's pseudonyms")
-        } else if self.times.contains(&x) {
+        } else if self.times.binary_search(&x).is_ok() {
             Some("the capture time of a sighting, to the millisecond")
         } else {
             None
-        }
-    }
-}
-
-fn remember(set: &mut HashSet<u64>, order: &mut VecDeque<u64>, x: u64) {
-    if set.insert(x) {
-        order.push_back(x);
-        if order.len() > REMEMBER
-            && let Some(old) = order.pop_front()
-        {
-            set.remove(&old);
         }
     }
 }
@@ -280,12 +288,18 @@ mod tests {
         ] {
             refuse_per_device_values(&doc, &recent).unwrap();
         }
+        // Out of order still lands in order.
+        recent.saw(6, None, 1_697_803_200_100);
+        assert!(recent.times.iter().is_sorted());
+        refuse_per_device_values(&json!(1_697_803_200_100_u64), &recent).unwrap_err();
         // Memory is bounded: the oldest go first.
         for i in 0..REMEMBER as u64 {
             recent.saw(1_000_000 + i, None, 1_000_000_001 + i);
         }
         refuse_per_device_values(&json!(0xdead_beef_0bad_f00d_u64), &recent).unwrap();
         assert!(recent.pseudonyms.len() <= REMEMBER && recent.times.len() <= REMEMBER);
+        assert_eq!(recent.pseudonym_order.len(), recent.pseudonyms.len());
+        assert!(recent.times.iter().is_sorted());
     }
 
     #[test]
