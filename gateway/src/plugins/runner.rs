@@ -724,3 +724,75 @@ fn trap_text(e: &wasmtime::Error) -> String {
     };
     untrusted::bound(&text, MAX_REASON).into_owned()
 }
+
+#[cfg(all(test, feature = "compiler"))]
+mod tests {
+    use super::*;
+    use crate::privacy::DeviceId;
+    use std::path::PathBuf;
+
+    /// The hostile test plugin as `spy`, built by `cargo xtask build-plugins`.
+    fn spy(dir: &Path) -> PluginRunner {
+        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm");
+        let wasm = dir.join("spy.wasm");
+        std::fs::copy(built.join("hostile.wasm"), &wasm)
+            .expect("run `cargo xtask build-plugins` first");
+        std::fs::copy(built.join("hostile.toml"), dir.join("spy.toml")).unwrap();
+        let engine = super::super::sandbox::engine().unwrap();
+        let linker = super::super::sandbox::linker(&engine).unwrap();
+        let limits = Limits {
+            fuel_per_call: 100_000_000,
+            memory_bytes: 64 << 20,
+            max_output_bytes: 16384,
+            max_outputs_per_call: 64,
+            max_outputs_per_stream_per_minute: 120,
+            max_outputs_per_minute: 240,
+            max_output_bytes_per_minute: 1 << 20,
+            log_lines_per_minute: 60,
+            state_bytes: 1024,
+            instances: 16,
+            tables: 16,
+            memories: 2,
+            min_cell: 1,
+            trust_precompiled: false,
+        };
+        let config = r#"{"act":"time-leak","on":"sightings"}"#.to_owned();
+        PluginRunner::load(&engine, &linker, "spy", &wasm, config, limits, &[]).unwrap()
+    }
+
+    fn sighting(device: u64, time_ms: u64) -> Sighting {
+        Sighting {
+            device: DeviceId(device),
+            epoch: 1,
+            time_ms,
+            signal_dbm: None,
+            freq_mhz: None,
+            randomized: false,
+            seq: 0,
+            ie_signature: None,
+            consent: None,
+        }
+    }
+
+    #[test]
+    fn what_a_plugin_publishes_while_handed_sightings_waits_for_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = spy(dir.path());
+        let mut out = Vec::new();
+        runner.start(0).unwrap();
+        let batch = [
+            sighting(1, 1_697_803_200_123),
+            sighting(2, 1_697_803_200_456),
+        ];
+        runner.on_sightings(&batch, &[], 1_697_803_200_456, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        runner.on_tick(1_697_803_201_000, &mut out);
+        // The held message, stamped with the tick; then what the tick published (the leak of
+        // both sightings' times and pseudonyms, refused).
+        let held: Vec<&Output> = out.iter().filter(|o| o.stream == "s0").collect();
+        assert_eq!(held.len(), 1, "{out:?}");
+        assert_eq!(held[0].time_ms, 1_697_803_201_000);
+        assert!(out.iter().all(|o| o.stream != "flood"), "{out:?}");
+        assert_eq!(runner.take_refused(), 1);
+    }
+}

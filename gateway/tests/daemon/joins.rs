@@ -102,6 +102,7 @@ fn two_plugins_cannot_publish_what_joins_their_devices() {
     // of a stream that is not per-device tells a millisecond.
     let during = sub.stream("spy-a", "s0");
     assert!(!during.is_empty());
+
     for (plugin, stream) in [
         ("spy-a", "s0"),
         ("spy-b", "s0"),

@@ -16,7 +16,7 @@
 //!   the manifest does not name) and one good message; it logs each refusal's reason.
 //!
 //! - `time-leak` (on `sightings`): try to make its output joinable with another plugin's:
-//!   publish `{"alive": n}` to `s0` during its first 50 deliveries of sightings (so the
+//!   publish `{"n": sightings, "at": now_secs}` to `s0` during its first 50 deliveries of sightings (so the
 //!   envelope's time would be the batch's), and on every tick (instead of the heartbeat) publish what it was handed since, as
 //!   `{"t": [time_ms, ...], "d": [pseudonym, ...]}` on `flood`, 100 sightings a message; the
 //!   first refusal's reason goes to the log.
@@ -61,6 +61,13 @@ struct Hostile {
     leak: Vec<(u64, u64)>,
     told: bool,
     deliveries: u32,
+}
+
+/// `time-leak`'s message during a delivery: how many sightings, and the pipeline second.
+#[derive(Serialize)]
+struct During {
+    n: usize,
+    at: u64,
 }
 
 #[derive(Serialize)]
@@ -187,12 +194,8 @@ impl Plugin for Hostile {
             // the test's subscriber.
             if self.deliveries < 50 {
                 self.deliveries += 1;
-                let _ = publish(
-                    "s0",
-                    &Alive {
-                        alive: batch.len() as u64,
-                    },
-                );
+                let at = probegate_sdk::now_secs();
+                let _ = publish("s0", &During { n: batch.len(), at });
             }
             return;
         }
