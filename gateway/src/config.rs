@@ -145,7 +145,7 @@ pub struct PrivacyConfig {
     #[serde(default = "default_consent_registry")]
     pub consent_registry: PathBuf,
     /// Counts above 0 and below this in a plugin's aggregate streams are published as `null`,
-    /// so no group this small can be singled out. 1 turns the guard off.
+    /// so no group this small can be singled out. 1 turns that off; the rest of the guard stays.
     #[serde(default = "spanned_min_cell")]
     pub min_cell: Spanned<u32>,
 }

@@ -1,16 +1,19 @@
 //! Installing a bundle on the router: stage, switch, watch, then commit or roll back.
 //!
 //! The plugin directory always holds a working set: a new version is written beside the old
-//! one under a temporary name, the old one is copied aside, and two renames swap them. The
-//! reloader then loads the new version as it loads any replaced file. For a health window the
-//! installer watches it; a refusal at load, a trap or a limit breach puts the old files back.
+//! one under a temporary name and the old one is copied aside. The staged version is then
+//! loaded, instantiated and initialised exactly as the reloader tries any new version; if it
+//! does not run, the staged files go and the old version never stopped (`rolled_back`). If it
+//! runs, two renames swap the files and that very instance takes over. For a health window
+//! the installer watches it; a trap or a limit breach puts the old files back.
 //! A journal on flash records each step, so a daemon killed in the middle comes back to the
 //! old set (an install is only final once committed).
 
 use super::format::{self, Bundle, BundleManifest, COMPONENT, PLUGIN_MANIFEST};
 use super::{Rejection, Trust};
 use crate::plugins::reload::Reloader;
-use crate::plugins::{Output, OutputKind, PluginRunner};
+use crate::plugins::{Output, OutputKind, PluginError, PluginRunner};
+use crate::untrusted::{Escaped, MAX_FIELD as MAX_REASON, escape};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,9 @@ struct Pending {
     push_id: String,
     manifest: BundleManifest,
     until: Instant,
+    /// The reloader's generation of the plugin once this version was put in place: any
+    /// other means another version runs now (or none).
+    generation: u64,
 }
 
 pub struct Installer {
@@ -289,44 +295,110 @@ impl Installer {
             };
             return self.reject(&push_id, Some(&bundle.manifest), &why, out, now_ms);
         }
-        if let Err(failed) = self.switch(&bundle) {
-            let name = &bundle.manifest.name;
-            let e = match failed {
-                // A full flash, most likely: the running version was never touched, so it
-                // stays; only the partial copies go, as they take the room.
-                SwitchFailed::BeforeSwap(e) => {
-                    self.discard_staged(name);
-                    e
-                }
-                SwitchFailed::AfterSwap(e) => {
-                    let _ = self.restore_previous(name);
-                    e
-                }
-            };
-            tracing::error!(plugin = %name, error = %e, "cannot write the bundle; the installed version stays");
-            let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
-            self.report(
-                &push_id,
-                Some(&bundle.manifest),
-                "rejected",
-                Some("io"),
-                Some(e),
-                out,
-                now_ms,
-            );
-            return;
-        }
-        reloader.check(runners, now_ms, out);
-        if bundle.manifest.remove {
+        let name = &bundle.manifest.name;
+        let switched = self
+            .stage(&bundle)
+            .map_err(SwitchFailed::BeforeSwap)
+            .and_then(|()| {
+                self.try_staged(&bundle, runners, reloader, now_ms)
+                    .map_err(SwitchFailed::WontRun)
+            })
+            .and_then(|trial| {
+                self.swap(&bundle)
+                    .map(|()| trial)
+                    .map_err(SwitchFailed::AfterSwap)
+            });
+        let trial = match switched {
+            Ok(trial) => trial,
+            Err(SwitchFailed::WontRun(reason)) => {
+                // Nothing the daemon loads was touched: the running version carries on, and
+                // the kept copy of it stays in previous/.
+                self.discard_new_files(name);
+                let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+                tracing::warn!(plugin = %name, reason = %Escaped::new(&reason), "new version does not run; rolled back before it was put in place");
+                self.report(
+                    &push_id,
+                    Some(&bundle.manifest),
+                    "rolled_back",
+                    None,
+                    Some(reason),
+                    out,
+                    now_ms,
+                );
+                return;
+            }
+            Err(failed) => {
+                let e = match failed {
+                    // A full flash, most likely: the running version was never touched, so
+                    // it stays; only the partial copies go, as they take the room.
+                    SwitchFailed::BeforeSwap(e) => {
+                        self.discard_staged(name);
+                        e
+                    }
+                    SwitchFailed::AfterSwap(e) => {
+                        let _ = self.restore_previous(name);
+                        e
+                    }
+                    SwitchFailed::WontRun(_) => unreachable!("handled above"),
+                };
+                tracing::error!(plugin = %name, error = %Escaped::new(&e), "cannot write the bundle; the installed version stays");
+                let _ = std::fs::remove_file(self.settings.state_dir.join(JOURNAL));
+                self.report(
+                    &push_id,
+                    Some(&bundle.manifest),
+                    "rejected",
+                    Some("io"),
+                    Some(e),
+                    out,
+                    now_ms,
+                );
+                return;
+            }
+        };
+        let Some(trial) = trial else {
+            // A removal: the reloader stops the plugin whose files went.
+            reloader.check(runners, now_ms, out);
             self.commit(&push_id, &bundle.manifest, out, now_ms);
             return;
-        }
+        };
+        let generation = reloader.adopt(trial, runners, now_ms, out);
         self.pending = Some(Pending {
             push_id,
             manifest: bundle.manifest,
             until: Instant::now() + self.settings.health,
+            generation,
         });
         self.watch(runners, reloader, now_ms, out);
+    }
+
+    /// Loads, instantiates and initialises the staged version as the reloader would once it
+    /// is in place (`None` for a removal); the error, bounded and escaped, is the reason of
+    /// the rollback.
+    fn try_staged(
+        &self,
+        bundle: &Bundle,
+        runners: &[PluginRunner],
+        reloader: &Reloader,
+        now_ms: u64,
+    ) -> std::result::Result<Option<PluginRunner>, String> {
+        if bundle.manifest.remove {
+            return Ok(None);
+        }
+        let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
+        let name = &bundle.manifest.name;
+        let wasm = dir.join(format!(".{name}.wasm.new"));
+        let manifest = dir.join(format!(".{name}.toml.new"));
+        reloader
+            .trial(name, (&wasm, &manifest), runners, now_ms)
+            .map(Some)
+            .map_err(|e| {
+                let why = match e {
+                    // Not the staged file's path: the result leaves the router.
+                    PluginError::Load { reason, .. } => format!("cannot load: {reason}"),
+                    e => e.to_string(),
+                };
+                escape(&why, MAX_REASON)
+            })
     }
 
     fn watch(
@@ -341,14 +413,15 @@ impl Installer {
             .as_ref()
             .expect("called with a pending install");
         let runner = runners.iter().find(|r| r.name() == p.manifest.name);
+        let ours = reloader.generation(&p.manifest.name) == Some(p.generation);
         let failure = match runner {
-            // The reloader made a new runner for the new version: its counts start at the
-            // switch.
-            Some(r) if r.version() == p.manifest.version => (r.breaches() > 0 || r.is_failing())
+            // The runner put in place for the new version: its counts start at the switch.
+            Some(r) if ours => (r.breaches() > 0 || r.is_failing())
                 .then(|| "it trapped or broke a limit during the health window".to_owned()),
             _ => Some(
-                last_reload_failure(out, &p.manifest.name)
-                    .unwrap_or_else(|| "the new version did not load or start".into()),
+                "its files were replaced or removed during the health window, or it did not \
+                 start"
+                    .to_owned(),
             ),
         };
         if let Some(reason) = failure {
@@ -444,13 +517,19 @@ impl Installer {
         }
     }
 
-    fn switch(&self, bundle: &Bundle) -> std::result::Result<(), SwitchFailed> {
-        self.stage(bundle).map_err(SwitchFailed::BeforeSwap)?;
-        self.swap(bundle).map_err(SwitchFailed::AfterSwap)
+    /// Removes the staged new files of a version that will not run.
+    fn discard_new_files(&self, name: &str) {
+        let Some(dir) = &self.settings.plugin_dir else {
+            return;
+        };
+        for ext in ["toml", "wasm"] {
+            let _ = std::fs::remove_file(dir.join(format!(".{name}.{ext}.new")));
+        }
     }
 
     /// Writes the new version beside the running one and keeps a copy of the running one;
-    /// nothing the daemon loads has changed yet.
+    /// nothing the daemon loads has changed yet. (The journal says "staged": a restart
+    /// removes the new files.)
     fn stage(&self, bundle: &Bundle) -> std::result::Result<(), String> {
         let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
         let name = &bundle.manifest.name;
@@ -488,14 +567,24 @@ impl Installer {
                 Err(e) => return Err(format!("{}: {e}", current.display())),
             }
         }
-        // From here on a restart restores the kept copy (see `recover`).
-        journal("switched")
+        Ok(())
     }
 
     /// Puts the staged version in place of the running one (renames only: no room needed).
     fn swap(&self, bundle: &Bundle) -> std::result::Result<(), String> {
         let dir = self.settings.plugin_dir.as_ref().expect("checked at offer");
         let name = &bundle.manifest.name;
+        let j = Journal {
+            name: name.clone(),
+            sequence: bundle.manifest.sequence,
+            phase: "switched".into(),
+        };
+        // From here on a restart restores the kept copy (see `recover`).
+        write_atomic(
+            &self.settings.state_dir,
+            JOURNAL,
+            &serde_json::to_vec(&j).expect("serialises"),
+        )?;
         if bundle.manifest.remove {
             for ext in ["wasm", "toml"] {
                 let _ = std::fs::remove_file(dir.join(format!("{name}.{ext}")));
@@ -536,19 +625,11 @@ impl Installer {
 enum SwitchFailed {
     /// Nothing the daemon loads was touched.
     BeforeSwap(String),
+    /// Staged, but the new version does not load, instantiate or initialise; nothing the
+    /// daemon loads was touched.
+    WontRun(String),
     /// Files were being renamed: the previous version must come back.
     AfterSwap(String),
-}
-
-/// The reason in the last "reload_failed" status the reloader queued for `name`.
-fn last_reload_failure(out: &[Output], name: &str) -> Option<String> {
-    out.iter().rev().find_map(|o| {
-        if o.kind != OutputKind::PluginStatus || &*o.plugin != name {
-            return None;
-        }
-        let doc: serde_json::Value = serde_json::from_str(o.payload.get()).ok()?;
-        (doc["state"] == "reload_failed").then(|| doc["reason"].as_str().unwrap_or("").to_owned())
-    })
 }
 
 fn host_output(

@@ -117,10 +117,15 @@ pub enum StreamKind {
 #[serde(deny_unknown_fields)]
 pub struct Stream {
     pub kind: StreamKind,
-    /// For aggregate streams: the top-level members that hold counts (numbers, or arrays and
-    /// objects of them). Without it, every number in the payload is taken for a count.
+    /// For aggregate streams: the top-level members that hold counts. Documentation only:
+    /// every member not named in `measures` is a count anyway (see `plugins::guard`).
     #[serde(default)]
     pub counts: Option<Vec<String>>,
+    /// For aggregate streams: the top-level members that are not counts (times, bin edges,
+    /// ratios, flags, labels). The host leaves them as they are; everything else must be a
+    /// count.
+    #[serde(default)]
+    pub measures: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -160,7 +165,12 @@ pub fn path_for(wasm: &Path) -> PathBuf {
 impl Manifest {
     /// Reads and checks the manifest beside `wasm`.
     pub fn load(wasm: &Path) -> Result<Manifest, ManifestError> {
-        let path = path_for(wasm);
+        Manifest::load_from(&path_for(wasm))
+    }
+
+    /// Reads and checks the manifest at `path`.
+    pub fn load_from(path: &Path) -> Result<Manifest, ManifestError> {
+        let path = path.to_owned();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -201,9 +211,20 @@ impl Manifest {
                     "stream {name:?} is per-device, which needs the capability \"per-device-output\""
                 ));
             }
-            if stream.counts.is_some() && stream.kind != StreamKind::Aggregate {
+            let lists = stream.counts.is_some() || !stream.measures.is_empty();
+            if lists && stream.kind != StreamKind::Aggregate {
                 return Err(format!(
-                    "stream {name:?}: `counts` only applies to aggregate streams"
+                    "stream {name:?}: `counts` and `measures` only apply to aggregate streams"
+                ));
+            }
+            if let Some(both) = stream
+                .counts
+                .iter()
+                .flatten()
+                .find(|c| stream.measures.contains(c))
+            {
+                return Err(format!(
+                    "stream {name:?}: {both:?} is in both `counts` and `measures`"
                 ));
             }
         }
@@ -279,6 +300,22 @@ counts = ["visitors"]
         );
         let e = Manifest::parse(&text).unwrap_err();
         assert!(e.contains("per-device-output"), "{e}");
+    }
+
+    #[test]
+    fn a_member_cannot_be_both_a_count_and_a_measure() {
+        let m = Manifest::parse(&COUNTER.replace(
+            "counts = [\"visitors\"]",
+            "counts = [\"visitors\"]\nmeasures = [\"start_ms\"]",
+        ))
+        .unwrap();
+        assert_eq!(m.streams["counts"].measures, ["start_ms"]);
+        let e = Manifest::parse(&COUNTER.replace(
+            "counts = [\"visitors\"]",
+            "counts = [\"visitors\"]\nmeasures = [\"visitors\"]",
+        ))
+        .unwrap_err();
+        assert!(e.contains("both"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Watched {
     /// Its own instance, table and memory counts from its [[plugin]] table.
     pub own_limits: InstanceLimits,
     stamp: Stamp,
+    /// Counts the versions put in place or stopped, so an installer can tell whether the
+    /// runner it watches is still the one it put there (version strings may repeat).
+    generation: u64,
 }
 
 impl Watched {
@@ -49,7 +52,20 @@ impl Watched {
             granted,
             own_limits,
             stamp,
+            generation: 0,
         }
+    }
+
+    /// A plugin found in the plugin directory with no [[plugin]] table: config `{}`, the
+    /// default grant, the site's limits.
+    fn discovered(name: String, path: PathBuf) -> Watched {
+        Watched::new(
+            name,
+            path,
+            "{}".into(),
+            Capability::DEFAULT_GRANT.to_vec(),
+            InstanceLimits::default(),
+        )
     }
 }
 
@@ -98,13 +114,7 @@ pub fn discover(dir: &Path, known: &[Watched]) -> Vec<Watched> {
                 tracing::warn!(file = %Escaped::new(&path.display().to_string()), "not a usable plugin name (a-z, 0-9, '-', '_', unique): skipped");
                 return None;
             }
-            let mut w = Watched::new(
-                name,
-                path,
-                "{}".into(),
-                Capability::DEFAULT_GRANT.to_vec(),
-                InstanceLimits::default(),
-            );
+            let mut w = Watched::discovered(name, path);
             // Seen for the first time: load it at this check, whatever its stamp.
             w.stamp = None;
             Some(w)
@@ -158,6 +168,7 @@ impl Reloader {
             match current {
                 None => {
                     if let Some(i) = at {
+                        self.watched[order].generation += 1;
                         let mut old = runners.remove(i);
                         old.on_stop(now_ms, out);
                         tracing::info!(plugin = %name, "plugin file removed; plugin stopped");
@@ -165,26 +176,7 @@ impl Reloader {
                     }
                 }
                 Some(_) => match self.candidate(order, at.map(|i| &runners[i]), now_ms) {
-                    Ok(mut new) => {
-                        match at {
-                            Some(i) => {
-                                // The old version publishes what it holds, then steps aside.
-                                runners[i].on_stop(now_ms, out);
-                                new.inherit_space(&mut runners[i]);
-                                runners[i] = new;
-                            }
-                            None => {
-                                let i = self.insert_position(runners, order);
-                                runners.insert(i, new);
-                            }
-                        }
-                        let i = runners
-                            .iter()
-                            .position(|r| r.name() == name)
-                            .expect("just placed");
-                        runners[i].announce(out, now_ms);
-                        tracing::info!(plugin = %name, "plugin reloaded");
-                    }
+                    Ok(new) => self.place(order, new, runners, now_ms, out),
                     Err(e) => {
                         tracing::warn!(plugin = %name, error = %Escaped::bounded(&e.to_string(), 2048), "new plugin version refused; the running one carries on");
                         report(out, &name, now_ms, "reload_failed", Some(&e.to_string()));
@@ -203,11 +195,25 @@ impl Reloader {
         now_ms: u64,
     ) -> Result<PluginRunner, PluginError> {
         let w = &self.watched[order];
-        let mut runner = PluginRunner::load(
+        let manifest = manifest::path_for(&w.path);
+        self.load_and_start(w, (&w.path, &manifest), current, now_ms)
+    }
+
+    /// The one way a new version is tried: loaded with the plugin's config, grant and limits
+    /// (the manifest checked against the grant, imports and exports type-checked),
+    /// instantiated and initialised with a copy of the running version's state.
+    fn load_and_start(
+        &self,
+        w: &Watched,
+        files: (&Path, &Path),
+        current: Option<&PluginRunner>,
+        now_ms: u64,
+    ) -> Result<PluginRunner, PluginError> {
+        let mut runner = PluginRunner::load_from(
             &self.engine,
             &self.linker,
             &w.name,
-            &w.path,
+            files,
             w.config_json.clone(),
             self.limits.with(w.own_limits),
             &w.granted,
@@ -217,6 +223,102 @@ impl Reloader {
         }
         runner.start(now_ms)?;
         Ok(runner)
+    }
+
+    /// Tries a staged new version of `name` (component `wasm`, manifest `manifest`, not yet
+    /// in place) exactly as a reload would try it once in place: with the config, grant and
+    /// limits `name` runs under, beside the running version. The started runner is what
+    /// [`Reloader::adopt`] puts in place after the files are renamed; on an error nothing
+    /// changed.
+    pub fn trial(
+        &self,
+        name: &str,
+        (wasm, manifest): (&Path, &Path),
+        runners: &[PluginRunner],
+        now_ms: u64,
+    ) -> Result<PluginRunner, PluginError> {
+        let current = runners.iter().find(|r| r.name() == name);
+        let dir = self.dir.as_deref().unwrap_or(Path::new("."));
+        let in_place = dir.join(format!("{name}.wasm"));
+        let settings;
+        let w = match self.watched.iter().find(|w| w.name == name) {
+            Some(w) if w.path != in_place => {
+                return Err(PluginError::Refused {
+                    name: name.to_owned(),
+                    reason: "a [[plugin]] table of this name runs a file outside plugin_dir".into(),
+                });
+            }
+            Some(w) => w,
+            None => {
+                // Not running yet: it will be found in the plugin directory.
+                settings = Watched::discovered(name.to_owned(), in_place);
+                &settings
+            }
+        };
+        self.load_and_start(w, (wasm, manifest), current, now_ms)
+    }
+
+    /// Puts `new`, a [`Reloader::trial`] that passed and whose files were then renamed into
+    /// place, in for the running version, as a reload does; the rename is not reloaded
+    /// again. Returns the plugin's generation (see [`Reloader::generation`]).
+    pub fn adopt(
+        &mut self,
+        new: PluginRunner,
+        runners: &mut Vec<PluginRunner>,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> u64 {
+        if let Some(dir) = &self.dir {
+            let found = discover(dir, &self.watched);
+            self.watched.extend(found);
+        }
+        let order = self
+            .watched
+            .iter()
+            .position(|w| w.name == new.name())
+            .expect("a bundle's plugin is in the plugin directory");
+        self.watched[order].stamp = stamp(&self.watched[order].path);
+        self.place(order, new, runners, now_ms, out);
+        self.watched[order].generation
+    }
+
+    /// Which version of `name` runs: changes each time one is put in place or stopped.
+    pub fn generation(&self, name: &str) -> Option<u64> {
+        self.watched
+            .iter()
+            .find(|w| w.name == name)
+            .map(|w| w.generation)
+    }
+
+    /// Swaps a started new version in for the running one (or adds it, in configured order).
+    fn place(
+        &mut self,
+        order: usize,
+        mut new: PluginRunner,
+        runners: &mut Vec<PluginRunner>,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let name = self.watched[order].name.clone();
+        self.watched[order].generation += 1;
+        match runners.iter().position(|r| r.name() == name) {
+            Some(i) => {
+                // The old version publishes what it holds, then steps aside.
+                runners[i].on_stop(now_ms, out);
+                new.inherit_space(&mut runners[i]);
+                runners[i] = new;
+            }
+            None => {
+                let i = self.insert_position(runners, order);
+                runners.insert(i, new);
+            }
+        }
+        let i = runners
+            .iter()
+            .position(|r| r.name() == name)
+            .expect("just placed");
+        runners[i].announce(out, now_ms);
+        tracing::info!(plugin = %name, "plugin reloaded");
     }
 
     /// Where a plugin that (re)appears goes, so the chain keeps the configured order.

@@ -3,7 +3,7 @@
 use super::PluginError;
 use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
 use super::health::Health;
-use super::manifest::{Capability, Kind, Manifest};
+use super::manifest::{Capability, Kind, Manifest, StreamKind};
 use super::sandbox::{Budget, HostState, Limits, Output, OutputKind};
 use super::state::State;
 use crate::privacy::{PseudonymSpace, Sighting};
@@ -77,6 +77,12 @@ pub struct PluginRunner {
     budget: Arc<Mutex<Budget>>,
     /// Why it cannot start, once that is known not to change by trying again.
     failed_for_good: Option<String>,
+    /// What it published while handed sightings, on streams that are not per-device: held
+    /// until the next tick (or stop), so neither the envelope's time nor the moment of
+    /// sending tells which sighting it followed.
+    held: Vec<Output>,
+    /// Whether the call under way is a delivery of sightings.
+    holding: bool,
 }
 
 /// A status reason (an init error, a trap, a load error) is cut to this many bytes: the
@@ -122,6 +128,29 @@ impl PluginRunner {
         limits: Limits,
         granted: &[Capability],
     ) -> Result<PluginRunner, PluginError> {
+        let manifest = super::manifest::path_for(path);
+        Self::load_from(
+            engine,
+            linker,
+            name,
+            (path, &manifest),
+            config_json,
+            limits,
+            granted,
+        )
+    }
+
+    /// [`PluginRunner::load`] with the manifest at a path of its own (a staged bundle's
+    /// files are not named as installed ones are).
+    pub(super) fn load_from(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        name: &str,
+        (path, manifest_path): (&Path, &Path),
+        config_json: String,
+        limits: Limits,
+        granted: &[Capability],
+    ) -> Result<PluginRunner, PluginError> {
         let load_err = |reason: String| PluginError::Load {
             name: name.to_owned(),
             path: path.to_owned(),
@@ -131,7 +160,7 @@ impl PluginRunner {
         if let Err(e) = std::fs::metadata(path) {
             return Err(load_err(e.to_string()));
         }
-        let manifest = Manifest::load(path).map_err(|e| load_err(e.to_string()))?;
+        let manifest = Manifest::load_from(manifest_path).map_err(|e| load_err(e.to_string()))?;
         manifest
             .check_grants(granted)
             .map_err(|e| PluginError::Refused {
@@ -178,6 +207,8 @@ impl PluginRunner {
             refusal_log: WarnLimiter::default(),
             budget: Arc::default(),
             failed_for_good: None,
+            held: Vec::new(),
+            holding: false,
         })
     }
 
@@ -411,12 +442,17 @@ impl PluginRunner {
         }
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
+        let budget = self.budget.clone();
+        let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, s) in sightings.iter().enumerate() {
             let tags = tags.get(i).cloned().unwrap_or_default();
             let wit = self.visible(s, tags);
+            budget.recent.saw(wit.device, wit.ie_signature, wit.time_ms);
             batch.push(wit);
         }
+        drop(budget);
         let expected = batch.len();
+        self.holding = true;
         let (outcome, verdicts) = self.call(now_ms, out, |instance, store| match instance {
             Instance::Analytics(p) => p.call_on_sightings(store, &batch).map(|()| None),
             Instance::Filter(p) => {
@@ -430,6 +466,7 @@ impl PluginRunner {
                 Ok(Some(verdicts))
             }
         });
+        self.holding = false;
         self.batch = batch;
         let verdicts = match kind {
             Kind::Analytics => None,
@@ -469,6 +506,7 @@ impl PluginRunner {
     }
 
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
+        self.release_held(now_ms, out);
         self.call(now_ms, out, |instance, store| match instance {
             Instance::Analytics(p) => p.call_on_tick(store, now_ms),
             Instance::Filter(p) => p.call_on_tick(store, now_ms),
@@ -491,6 +529,7 @@ impl PluginRunner {
     }
 
     pub fn on_stop(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
+        self.release_held(now_ms, out);
         let outcome = self
             .call(now_ms, out, |instance, store| match instance {
                 Instance::Analytics(p) => p.call_on_stop(store, now_ms),
@@ -499,6 +538,14 @@ impl PluginRunner {
             .0;
         self.report_suppressed(true);
         outcome
+    }
+
+    /// Sends what was held since the last tick, stamped with the whole second of `now_ms`.
+    fn release_held(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        for mut o in self.held.drain(..) {
+            o.time_ms = now_ms - now_ms % 1000;
+            out.push(o);
+        }
     }
 
     /// Says how many of the plugin's log lines the rate limit kept out, once a minute at most
@@ -549,7 +596,21 @@ impl PluginRunner {
         let call_us = started.elapsed().as_micros() as u64;
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
-        out.append(&mut state.outputs);
+        if self.holding {
+            for o in state.outputs.drain(..) {
+                let per_device = self
+                    .manifest
+                    .streams
+                    .get(&o.stream)
+                    .is_some_and(|s| s.kind == StreamKind::PerDevice);
+                match per_device {
+                    true => out.push(o),
+                    false => self.held.push(o),
+                }
+            }
+        } else {
+            out.append(&mut state.outputs);
+        }
         let refused = std::mem::take(&mut state.refused);
         if let Some(label) = state.last_refusal.take() {
             self.refusal_log
@@ -662,4 +723,76 @@ fn trap_text(e: &wasmtime::Error) -> String {
             .to_owned(),
     };
     untrusted::bound(&text, MAX_REASON).into_owned()
+}
+
+#[cfg(all(test, feature = "compiler"))]
+mod tests {
+    use super::*;
+    use crate::privacy::DeviceId;
+    use std::path::PathBuf;
+
+    /// The hostile test plugin as `spy`, built by `cargo xtask build-plugins`.
+    fn spy(dir: &Path) -> PluginRunner {
+        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm");
+        let wasm = dir.join("spy.wasm");
+        std::fs::copy(built.join("hostile.wasm"), &wasm)
+            .expect("run `cargo xtask build-plugins` first");
+        std::fs::copy(built.join("hostile.toml"), dir.join("spy.toml")).unwrap();
+        let engine = super::super::sandbox::engine().unwrap();
+        let linker = super::super::sandbox::linker(&engine).unwrap();
+        let limits = Limits {
+            fuel_per_call: 100_000_000,
+            memory_bytes: 64 << 20,
+            max_output_bytes: 16384,
+            max_outputs_per_call: 64,
+            max_outputs_per_stream_per_minute: 120,
+            max_outputs_per_minute: 240,
+            max_output_bytes_per_minute: 1 << 20,
+            log_lines_per_minute: 60,
+            state_bytes: 1024,
+            instances: 16,
+            tables: 16,
+            memories: 2,
+            min_cell: 1,
+            trust_precompiled: false,
+        };
+        let config = r#"{"act":"time-leak","on":"sightings"}"#.to_owned();
+        PluginRunner::load(&engine, &linker, "spy", &wasm, config, limits, &[]).unwrap()
+    }
+
+    fn sighting(device: u64, time_ms: u64) -> Sighting {
+        Sighting {
+            device: DeviceId(device),
+            epoch: 1,
+            time_ms,
+            signal_dbm: None,
+            freq_mhz: None,
+            randomized: false,
+            seq: 0,
+            ie_signature: None,
+            consent: None,
+        }
+    }
+
+    #[test]
+    fn what_a_plugin_publishes_while_handed_sightings_waits_for_the_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = spy(dir.path());
+        let mut out = Vec::new();
+        runner.start(0).unwrap();
+        let batch = [
+            sighting(1, 1_697_803_200_123),
+            sighting(2, 1_697_803_200_456),
+        ];
+        runner.on_sightings(&batch, &[], 1_697_803_200_456, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        runner.on_tick(1_697_803_201_000, &mut out);
+        // The held message, stamped with the tick; then what the tick published (the leak of
+        // both sightings' times and pseudonyms, refused).
+        let held: Vec<&Output> = out.iter().filter(|o| o.stream == "s0").collect();
+        assert_eq!(held.len(), 1, "{out:?}");
+        assert_eq!(held[0].time_ms, 1_697_803_201_000);
+        assert!(out.iter().all(|o| o.stream != "flood"), "{out:?}");
+        assert_eq!(runner.take_refused(), 1);
+    }
 }

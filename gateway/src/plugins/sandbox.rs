@@ -128,6 +128,9 @@ pub struct Budget {
     suppressed: u64,
     /// When suppressed lines were last reported (wall ms).
     reported_at_ms: u64,
+    /// The pseudonyms and sighting times the plugin was lately handed, which only its
+    /// per-device streams may carry.
+    pub recent: super::guard::Recent,
 }
 
 impl Budget {
@@ -313,14 +316,22 @@ impl HostState {
         if !bucket.take(per_minute, now_ms) {
             return Err(PublishError::RateLimited(per_minute));
         }
-        if declared.kind == StreamKind::Aggregate && self.limits.min_cell > 1 {
-            let mut doc: serde_json::Value =
-                serde_json::from_str(&payload).map_err(|e| PublishError::NotJson(e.to_string()))?;
-            super::guard::suppress_small_cells(
-                &mut doc,
-                declared.counts.as_deref(),
-                self.limits.min_cell,
-            );
+        if declared.kind == StreamKind::PerDevice {
+            return RawValue::from_string(payload)
+                .map_err(|e| PublishError::NotJson(e.to_string()));
+        }
+        // Any other stream is about groups or the store: it must not carry what names one
+        // device or one sighting, whatever the site's minimum cell.
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&payload).map_err(|e| PublishError::NotJson(e.to_string()))?;
+        super::guard::refuse_per_device_values(
+            &doc,
+            &self.budget.lock().unwrap_or_else(|e| e.into_inner()).recent,
+        )
+        .map_err(PublishError::NotJson)?;
+        if declared.kind == StreamKind::Aggregate {
+            super::guard::suppress_small_cells(&mut doc, &declared.measures, self.limits.min_cell)
+                .map_err(PublishError::NotJson)?;
             let text = serde_json::to_string(&doc).expect("a Value serialises");
             return RawValue::from_string(text).map_err(|e| PublishError::NotJson(e.to_string()));
         }
@@ -338,11 +349,22 @@ impl bindings::Host for HostState {
         match self.check(&stream_name, payload) {
             Ok(payload) => {
                 self.published_this_call += 1;
+                // Only a per-device stream's envelope tells the millisecond; any other says
+                // the whole second, so its time cannot single out a sighting.
+                let per_device = self
+                    .manifest
+                    .streams
+                    .get(&stream_name)
+                    .is_some_and(|s| s.kind == StreamKind::PerDevice);
+                let time_ms = match per_device {
+                    true => self.now_ms,
+                    false => self.now_ms - self.now_ms % 1000,
+                };
                 self.outputs.push(Output {
                     plugin: self.plugin.clone(),
                     stream: stream_name,
                     payload,
-                    time_ms: self.now_ms,
+                    time_ms,
                     kind: OutputKind::Stream,
                 });
                 Ok(())
@@ -430,6 +452,10 @@ fn refusal_label(e: &PublishError) -> &'static str {
     match e {
         PublishError::BadStreamName => "bad_stream_name",
         PublishError::UndeclaredStream => "undeclared_stream",
+        PublishError::NotJson(why) if why.starts_with(super::guard::NOT_A_COUNT) => "not_a_count",
+        PublishError::NotJson(why) if why.starts_with(super::guard::PER_DEVICE_VALUE) => {
+            "per_device_value"
+        }
         PublishError::NotJson(_) => "not_json",
         PublishError::TooLarge(_) => "too_large",
         PublishError::RateLimited(_) => "rate_limited",

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
+pub(crate) const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
 
 /// `probegate plugin ...` as a retailer runs it.
-fn cli(site: &Site, args: &[&str]) -> Output {
+pub(crate) fn cli(site: &Site, args: &[&str]) -> Output {
     site.command("info")
         .arg("plugin")
         .args(args)
@@ -20,13 +20,13 @@ fn cli(site: &Site, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{all}");
     all
 }
 
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
 }
 
@@ -45,13 +45,13 @@ impl Keys {
         (Keys { dir }, line)
     }
 
-    fn secret(&self, name: &str) -> PathBuf {
+    pub(crate) fn secret(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.key"))
     }
 }
 
 /// A component plus manifest named `name` at `version`, from a built plugin.
-fn plugin_as(dir: &Path, from: &str, name: &str, version: &str) -> PathBuf {
+pub(crate) fn plugin_as(dir: &Path, from: &str, name: &str, version: &str) -> PathBuf {
     let wasm = dir.join(format!("{name}.wasm"));
     std::fs::copy(plugin(&format!("{from}.wasm")), &wasm).unwrap();
     let manifest = std::fs::read_to_string(plugin(&format!("{from}.toml"))).unwrap();
@@ -69,7 +69,13 @@ fn plugin_as(dir: &Path, from: &str, name: &str, version: &str) -> PathBuf {
 }
 
 /// Builds and signs a bundle with the CLI; its path.
-fn bundle(site: &Site, wasm: &Path, sequence: u64, key: &Path, extra: &[&str]) -> PathBuf {
+pub(crate) fn bundle(
+    site: &Site,
+    wasm: &Path,
+    sequence: u64,
+    key: &Path,
+    extra: &[&str],
+) -> PathBuf {
     let out = wasm.with_extension(format!("{sequence}.pgb"));
     let seq = sequence.to_string();
     let mut args = vec![
@@ -125,7 +131,7 @@ fn bundle_site(broker: &Broker, key: &str, health_secs: u64, plugins_toml: &str)
     site
 }
 
-fn results(sub: &Subscriber) -> Vec<serde_json::Value> {
+pub(crate) fn results(sub: &Subscriber) -> Vec<serde_json::Value> {
     sub.messages()
         .iter()
         .filter(|m| m.topic.ends_with("/bundles/result"))
@@ -153,17 +159,17 @@ fn tamper(bundle: &Path, member: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathB
 
 /// What the tests start from: a broker, the back office's subscriber, a retailer's signing
 /// key and a scratch directory for the bundles the retailer makes.
-struct Retailer {
-    broker: Broker,
-    sub: Subscriber,
-    scratch: tempfile::TempDir,
-    keys: Keys,
+pub(crate) struct Retailer {
+    pub(crate) broker: Broker,
+    pub(crate) sub: Subscriber,
+    pub(crate) scratch: tempfile::TempDir,
+    pub(crate) keys: Keys,
     /// The public key's line, for the routers' config.
     public: String,
 }
 
 impl Retailer {
-    fn new() -> Retailer {
+    pub(crate) fn new() -> Retailer {
         let broker = Broker::start();
         let sub = Subscriber::start(&broker);
         // The CLI needs a site to run in before the gateway's exists.
@@ -178,20 +184,27 @@ impl Retailer {
     }
 
     /// Gateway gw-1, taking this retailer's bundles, online and fed part of the capture.
-    fn gateway(&self, health_secs: u64, plugins_toml: &str) -> (Site, Stream) {
+    pub(crate) fn gateway(&self, health_secs: u64, plugins_toml: &str) -> (Site, Stream) {
         let site = bundle_site(&self.broker, &self.public, health_secs, plugins_toml);
         let stream = feeding(&site, &self.sub);
         (site, stream)
     }
 
     /// A bundle of the built plugin `from` as `name` at `version`, signed by the retailer.
-    fn bundle(&self, site: &Site, from: &str, name: &str, version: &str, sequence: u64) -> PathBuf {
+    pub(crate) fn bundle(
+        &self,
+        site: &Site,
+        from: &str,
+        name: &str,
+        version: &str,
+        sequence: u64,
+    ) -> PathBuf {
         let wasm = plugin_as(self.scratch.path(), from, name, version);
         bundle(site, &wasm, sequence, &self.keys.secret("retailer"), &[])
     }
 
     /// Pushes `bundle` to gw-1 and waits for its result.
-    fn push(&self, site: &Site, bundle: &Path) -> Output {
+    pub(crate) fn push(&self, site: &Site, bundle: &Path) -> Output {
         push(
             site,
             &self.broker,
@@ -202,7 +215,13 @@ impl Retailer {
 
     /// Feeds the capture up to `part` eighths and asserts that `plugin` publishes more of
     /// `stream_name` than before: the running version carries on.
-    fn still_publishing(&self, stream: &mut Stream, part: usize, plugin: &str, stream_name: &str) {
+    pub(crate) fn still_publishing(
+        &self,
+        stream: &mut Stream,
+        part: usize,
+        plugin: &str,
+        stream_name: &str,
+    ) {
         let before = self.sub.stream(plugin, stream_name).len();
         stream.feed_to(part, 8);
         assert!(
@@ -217,7 +236,7 @@ impl Retailer {
 
 /// Starts the daemon on a stream of the capture and waits until it is online (a push is
 /// plain MQTT: a gateway not yet subscribed would miss it).
-fn feeding(site: &Site, sub: &Subscriber) -> Stream {
+pub(crate) fn feeding(site: &Site, sub: &Subscriber) -> Stream {
     let mut stream = site.replay_stream(CAPTURE);
     stream.feed_to(1, 8);
     let config = std::fs::read_to_string(&site.config).unwrap();

@@ -1,6 +1,8 @@
 //! The daemon end to end, with real parts only: mosquitto, mosquitto_sub, libpcap reading
 //! real captures, and plugins built from `plugins/` running in wasmtime.
 
+mod aggregates;
+mod bundle_attacks;
 mod bundles;
 mod canary;
 mod chain;
@@ -13,6 +15,7 @@ mod errors;
 mod expect;
 mod fairness;
 mod harness;
+mod joins;
 mod limits;
 mod logs;
 mod occupancy;

@@ -4,8 +4,9 @@
 //! does (init with the config, batches, ticks, messages, stop) while a mock host answers its
 //! calls. The mock checks each publish as the daemon's sandbox does with its default limits:
 //! the stream must be declared in the manifest, the payload one JSON document of at most
-//! 16 KiB, at most 64 publishes per call; on an `aggregate` stream, counts above 0 and below
-//! `min_cell` (default 5) become `null`. It keeps the key-value state under the daemon's
+//! 16 KiB, at most 64 publishes per call; on an `aggregate` stream, everything outside the
+//! manifest's `measures` must be a count (a negative one, or a string or boolean, is refused
+//! with `not-json`), and counts above 0 and below `min_cell` (default 5) become `null`. It keeps the key-value state under the daemon's
 //! 64 KiB budget and records every log line. It does not model the per-minute stream rate or
 //! fuel and memory limits: `probegate plugin run` runs the real component for that.
 //!
@@ -46,7 +47,8 @@ pub fn sighting(device: u64, time_ms: u64) -> Sighting {
 /// The daemon's default limits that the mock host applies.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// `privacy.min_cell`: 1 turns the aggregation guard off.
+    /// `privacy.min_cell`: 1 turns the suppression of small counts off (the rest of the guard
+    /// stays).
     pub min_cell: u32,
     pub max_output_bytes: usize,
     pub max_outputs_per_call: u32,
@@ -83,8 +85,11 @@ struct Manifest {
 #[derive(serde::Deserialize)]
 struct Stream {
     kind: String,
+    /// Documentation only, as in the daemon: every member outside `measures` is a count.
+    #[serde(default, rename = "counts")]
+    _counts: Option<Vec<String>>,
     #[serde(default)]
-    counts: Option<Vec<String>>,
+    measures: Vec<String>,
 }
 
 #[derive(Default)]
@@ -112,31 +117,46 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// The daemon's aggregation guard: in the members `counts` names (or the whole document),
-/// numbers above 0 and below `min_cell` become null.
-fn suppress_small_cells(doc: &mut Value, counts: Option<&[String]>, min_cell: u32) {
-    fn suppress(v: &mut Value, min_cell: u32) {
+/// The daemon's aggregation guard: every value outside the top-level members `measures`
+/// names must be a count (a number at least 0, null, or arrays and objects of them); counts
+/// above 0 and below `min_cell` become null. Anything else refuses the message.
+fn suppress_small_cells(doc: &mut Value, measures: &[String], min_cell: u32) -> Result<(), String> {
+    fn counts(v: &mut Value, at: &str, min_cell: u32) -> Result<(), String> {
+        let not = |what: &str| {
+            Err(format!(
+                "not a count at \"{}\": {what} (an aggregate stream carries counts; name the member in the manifest's `measures` if it is not one)",
+                if at.is_empty() { "/" } else { at }
+            ))
+        };
         match v {
-            Value::Number(n)
-                if n.as_f64()
-                    .is_some_and(|x| x > 0.0 && x < f64::from(min_cell)) =>
-            {
-                *v = Value::Null
+            Value::Null => Ok(()),
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(0.0);
+                if x < 0.0 {
+                    return not("a negative number");
+                }
+                if min_cell > 1 && x > 0.0 && x < f64::from(min_cell) {
+                    *v = Value::Null;
+                }
+                Ok(())
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| suppress(i, min_cell)),
-            Value::Object(members) => members.values_mut().for_each(|m| suppress(m, min_cell)),
-            _ => {}
+            Value::String(_) => not("a string"),
+            Value::Bool(_) => not("a boolean"),
+            Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .try_for_each(|(i, item)| counts(item, &format!("{at}/{i}"), min_cell)),
+            Value::Object(members) => members
+                .iter_mut()
+                .try_for_each(|(name, m)| counts(m, &format!("{at}/{name}"), min_cell)),
         }
     }
-    match (counts, doc) {
-        (Some(names), Value::Object(members)) => {
-            for name in names {
-                if let Some(v) = members.get_mut(name) {
-                    suppress(v, min_cell);
-                }
-            }
-        }
-        (_, doc) => suppress(doc, min_cell),
+    match doc {
+        Value::Object(members) => members
+            .iter_mut()
+            .filter(|(name, _)| !measures.contains(name))
+            .try_for_each(|(name, v)| counts(v, &format!("/{name}"), min_cell)),
+        doc => counts(doc, "", min_cell),
     }
 }
 
@@ -156,8 +176,9 @@ impl MockHost {
         }
         let mut doc: Value =
             serde_json::from_str(payload).map_err(|e| PublishError::NotJson(e.to_string()))?;
-        if declared.kind == "aggregate" && self.limits.min_cell > 1 {
-            suppress_small_cells(&mut doc, declared.counts.as_deref(), self.limits.min_cell);
+        if declared.kind == "aggregate" {
+            suppress_small_cells(&mut doc, &declared.measures, self.limits.min_cell)
+                .map_err(PublishError::NotJson)?;
         }
         Ok(doc)
     }
@@ -440,6 +461,7 @@ mod tests {
         [streams.counts]
         kind = "aggregate"
         counts = ["devices"]
+        measures = ["at"]
     "#;
 
     #[test]

@@ -11,6 +11,15 @@
 //! - `log-flood`: write `count` (default 100,000) log lines in one call;
 //! - `log-forge`: log a message whose line breaks and escape codes try to forge daemon lines;
 //! - `init-error` (on `init`): refuse to start with a 4 MiB error.
+//! - `bad-counts`: publish, once, to its aggregate stream `agg` what the aggregation guard must
+//!   refuse or fix (a negative count, a count in a string, a boolean, a small count in a member
+//!   the manifest does not name) and one good message; it logs each refusal's reason.
+//!
+//! - `time-leak` (on `sightings`): try to make its output joinable with another plugin's:
+//!   publish `{"n": sightings, "at": now_secs}` to `s0` during its first 50 deliveries of sightings (so the
+//!   envelope's time would be the batch's), and on every tick (instead of the heartbeat) publish what it was handed since, as
+//!   `{"t": [time_ms, ...], "d": [pseudonym, ...]}` on `flood`, 100 sightings a message; the
+//!   first refusal's reason goes to the log.
 //!
 //! `count` also sets how many messages `flood` publishes per call (default 100,000).
 //!
@@ -35,9 +44,36 @@ struct Config {
 pub const FORGED: &str =
     "harmless\nFORGED  INFO probegate::bundle::install: installed plugin=evil\r\x1b[2J\x1b[31mred";
 
+/// What `bad-counts` publishes to `agg` (manifest: `counts = ["visitors"]`, `measures =
+/// ["start_ms"]`): refused, refused, refused, published with `hidden` as null, published as is.
+pub const BAD_COUNTS: [&str; 5] = [
+    r#"{"start_ms":3,"visitors":-3}"#,
+    r#"{"start_ms":3,"visitors":"2"}"#,
+    r#"{"start_ms":3,"visitors":10,"flag":true}"#,
+    r#"{"start_ms":3,"visitors":10,"hidden":{"deep":[2]}}"#,
+    r#"{"start_ms":3,"visitors":7}"#,
+];
+
 struct Hostile {
     config: Config,
     ticks: u64,
+    /// `time-leak`: the sightings handed since the last tick, as (time, pseudonym).
+    leak: Vec<(u64, u64)>,
+    told: bool,
+    deliveries: u32,
+}
+
+/// `time-leak`'s message during a delivery: how many sightings, and the pipeline second.
+#[derive(Serialize)]
+struct During {
+    n: usize,
+    at: u64,
+}
+
+#[derive(Serialize)]
+struct Leak {
+    t: Vec<u64>,
+    d: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -114,6 +150,14 @@ fn misbehave(act: &str, count: Option<u64>) {
                 let _ = publish(stream, &Alive { alive: 0 });
             }
         }
+        "bad-counts" => {
+            for doc in BAD_COUNTS {
+                let sent = probegate_sdk::bindings::probegate::plugin::host::publish("agg", doc);
+                if let Err(probegate_sdk::PublishError::NotJson(why)) = sent {
+                    log(LogLevel::Warn, &format!("agg refused: {why}"));
+                }
+            }
+        }
         other => panic!("unknown act {other}"),
     }
 }
@@ -131,6 +175,9 @@ impl Plugin for Hostile {
         let me = Hostile {
             config: parse_config(config)?,
             ticks: 0,
+            leak: Vec::new(),
+            told: false,
+            deliveries: 0,
         };
         if me.config.act == "init-error" {
             return Err("e".repeat(4 << 20));
@@ -139,11 +186,34 @@ impl Plugin for Hostile {
         Ok(me)
     }
 
-    fn on_sightings(&mut self, _batch: &[Sighting]) {
+    fn on_sightings(&mut self, batch: &[Sighting]) {
+        if self.config.act == "time-leak" {
+            self.leak
+                .extend(batch.iter().map(|s| (s.time_ms, s.device)));
+            // A few are enough to show where their time goes; thousands would only swamp
+            // the test's subscriber.
+            if self.deliveries < 50 {
+                self.deliveries += 1;
+                let at = probegate_sdk::now_secs();
+                let _ = publish("s0", &During { n: batch.len(), at });
+            }
+            return;
+        }
         self.at("sightings");
     }
 
     fn on_tick(&mut self, _now_ms: u64) {
+        if self.config.act == "time-leak" {
+            for chunk in std::mem::take(&mut self.leak).chunks(100) {
+                let (t, d) = chunk.iter().copied().unzip();
+                if let Err(e) = publish("flood", &Leak { t, d })
+                    && !std::mem::replace(&mut self.told, true)
+                {
+                    log(LogLevel::Warn, &format!("time-leak refused: {e:?}"));
+                }
+            }
+            return;
+        }
         self.at("tick");
         self.ticks += 1;
         let _ = publish("heartbeat", &Alive { alive: self.ticks });
