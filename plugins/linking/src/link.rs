@@ -362,6 +362,9 @@ mod tests {
         }
         let extra = l.observe(&phone(u64::MAX, 10_000, -60, 1, 7));
         assert_eq!(extra.placement, Placement::Untracked);
-        assert_eq!(l.observe(&phone(0, 10_000, -60, 1, 7)).placement, Placement::Known);
+        assert_eq!(
+            l.observe(&phone(0, 10_000, -60, 1, 7)).placement,
+            Placement::Known
+        );
     }
 }
