@@ -13,6 +13,7 @@ use crate::daemon;
 use crate::dot11;
 use crate::plugins::manifest::Capability;
 use crate::privacy::PseudonymSpace;
+use probegate_linking::model::weighted_quantile;
 use probegate_linking::{CountParams, Counter, LinkParams, Model, Observation, WindowCounts};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,13 @@ pub struct CalibrateArgs {
     /// sightings (10th percentile) set `room_dbm`.
     #[arg(long)]
     pub walk_token: Option<String>,
+    /// Use this room threshold (dBm) rather than fitting one.
+    #[arg(long, allow_hyphen_values = true)]
+    pub room_dbm: Option<i32>,
+    /// Also write every hand-counted window (its counts, the estimate, the hand count) to this
+    /// CSV file, to see where the fit is off.
+    #[arg(long)]
+    pub windows: Option<PathBuf>,
     /// Recorded captures of the site (pcap files).
     #[arg(required = true)]
     pub captures: Vec<PathBuf>,
@@ -46,10 +54,19 @@ pub struct CalibrateArgs {
 /// Room thresholds tried when no walk sets one, dBm.
 const ROOM_CANDIDATES: std::ops::RangeInclusive<i32> = -90..=-55;
 
+/// Minimum dwells tried (seconds) when the plugin's config does not set `min_dwell_secs`:
+/// how long a cluster must last to be a person present rather than a fragment or a passer-by.
+const DWELL_CANDIDATES_SECS: [u64; 3] = [60, 120, 300];
+
+/// Half the stretch of room thresholds whose errors are averaged to choose one, dB.
+const ROOM_SMOOTHING_DB: i32 = 2;
+
 /// The plugin config keys calibration reads; the rest of the table is kept as it is.
 #[derive(Debug, Clone)]
 struct Settings {
     count: CountParams,
+    /// Minimum dwells to try: the config's, or the candidates.
+    dwells: Vec<u64>,
 }
 
 fn settings(plugin: &PluginConfig) -> Result<Settings, String> {
@@ -68,7 +85,12 @@ fn settings(plugin: &PluginConfig) -> Result<Settings, String> {
     count.window_ms = secs("window_secs", count.window_ms / 1000)? * 1000;
     count.min_dwell_ms = secs("min_dwell_secs", count.min_dwell_ms / 1000)? * 1000;
     count.fixed_after_ms = secs("fixed_after_secs", count.fixed_after_ms / 1000)? * 1000;
-    Ok(Settings { count })
+    let dwells = if table.contains_key("min_dwell_secs") {
+        vec![count.min_dwell_ms]
+    } else {
+        DWELL_CANDIDATES_SECS.iter().map(|s| s * 1000).collect()
+    };
+    Ok(Settings { count, dwells })
 }
 
 /// Hand counts per window start (ms): the mean of the counts in each window.
@@ -201,8 +223,10 @@ pub fn windows(observations: &[Observation], p: &CountParams) -> Vec<WindowCount
 
 /// `(devices, hand count)` of the counted windows.
 fn pairs(windows: &[WindowCounts], counts: &BTreeMap<u64, f64>) -> Vec<(u32, f64)> {
+    // An incomplete window heard only part of the people the hand count saw.
     windows
         .iter()
+        .filter(|w| !w.partial)
         .filter_map(|w| Some((w.devices(), *counts.get(&w.window_start_ms)?)))
         .collect()
 }
@@ -211,6 +235,7 @@ fn pairs(windows: &[WindowCounts], counts: &BTreeMap<u64, f64>) -> Vec<(u32, f64
 #[derive(Debug)]
 pub struct Fit {
     pub room_dbm: i32,
+    pub min_dwell_ms: u64,
     pub model: Model,
     pub windows: usize,
     /// Mean absolute error per capture, each model fitted without that capture, averaged over
@@ -246,15 +271,17 @@ fn fit_at(per_capture: &[Vec<(u32, f64)>], coverage: f64) -> Option<(Model, f64,
         for &(d, truth) in held {
             let e = m.estimate(d).estimate;
             abs += (truth - e).abs();
-            residuals.push((truth - e) / (e + 1.0).sqrt());
+            // Each capture weighs the same, however many windows it has: a long empty night
+            // must not make the interval of a busy day.
+            residuals.push(((truth - e) / (e + 1.0).sqrt(), 1.0 / held.len() as f64));
         }
         mae_sum += abs / held.len() as f64;
         scored += 1;
     }
     let tail = (1.0 - coverage.clamp(0.0, 1.0)) / 2.0;
     let model = Model {
-        q_low: probegate_linking::model::quantile(&residuals, tail)?,
-        q_high: probegate_linking::model::quantile(&residuals, 1.0 - tail)?,
+        q_low: weighted_quantile(&residuals, tail)?,
+        q_high: weighted_quantile(&residuals, 1.0 - tail)?,
         ..full
     };
     let inside = per_capture
@@ -278,21 +305,29 @@ fn calibrate_observed(
     base: &CountParams,
     counts: &BTreeMap<u64, f64>,
     coverage: f64,
+    fixed_room: Option<i32>,
+    dwells: &[u64],
 ) -> Result<Fit, String> {
-    let rooms: Vec<i32> = if observed.walk.is_empty() {
+    let rooms: Vec<i32> = if let Some(room) = fixed_room {
+        vec![room]
+    } else if observed.walk.is_empty() {
         ROOM_CANDIDATES.collect()
     } else {
         let signals: Vec<f64> = observed.walk.iter().map(|&d| f64::from(d)).collect();
         let q = probegate_linking::model::quantile(&signals, 0.1).unwrap_or(-75.0);
         vec![q.floor() as i32]
     };
-    let mut best: Option<Fit> = None;
-    for room_dbm in rooms {
+    let mut fits: Vec<Fit> = Vec::new();
+    let grid = dwells
+        .iter()
+        .flat_map(|&d| rooms.iter().map(move |&r| (d, r)));
+    for (min_dwell_ms, room_dbm) in grid {
         let p = CountParams {
             link: LinkParams {
                 room_dbm,
                 ..base.link.clone()
             },
+            min_dwell_ms,
             ..base.clone()
         };
         let per_capture: Vec<Vec<(u32, f64)>> = observed
@@ -304,18 +339,37 @@ fn calibrate_observed(
         let Some((model, cv_mae, cv_coverage)) = fit_at(&per_capture, coverage) else {
             continue;
         };
-        // Ties go to the stronger threshold: fewer devices from next door.
-        if best.as_ref().is_none_or(|b| cv_mae < b.cv_mae - 1e-9) {
-            best = Some(Fit {
-                room_dbm,
-                model,
-                windows: n,
-                cv_mae,
-                cv_coverage,
-            });
-        }
+        fits.push(Fit {
+            room_dbm,
+            min_dwell_ms,
+            model,
+            windows: n,
+            cv_mae,
+            cv_coverage,
+        });
     }
-    best.ok_or_else(|| {
+    // The error jumps by a person from one dB to the next (a few devices cross the line, and
+    // a lecture day has few windows): choose the middle of the best ±2 dB stretch, not a lucky
+    // single value. Ties go to the stronger threshold (fewer devices from next door), then to
+    // the shorter dwell.
+    let smoothed = |i: usize| -> f64 {
+        let near: Vec<f64> = fits
+            .iter()
+            .filter(|f| {
+                f.min_dwell_ms == fits[i].min_dwell_ms
+                    && (f.room_dbm - fits[i].room_dbm).abs() <= ROOM_SMOOTHING_DB
+            })
+            .map(|f| f.cv_mae)
+            .collect();
+        near.iter().sum::<f64>() / near.len() as f64
+    };
+    let best = (0..fits.len()).min_by(|&a, &b| {
+        smoothed(a)
+            .total_cmp(&smoothed(b))
+            .then(fits[b].room_dbm.cmp(&fits[a].room_dbm))
+            .then(fits[a].min_dwell_ms.cmp(&fits[b].min_dwell_ms))
+    });
+    best.map(|i| fits.swap_remove(i)).ok_or_else(|| {
         "no hand-counted window saw a device in the room: count while people are in, \
          at times the captures cover"
             .to_string()
@@ -349,14 +403,83 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<String, String> {
                 .into(),
         );
     }
-    let fit = calibrate_observed(&observed, &s.count, &counts, args.coverage)?;
+    let fit = calibrate_observed(
+        &observed,
+        &s.count,
+        &counts,
+        args.coverage,
+        args.room_dbm,
+        &s.dwells,
+    )?;
+    if let Some(path) = &args.windows {
+        write_windows(path, &observed, &s.count, &fit, &counts)?;
+    }
+    let room_source = if args.room_dbm.is_some() {
+        "as given"
+    } else if observed.walk.is_empty() {
+        "chosen by that error"
+    } else {
+        "from the walk"
+    };
     Ok(render(
         plugin,
         &fit,
         &args.captures,
         args.coverage,
-        !observed.walk.is_empty(),
+        room_source,
     ))
+}
+
+fn write_windows(
+    path: &Path,
+    observed: &Observed,
+    base: &CountParams,
+    fit: &Fit,
+    counts: &BTreeMap<u64, f64>,
+) -> Result<(), String> {
+    let p = CountParams {
+        link: LinkParams {
+            room_dbm: fit.room_dbm,
+            ..base.link.clone()
+        },
+        min_dwell_ms: fit.min_dwell_ms,
+        ..base.clone()
+    };
+    let mut text = String::from(
+        "capture,window_start_ms,hand_count,estimate,low,high,devices,universal_present,\
+         linked_present,universal_brief,linked_brief,universal_fixed,randomized_in_room,links,\
+         ambiguous_links,universal_seen,randomized_seen,sightings,partial\n",
+    );
+    for (i, o) in observed.captures.iter().enumerate() {
+        for w in windows(o, &p) {
+            let Some(truth) = counts.get(&w.window_start_ms) else {
+                continue;
+            };
+            let e = fit.model.estimate(w.devices());
+            text.push_str(&format!(
+                "{},{},{truth:.2},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                i + 1,
+                w.window_start_ms,
+                e.estimate,
+                e.low,
+                e.high,
+                w.devices(),
+                w.universal_present,
+                w.linked_present,
+                w.universal_brief,
+                w.linked_brief,
+                w.universal_fixed,
+                w.randomized_in_room,
+                w.links,
+                w.ambiguous_links,
+                w.universal_seen,
+                w.randomized_seen,
+                w.sightings,
+                w.partial
+            ));
+        }
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn render(
@@ -364,11 +487,17 @@ fn render(
     fit: &Fit,
     captures: &[PathBuf],
     coverage: f64,
-    walked: bool,
+    room_source: &str,
 ) -> String {
     let mut table = plugin.config.clone().unwrap_or_default();
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
     table.insert("room_dbm".into(), i64::from(fit.room_dbm).into());
+    table.insert(
+        "min_dwell_secs".into(),
+        i64::try_from(fit.min_dwell_ms / 1000)
+            .unwrap_or(i64::MAX)
+            .into(),
+    );
     table.insert("people_per_device".into(), round(fit.model.rate).into());
     table.insert("interval_low".into(), round(fit.model.q_low).into());
     table.insert("interval_high".into(), round(fit.model.q_high).into());
@@ -380,11 +509,7 @@ fn render(
          # {:.0} % of windows inside low-high (asked for {:.0} %)\n",
         captures.len(),
         fit.windows,
-        if walked {
-            "from the walk"
-        } else {
-            "chosen by that error"
-        },
+        room_source,
         fit.cv_mae,
         100.0 * fit.cv_coverage,
         100.0 * coverage
@@ -466,7 +591,15 @@ mod tests {
             captures,
             walk: Vec::new(),
         };
-        let fit = calibrate_observed(&observed, &CountParams::default(), &counts, 0.9).unwrap();
+        let fit = calibrate_observed(
+            &observed,
+            &CountParams::default(),
+            &counts,
+            0.9,
+            None,
+            &[60_000],
+        )
+        .unwrap();
         assert!((-79..=-60).contains(&fit.room_dbm), "{fit:?}");
         assert!((fit.model.rate - 1.0).abs() < 1e-9, "{fit:?}");
         assert!(fit.cv_mae < 1.0, "{fit:?}");
@@ -474,7 +607,15 @@ mod tests {
             walk: vec![-62, -70, -66, -64, -71, -63, -65, -68, -60, -61],
             ..observed
         };
-        let fit = calibrate_observed(&walked, &CountParams::default(), &counts, 0.9).unwrap();
+        let fit = calibrate_observed(
+            &walked,
+            &CountParams::default(),
+            &counts,
+            0.9,
+            None,
+            &[60_000],
+        )
+        .unwrap();
         assert_eq!(fit.room_dbm, -71);
     }
 }

@@ -273,6 +273,8 @@ impl Score {
 struct DayResult {
     name: String,
     windows: usize,
+    /// Hand-counted windows the capture covers only in part: not scored.
+    partial: usize,
     mean_truth: f64,
     max_truth: f64,
     fitted: String,
@@ -389,6 +391,7 @@ pub fn evaluate(args: &[String]) -> Result {
         let mut r = DayResult {
             name: day.name.clone(),
             windows: 0,
+            partial: 0,
             mean_truth: 0.0,
             max_truth: 0.0,
             fitted: fitted_config,
@@ -409,6 +412,11 @@ pub fn evaluate(args: &[String]) -> Result {
             let Some(&truth) = day.truth.get(&start) else {
                 continue;
             };
+            // The capture began or ended inside it: a router that runs all day has none.
+            if w["partial"] == true {
+                r.partial += 1;
+                continue;
+            }
             r.windows += 1;
             r.mean_truth += truth;
             r.max_truth = r.max_truth.max(truth);
@@ -471,6 +479,7 @@ fn report(results: &[DayResult], o: &Options, days: &[Day]) -> String {
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut total = Score::default();
+    let partial: usize = results.iter().map(|r| r.partial).sum();
     for r in results {
         total.n += r.v2.n;
         total.inside += r.v2.inside;
@@ -492,7 +501,8 @@ fn report(results: &[DayResult], o: &Options, days: &[Day]) -> String {
     }
     let _ = writeln!(
         s,
-        "\nInterval coverage over all scored windows: {:.0} % ({} of {}).\n",
+        "\nInterval coverage over all scored windows: {:.0} % ({} of {}). Not scored: {partial} \
+         hand-counted windows the capture covers only in part (its first and last).\n",
         100.0 * total.coverage(),
         total.inside,
         total.n

@@ -49,7 +49,9 @@ impl Default for CountParams {
         CountParams {
             window_ms: 900_000,
             link: LinkParams::default(),
-            min_dwell_ms: 60_000,
+            // Calibrated on the Fryza lab (README.md): shorter clusters are mostly fragments
+            // of a phone linking lost, or passers-by.
+            min_dwell_ms: 300_000,
             fixed_after_ms: 3 * 3_600_000,
         }
     }
@@ -81,7 +83,8 @@ pub struct WindowCounts {
     pub universal_seen: u32,
     pub randomized_seen: u32,
     pub sightings: u32,
-    /// The capture ended before the window did.
+    /// The window is incomplete: the counter started after it began (the plugin's first window
+    /// after a start or a key rotation), or the capture ended before it did.
     pub partial: bool,
 }
 
@@ -108,6 +111,8 @@ pub struct Counter {
     p: CountParams,
     linker: Linker,
     start_ms: Option<u64>,
+    /// The open window began before the counter's first sighting or tick: it is incomplete.
+    started_late: bool,
     /// Clusters heard in the room in the open window.
     in_room: HashSet<u64>,
     /// What the open window counted of an epoch that ended during it.
@@ -126,6 +131,7 @@ impl Counter {
             linker: Linker::new(p.link.clone()),
             p,
             start_ms: None,
+            started_late: false,
             in_room: HashSet::new(),
             settled: Tally::default(),
             randomized_in_room: HashSet::new(),
@@ -179,6 +185,7 @@ impl Counter {
         let aligned_now = now_ms - now_ms % len;
         let Some(mut start) = self.start_ms else {
             self.start_ms = Some(aligned_now);
+            self.started_late = now_ms > aligned_now;
             return done;
         };
         if aligned_now > start.saturating_add(MAX_EMPTY_WINDOWS * len) {
@@ -244,8 +251,9 @@ impl Counter {
             universal_seen: self.universal_seen.len() as u32,
             randomized_seen: self.randomized_seen.len() as u32,
             sightings: self.sightings,
-            partial,
+            partial: partial || self.started_late,
         };
+        self.started_late = false;
         self.in_room.clear();
         self.randomized_in_room.clear();
         self.universal_seen.clear();
@@ -274,6 +282,7 @@ mod tests {
     fn params() -> CountParams {
         CountParams {
             window_ms: 5 * MIN,
+            min_dwell_ms: MIN,
             ..CountParams::default()
         }
     }
@@ -341,9 +350,19 @@ mod tests {
         let out = c.observe(&obs(1, 16 * MIN, -60, true));
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].sightings, 0);
+        assert!(!out[0].partial && !out[2].partial);
         let last = c.finish().unwrap();
         assert!(last.partial);
         assert_eq!(last.window_start_ms, 15 * MIN);
+    }
+
+    #[test]
+    fn a_window_that_began_before_the_first_sighting_is_partial() {
+        let mut c = Counter::new(params());
+        c.observe(&obs(1, MIN, -60, true));
+        let out = c.advance_to(10 * MIN);
+        assert!(out[0].partial);
+        assert!(!out[1].partial);
     }
 
     #[test]

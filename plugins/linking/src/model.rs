@@ -15,11 +15,11 @@ pub struct Model {
 }
 
 impl Default for Model {
-    /// Fitted on the seven Fryza days (README.md): the shipped defaults.
+    /// `probegate calibrate` on the seven shared Fryza days (README.md): the shipped defaults.
     fn default() -> Self {
         Model {
-            rate: 0.55,
-            q_low: -1.0,
+            rate: 0.607,
+            q_low: -0.274,
             q_high: 1.0,
         }
     }
@@ -90,6 +90,27 @@ pub fn weighted_median(values: &[(f64, f64)]) -> Option<f64> {
     None
 }
 
+/// The `p` quantile of weighted values: the smallest value with at least `p` of the total
+/// weight at or below it. `None` for no positive weight.
+pub fn weighted_quantile(values: &[(f64, f64)], p: f64) -> Option<f64> {
+    let mut v: Vec<(f64, f64)> = values
+        .iter()
+        .copied()
+        .filter(|(x, w)| x.is_finite() && *w > 0.0)
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    let target = p.clamp(0.0, 1.0) * total;
+    let mut acc = 0.0;
+    for (x, w) in &v {
+        acc += w;
+        if acc >= target - 1e-12 {
+            return Some(*x);
+        }
+    }
+    v.last().map(|x| x.0)
+}
+
 /// The `p` quantile by linear interpolation between order statistics.
 pub fn quantile(values: &[f64], p: f64) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -132,6 +153,15 @@ mod tests {
         assert_eq!((e.low, e.high), (11.0, 23.0));
         let none = m.estimate(0);
         assert_eq!((none.estimate, none.low, none.high), (0.0, 0.0, 2.0));
+    }
+
+    #[test]
+    fn a_heavy_value_pulls_the_weighted_quantile() {
+        let v = [(1.0, 1.0), (2.0, 1.0), (10.0, 2.0)];
+        assert_eq!(weighted_quantile(&v, 0.25), Some(1.0));
+        assert_eq!(weighted_quantile(&v, 0.5), Some(2.0));
+        assert_eq!(weighted_quantile(&v, 0.6), Some(10.0));
+        assert_eq!(weighted_quantile(&[], 0.5), None);
     }
 
     #[test]

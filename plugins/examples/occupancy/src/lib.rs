@@ -45,7 +45,7 @@ fn default_window() -> u64 {
     900
 }
 fn default_min_dwell() -> u64 {
-    60
+    CountParams::default().min_dwell_ms / 1000
 }
 fn default_fixed_after() -> u64 {
     3 * 3600
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(count.link.room_dbm, LinkParams::default().room_dbm);
         assert_eq!(
             (count.min_dwell_ms, count.fixed_after_ms),
-            (60_000, 10_800_000)
+            (300_000, 10_800_000)
         );
         assert_eq!(model, Model::default());
     }
