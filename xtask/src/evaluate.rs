@@ -475,7 +475,7 @@ fn report(results: &[DayResult], o: &Options, days: &[Day]) -> String {
     );
     let _ = writeln!(
         s,
-        "| day | kind | windows | mean present | v2 MAE | v2 bias | in low–high | v2 shipped MAE | v1 MAE | universal-only MAE | all-addresses MAE |"
+        "| day | kind | windows | mean present | v2 MAE | v2 bias | in low–high | v2 shipped MAE | v1 formula MAE | universal-only MAE | all-addresses MAE |"
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut total = Score::default();
