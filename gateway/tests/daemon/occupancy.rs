@@ -137,12 +137,10 @@ fn truth(day: &str) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-/// Replays `day` through the daemon with the plugin, the lab's PCs in the site's consent
-/// registry (as a store lists its fixtures): the plugin's messages' data.
-fn replay(day: &str) -> Vec<Value> {
-    let broker = Broker::start();
-    let sub = Subscriber::start(&broker);
-    let site = consent_site(&broker, &[OCCUPANCY], "");
+/// A site running the plugin with the lab's PCs in its consent registry, as a store lists
+/// its fixtures.
+fn lab_site(broker: &Broker) -> Site {
+    let site = consent_site(broker, &[OCCUPANCY], "");
     let entries: Vec<String> = PCS
         .iter()
         .map(|pc| {
@@ -155,6 +153,15 @@ fn replay(day: &str) -> Vec<Value> {
         format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")),
     )
     .unwrap();
+    site
+}
+
+/// Replays `day` through the daemon with the plugin on the lab's site: the plugin's messages'
+/// data.
+fn replay(day: &str) -> Vec<Value> {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let site = lab_site(&broker);
     let out = site.replay(&capture(&pcap(day)), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{day}: replay failed: {stderr}");
@@ -308,7 +315,7 @@ fn occupancy_needs_its_capabilities_granted() {
     let out = site.replay(&capture(&pcap("2023-04-17")), "info");
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("ie-signature") || stderr.contains("sequence"),
+        stderr.contains("plugin occupancy: not loaded: asks for capability \"sequence\""),
         "{stderr}"
     );
     assert!(sub.wait_for(
@@ -316,4 +323,94 @@ fn occupancy_needs_its_capabilities_granted() {
         Duration::from_secs(10)
     ));
     assert!(sub.stream(OCCUPANCY.name, "occupancy").is_empty());
+}
+
+/// `probegate calibrate` as store IT runs it: captures of two days and hand counts in, the
+/// plugin's table out, which the daemon then accepts.
+#[test]
+fn calibrate_fits_the_plugin_from_captures_and_hand_counts() {
+    let broker = Broker::start();
+    let site = lab_site(&broker);
+    let days = ["2023-02-16", "2024-03-22"];
+    let mut counts = String::from("time,people\n");
+    for day in days {
+        for (start, people) in truth(day) {
+            counts += &format!("{},{people}\n", start / 1000 + 60);
+        }
+    }
+    let counts_file = site.dir.path().join("counts.csv");
+    std::fs::write(&counts_file, counts).unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts_file)
+        .args(days.map(|d| capture(&pcap(d))))
+        .output()
+        .unwrap();
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let field = |key: &str| -> f64 {
+        let at = printed
+            .find(&format!("{key} = "))
+            .unwrap_or_else(|| panic!("{printed}"));
+        printed[at + key.len() + 3..]
+            .split([',', ' '])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!((-90.0..=-55.0).contains(&field("room_dbm")), "{printed}");
+    assert!(
+        (0.3..=1.0).contains(&field("people_per_device")),
+        "{printed}"
+    );
+    assert!(
+        field("interval_low") <= 0.0 && field("interval_high") >= 0.0,
+        "{printed}"
+    );
+    assert!(printed.contains("MAE"), "{printed}");
+
+    // The printed table replaces the plugin's: the daemon loads and starts it.
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    let at = config.find("[[plugin]]").unwrap();
+    let end = config[at..].find("\n\n").map_or(config.len(), |e| at + e);
+    let table = &printed[printed.find("[[plugin]]").unwrap()..];
+    std::fs::write(
+        &site.config,
+        format!("{}{table}{}", &config[..at], &config[end..]),
+    )
+    .unwrap();
+    let check = site
+        .command("warn")
+        .arg("check-config")
+        .arg(&site.config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        text(&check.stderr),
+        std::fs::read_to_string(&site.config).unwrap()
+    );
+
+    // Bad input is refused with its place named.
+    std::fs::write(&counts_file, "time,people\nnoon,4\n").unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts_file)
+        .arg(capture(&pcap(days[0])))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("counts.csv:2"),
+        "{}",
+        text(&out.stderr)
+    );
 }
