@@ -182,6 +182,16 @@ fn replay(day: &str) -> Vec<Value> {
         assert_eq!(w["method"], "linked-devices/2", "{w}");
         let (low, e, high) = (num(w, "low"), num(w, "estimate"), num(w, "high"));
         assert!(0.0 <= low && low <= e && e <= high, "{day}: interval {w}");
+        for kind in ["universal", "linked"] {
+            let v = &w["visits"][kind];
+            let binned: u64 = v["dwell"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .sum();
+            assert_eq!(binned, v["visits"].as_u64().unwrap(), "{day}: {w}");
+        }
     }
     windows
 }
@@ -271,6 +281,12 @@ fn estimates_and_intervals_track_the_hand_counted_occupancy_on_every_fryza_day()
         inside += s.inside;
         total += s.windows;
         if LECTURES.contains(day) {
+            // Randomizing phones make visits too, with a dwell: the lecture keeps them.
+            let linked_visits: u64 = runs[i]
+                .iter()
+                .map(|w| w["visits"]["linked"]["visits"].as_u64().unwrap())
+                .sum();
+            assert!(linked_visits >= 10, "{day}: {linked_visits} linked visits");
             assert!(
                 s.mae <= LECTURE_MAE_MAX && s.bias.abs() <= LECTURE_BIAS_MAX,
                 "{day}: MAE {:.2}, bias {:+.2}",

@@ -83,9 +83,37 @@ pub struct WindowCounts {
     pub universal_seen: u32,
     pub randomized_seen: u32,
     pub sightings: u32,
+    /// Visits that ended in this window: universal devices and linked phones apart.
+    pub visits_universal: VisitTally,
+    pub visits_linked: VisitTally,
     /// The window is incomplete: the counter started after it began (the plugin's first window
     /// after a start or a key rotation), or the capture ended before it did.
     pub partial: bool,
+}
+
+/// Upper edges (minutes) of the dwell bins of [`VisitTally::dwell`]; the last bin is open.
+pub const DWELL_EDGES_MIN: [u64; 4] = [15, 30, 60, 120];
+
+/// Devices (clusters) heard in the room whose stay ended: once silent for the linking horizon
+/// (`LinkParams::max_gap_ms`), at a key rotation, or when the capture ends (cut short).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VisitTally {
+    /// Stays of at least `min_dwell`...
+    pub visits: u32,
+    /// ...and shorter ones.
+    pub passers_by: u32,
+    /// Visits by dwell: below 15 min, 15–30, 30–60, 60–120, 120 and more.
+    pub dwell: [u32; 5],
+}
+
+impl VisitTally {
+    pub fn add(&mut self, other: &VisitTally) {
+        self.visits += other.visits;
+        self.passers_by += other.passers_by;
+        for (a, b) in self.dwell.iter_mut().zip(other.dwell) {
+            *a += b;
+        }
+    }
 }
 
 impl WindowCounts {
@@ -117,6 +145,8 @@ pub struct Counter {
     in_room: HashSet<u64>,
     /// What the open window counted of an epoch that ended during it.
     settled: Tally,
+    /// Visits that ended in the open window: universal, linked.
+    ended: [VisitTally; 2],
     randomized_in_room: HashSet<u64>,
     universal_seen: HashSet<u64>,
     randomized_seen: HashSet<u64>,
@@ -134,6 +164,7 @@ impl Counter {
             started_late: false,
             in_room: HashSet::new(),
             settled: Tally::default(),
+            ended: Default::default(),
             randomized_in_room: HashSet::new(),
             universal_seen: HashSet::new(),
             randomized_seen: HashSet::new(),
@@ -155,6 +186,7 @@ impl Counter {
             let tally = self.tally();
             add(&mut self.settled, &tally);
             self.in_room.clear();
+            self.end_visits(None);
         }
         let placed = self.linker.observe(o);
         if o.randomized {
@@ -234,7 +266,32 @@ impl Counter {
         t
     }
 
+    /// Counts the visits of clusters silent since `silent_since_ms` (every open one: `None`).
+    fn end_visits(&mut self, silent_since_ms: Option<u64>) {
+        for (universal, dwell) in self.linker.take_ended(silent_since_ms) {
+            let t = &mut self.ended[usize::from(!universal)];
+            if dwell >= self.p.min_dwell_ms {
+                t.visits += 1;
+                let minutes = dwell / 60_000;
+                let bin = DWELL_EDGES_MIN
+                    .iter()
+                    .take_while(|&&e| minutes >= e)
+                    .count();
+                t.dwell[bin] += 1;
+            } else {
+                t.passers_by += 1;
+            }
+        }
+    }
+
     fn close(&mut self, start: u64, partial: bool) -> WindowCounts {
+        let end = start + self.p.window_ms;
+        self.end_visits(if partial {
+            None
+        } else {
+            Some(end.saturating_sub(self.p.link.max_gap_ms))
+        });
+        let [visits_universal, visits_linked] = std::mem::take(&mut self.ended);
         let mut t = self.tally();
         add(&mut t, &std::mem::take(&mut self.settled));
         let counts = WindowCounts {
@@ -251,6 +308,8 @@ impl Counter {
             universal_seen: self.universal_seen.len() as u32,
             randomized_seen: self.randomized_seen.len() as u32,
             sightings: self.sightings,
+            visits_universal,
+            visits_linked,
             partial: partial || self.started_late,
         };
         self.started_late = false;
@@ -354,6 +413,30 @@ mod tests {
         let last = c.finish().unwrap();
         assert!(last.partial);
         assert_eq!(last.window_start_ms, 15 * MIN);
+    }
+
+    #[test]
+    fn a_linked_phone_makes_one_visit_with_its_whole_dwell() {
+        // One phone for 20 minutes, a new address every 40 s; then silence.
+        let probes: Vec<Observation> = (0..30).map(|i| obs(2 * i, i * 40_000, -60, true)).collect();
+        let out = run(&probes, 60 * MIN);
+        let linked: VisitTally = out.iter().fold(VisitTally::default(), |mut a, w| {
+            a.add(&w.visits_linked);
+            a
+        });
+        assert_eq!((linked.visits, linked.passers_by), (1, 0));
+        assert_eq!(linked.dwell, [0, 1, 0, 0, 0], "19.3 minutes: the 15-30 bin");
+        // Ended once silent for the linking horizon (10 min after 19:20): in 25-30.
+        assert_eq!(out[5].visits_linked.visits, 1);
+    }
+
+    #[test]
+    fn a_universal_device_that_comes_back_makes_a_second_visit() {
+        let mut probes: Vec<Observation> = (0..10).map(|i| obs(1, i * MIN, -60, false)).collect();
+        probes.extend((0..10).map(|i| obs(1, 60 * MIN + i * MIN, -60, false)));
+        let out = run(&probes, 120 * MIN);
+        let total = out.iter().map(|w| w.visits_universal.visits).sum::<u32>();
+        assert_eq!(total, 2);
     }
 
     #[test]

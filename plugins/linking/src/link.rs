@@ -52,6 +52,12 @@ pub struct Cluster {
     pub universal: bool,
     /// Addresses placed in it.
     pub addresses: u32,
+    /// Heard in the room at least once.
+    pub in_room: bool,
+    /// Its visit (or passing-by) has been counted: it ended.
+    pub ended: bool,
+    /// When its current visit began: its first sighting, or the first after a visit ended.
+    pub visit_start_ms: u64,
     signature: Option<u64>,
     last_dbm: Option<i8>,
     last_seq: Option<u16>,
@@ -123,6 +129,19 @@ impl Linker {
         self.clusters.get(&id)
     }
 
+    /// Marks every cluster heard in the room and silent since `silent_since_ms` (or every one,
+    /// with `None`) as ended, and returns their dwell times; each cluster ends once.
+    pub fn take_ended(&mut self, silent_since_ms: Option<u64>) -> Vec<(bool, u64)> {
+        let mut out = Vec::new();
+        for c in self.clusters.values_mut() {
+            if c.in_room && !c.ended && silent_since_ms.is_none_or(|t| c.last_ms <= t) {
+                c.ended = true;
+                out.push((c.universal, c.last_ms.saturating_sub(c.visit_start_ms)));
+            }
+        }
+        out
+    }
+
     pub fn in_room(&self, signal_dbm: Option<i8>) -> bool {
         signal_dbm.is_none_or(|dbm| i32::from(dbm) >= self.p.room_dbm)
     }
@@ -142,10 +161,17 @@ impl Linker {
         let in_room = self.in_room(o.signal_dbm);
         if let Some(&id) = self.by_device.get(&o.device) {
             let c = self.clusters.get_mut(&id).expect("a mapped cluster exists");
+            if c.ended {
+                // Back after its visit was counted: a new visit.
+                c.ended = false;
+                c.in_room = false;
+                c.visit_start_ms = o.time_ms;
+            }
             c.first_ms = c.first_ms.min(o.time_ms);
             c.last_ms = c.last_ms.max(o.time_ms);
             c.last_dbm = o.signal_dbm.or(c.last_dbm);
             c.last_seq = o.seq.or(c.last_seq);
+            c.in_room |= in_room;
             return Placed {
                 cluster: Some(id),
                 in_room,
@@ -171,6 +197,7 @@ impl Linker {
                 c.last_dbm = o.signal_dbm.or(c.last_dbm);
                 c.last_seq = o.seq.or(c.last_seq);
                 c.addresses += 1;
+                c.in_room |= in_room;
                 (id, Placement::Linked { ambiguous })
             }
             None => {
@@ -183,6 +210,9 @@ impl Linker {
                         last_ms: o.time_ms,
                         universal: !o.randomized,
                         addresses: 1,
+                        in_room,
+                        ended: false,
+                        visit_start_ms: o.time_ms,
                         signature: o.ie_signature,
                         last_dbm: o.signal_dbm,
                         last_seq: o.seq,

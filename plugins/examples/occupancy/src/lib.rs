@@ -13,7 +13,9 @@
 //! fits natively); this crate reads the config and publishes. The method, its parameters and
 //! its measured error are in this plugin's README.
 
-use probegate_linking::{CountParams, Counter, LinkParams, Model, Observation, WindowCounts};
+use probegate_linking::{
+    CountParams, Counter, DWELL_EDGES_MIN, LinkParams, Model, Observation, VisitTally, WindowCounts,
+};
 use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
 use serde::{Deserialize, Serialize};
 
@@ -123,7 +125,37 @@ pub struct Message {
     pub universal_seen: u32,
     pub randomized_seen: u32,
     pub sightings: u32,
+    /// Stays that ended in the window (silent for 10 minutes, or cut by a rotation or the end
+    /// of the capture), universal devices and linked phones apart.
+    pub visits: VisitsByKind,
+    /// The upper edges, in minutes, of the `dwell` bins in `visits` (the last bin is open).
+    pub dwell_bins_min: [u64; 4],
     pub partial: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VisitsByKind {
+    pub universal: Visits,
+    pub linked: Visits,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Visits {
+    /// Stays of at least `min_dwell_secs`, and their dwell by bin.
+    pub visits: u32,
+    pub dwell: [u32; 5],
+    /// Shorter stays.
+    pub passers_by: u32,
+}
+
+impl From<&VisitTally> for Visits {
+    fn from(t: &VisitTally) -> Self {
+        Visits {
+            visits: t.visits,
+            dwell: t.dwell,
+            passers_by: t.passers_by,
+        }
+    }
 }
 
 pub fn message(w: &WindowCounts, model: &Model) -> Message {
@@ -149,6 +181,11 @@ pub fn message(w: &WindowCounts, model: &Model) -> Message {
         universal_seen: w.universal_seen,
         randomized_seen: w.randomized_seen,
         sightings: w.sightings,
+        visits: VisitsByKind {
+            universal: (&w.visits_universal).into(),
+            linked: (&w.visits_linked).into(),
+        },
+        dwell_bins_min: DWELL_EDGES_MIN,
         partial: w.partial,
     }
 }
