@@ -8,7 +8,7 @@
 //! of the capture) whose time falls in it; windows without such rows are not scored.
 
 use crate::consent::{consent_id, consent_site};
-use crate::expect::{frame_times, mac};
+use crate::expect::{self, frame_times, mac};
 use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -429,4 +429,84 @@ fn calibrate_fits_the_plugin_from_captures_and_hand_counts() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The walk: a device of one's own, opted in with a token, sets the room threshold from its
+/// weakest sightings (10th percentile) instead of a search.
+#[test]
+fn a_walk_with_an_opted_in_device_sets_the_room_threshold() {
+    let day = "2023-02-16";
+    let broker = Broker::start();
+    let site = lab_site(&broker);
+    // The walker: the universal, non-PC address with the most sightings that day.
+    let probes = expect::probes(&pcap(day));
+    let mut by_mac: BTreeMap<[u8; 6], Vec<f64>> = BTreeMap::new();
+    for p in &probes {
+        if p.sa[0] & 3 == 0
+            && !PCS.iter().any(|pc| mac(pc) == p.sa)
+            && let Some(dbm) = p.dbm.filter(|&d| d >= crate::harness::FLOOR)
+        {
+            by_mac.entry(p.sa).or_default().push(f64::from(dbm));
+        }
+    }
+    let (walker, mut signals) = by_mac.into_iter().max_by_key(|(_, v)| v.len()).unwrap();
+    assert!(signals.len() > 50, "a device heard often");
+    signals.sort_by(f64::total_cmp);
+    let expected = signals[signals.len() / 10];
+
+    let consent = site.dir.path().join("consent.json");
+    let registry = std::fs::read_to_string(&consent).unwrap();
+    let id = consent_id(&site, &walker);
+    std::fs::write(
+        &consent,
+        registry.replace(
+            r#""entries":["#,
+            &format!(r#""entries":[{{"id":"{id}","status":"opt-in","token":"calibration-walk"}},"#),
+        ),
+    )
+    .unwrap();
+    let counts = site.dir.path().join("counts.csv");
+    let lines: String = truth(day)
+        .into_iter()
+        .map(|(start, people)| format!("{},{people}\n", start / 1000 + 60))
+        .collect();
+    std::fs::write(&counts, lines).unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts)
+        .args(["--walk-token", "calibration-walk"])
+        .arg(capture(&pcap(day)))
+        .output()
+        .unwrap();
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(printed.contains("room_dbm from the walk"), "{printed}");
+    let at = printed.find("room_dbm = ").unwrap() + "room_dbm = ".len();
+    let room: f64 = printed[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (room - expected).abs() <= 1.0,
+        "{room} against {expected}: {printed}"
+    );
+
+    // A token no sighting carries is refused, not silently ignored.
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts)
+        .args(["--walk-token", "nobody"])
+        .arg(capture(&pcap(day)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("walk's consent token"));
 }
