@@ -7,6 +7,7 @@
 mod atomic64;
 pub mod broker;
 pub mod bundle;
+pub mod calibrate;
 pub mod capture;
 pub mod config;
 pub mod daemon;

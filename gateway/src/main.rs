@@ -54,6 +54,9 @@ enum Command {
     /// its schema, drop at-least-once repeats, print. Exits non-zero if a payload was invalid.
     #[cfg(feature = "tail")]
     Tail(probegate::tail::TailOptions),
+    /// Fit an occupancy plugin to this site (room threshold, people per device, interval)
+    /// from captures and a few hand counts; prints its `[[plugin]]` table.
+    Calibrate(probegate::calibrate::CalibrateArgs),
     /// Process a recorded capture (pcap file, or `-` for a pcap stream on stdin) as if it were
     /// live, publishing to the configured broker.
     Replay {
@@ -127,6 +130,16 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "tail")]
         Command::Tail(options) => tail(options),
+        Command::Calibrate(args) => match probegate::calibrate::calibrate(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Replay {
             config,
             capture,

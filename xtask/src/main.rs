@@ -5,6 +5,8 @@
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
 //! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist <target>
 //!   --check` for every router target, and `dist aarch64 --full --check`.
+//! - `evaluate [--data DIR] [--window-secs N] [--out FILE]`: the occupancy plugin against the
+//!   hand-counted Fryza days, leave one day out (`evaluate.rs`).
 //! - `dist <target> [--full] [--check] [--sizes]`: cross-builds and packages for OpenWrt (see
 //!   `dist.rs`); `--sizes` also prints where the binary's bytes go (`sizes.rs`).
 //!
@@ -13,6 +15,7 @@
 mod apk;
 mod cplugin;
 mod dist;
+mod evaluate;
 mod sizes;
 
 use std::env;
@@ -51,7 +54,8 @@ fn main() {
         "demo" => demo(),
         "test" => test(),
         "dist" => dist::dist(&env::args().skip(2).collect::<Vec<_>>()),
-        _ => Err("usage: cargo xtask deps | build-plugins | demo | test | dist".into()),
+        "evaluate" => evaluate::evaluate(&env::args().skip(2).collect::<Vec<_>>()),
+        _ => Err("usage: cargo xtask deps | build-plugins | demo | test | dist | evaluate".into()),
     };
     if let Err(e) = result {
         eprintln!("xtask {task}: {e}");
@@ -314,7 +318,14 @@ fn test() -> Result {
         .current_dir(&plugins)
         .args(["test", "--locked", "--target", &host, "--target-dir"])
         .arg(plugin_target_dir().join("host"))
-        .args(["-p", "visitor-counter", "-p", "occupancy"])
+        .args([
+            "-p",
+            "visitor-counter",
+            "-p",
+            "occupancy",
+            "-p",
+            "probegate-linking",
+        ])
         .args(["-p", "coupon-trigger", "-p", "consent-filter"]))?;
     run(Command::new("cargo")
         .current_dir(root())

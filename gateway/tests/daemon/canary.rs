@@ -79,7 +79,11 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
         allow: "",
     };
     // Consent paths too: a key, an opt-out in the registry, the summary on MQTT.
-    let site = crate::consent::consent_site(&broker, &[COUNTER, hostile], "log = \"trace\"");
+    // The occupancy plugin links randomized addresses with sequence numbers and IE
+    // signatures: what it publishes is scanned too.
+    let occupancy = crate::occupancy::OCCUPANCY;
+    let site =
+        crate::consent::consent_site(&broker, &[COUNTER, hostile, occupancy], "log = \"trace\"");
     let opted_out = *macs.iter().find(|m| m[0] & 3 == 0).unwrap();
     let id = crate::consent::consent_id(&site, &opted_out);
     crate::consent::opt_out_at_start(&site, &id);
@@ -112,6 +116,10 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
 
     let messages = sub.messages();
     assert!(messages.len() > 20);
+    assert!(
+        !sub.stream("occupancy", "occupancy").is_empty(),
+        "the occupancy plugin published"
+    );
     for m in &messages {
         found.extend(leaks(&format!("{} {}", m.topic, m.payload), &macs));
     }

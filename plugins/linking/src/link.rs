@@ -1,0 +1,401 @@
+//! Groups the addresses of one device within one key epoch into a *cluster*.
+//!
+//! A universal (factory) address is a cluster of its own for the whole epoch. A randomized
+//! address lasts one burst or a few minutes; a new one heard in the room is linked to a
+//! cluster that went quiet shortly before, carries the same keyed IE signature (the same model
+//! and software) and was heard at a similar signal: the phone that stopped probing under its
+//! old address is, most likely, the one that starts under a new one. When several clusters
+//! qualify, a continuing sequence number decides, then the closest signal, then the most
+//! recent. Nothing here outlives the epoch.
+
+use crate::Observation;
+use std::collections::HashMap;
+
+/// How addresses are linked and what counts as in the room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkParams {
+    /// A sighting at least this strong (dBm) was made in the room; one without a signal too.
+    pub room_dbm: i32,
+    /// A cluster heard less than this long ago is still busy with its own address: a phone
+    /// does not probe under two addresses at once.
+    pub min_gap_ms: u64,
+    /// ...and one silent for longer than this is not linked any more.
+    pub max_gap_ms: u64,
+    /// The new address's signal is at most this far (dB) from the cluster's last one.
+    pub max_dbm_diff: i32,
+    /// A sequence number 1..=this after the cluster's last one continues it (tie-breaker).
+    pub max_seq_gap: u16,
+}
+
+impl Default for LinkParams {
+    fn default() -> Self {
+        LinkParams {
+            // Calibrated on the Fryza lab (README.md); a site calibrates its own.
+            room_dbm: -72,
+            min_gap_ms: 2_000,
+            max_gap_ms: 600_000,
+            max_dbm_diff: 10,
+            max_seq_gap: 64,
+        }
+    }
+}
+
+/// Devices (addresses) followed per key epoch. Past it, new addresses are not placed in any
+/// cluster and never count: a flood of made-up addresses cannot exhaust the plugin's memory.
+pub const MAX_TRACKED: usize = 20_000;
+
+/// What the linker knows of one cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub universal: bool,
+    /// Addresses placed in it.
+    pub addresses: u32,
+    /// Heard in the room at least once.
+    pub in_room: bool,
+    /// Its visit (or passing-by) has been counted: it ended.
+    pub ended: bool,
+    /// When its current visit began: its first sighting, or the first after a visit ended.
+    pub visit_start_ms: u64,
+    signature: Option<u64>,
+    last_dbm: Option<i8>,
+    last_seq: Option<u16>,
+}
+
+impl Cluster {
+    /// How long the device has been around: its first to latest sighting this epoch.
+    pub fn dwell_ms(&self) -> u64 {
+        self.last_ms - self.first_ms
+    }
+}
+
+/// How a sighting was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Its address already belongs to a cluster.
+    Known,
+    /// A new address that starts a cluster of its own.
+    New,
+    /// A new randomized address linked to an earlier cluster; `ambiguous` when more than one
+    /// cluster qualified and no sequence number told them apart.
+    Linked { ambiguous: bool },
+    /// Past [`MAX_TRACKED`]: not followed.
+    Untracked,
+}
+
+/// Where a sighting went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The cluster's id: unique across epochs, so a window that spans a rotation cannot mix
+    /// two epochs' clusters up.
+    pub cluster: Option<u64>,
+    pub in_room: bool,
+    pub placement: Placement,
+}
+
+pub struct Linker {
+    p: LinkParams,
+    epoch: Option<u32>,
+    next_id: u64,
+    clusters: HashMap<u64, Cluster>,
+    by_device: HashMap<u64, u64>,
+    /// Randomized clusters by IE signature, most recent last; pruned as they age out.
+    by_signature: HashMap<Option<u64>, Vec<u64>>,
+}
+
+impl Linker {
+    pub fn new(p: LinkParams) -> Self {
+        Linker {
+            p,
+            epoch: None,
+            next_id: 0,
+            clusters: HashMap::new(),
+            by_device: HashMap::new(),
+            by_signature: HashMap::new(),
+        }
+    }
+
+    pub fn params(&self) -> &LinkParams {
+        &self.p
+    }
+
+    /// The epoch the clusters belong to.
+    pub fn epoch(&self) -> Option<u32> {
+        self.epoch
+    }
+
+    pub fn cluster(&self, id: u64) -> Option<&Cluster> {
+        self.clusters.get(&id)
+    }
+
+    /// Marks every cluster heard in the room and silent since `silent_since_ms` (or every one,
+    /// with `None`) as ended, and returns their dwell times; each cluster ends once.
+    pub fn take_ended(&mut self, silent_since_ms: Option<u64>) -> Vec<(bool, u64)> {
+        let mut out = Vec::new();
+        for c in self.clusters.values_mut() {
+            if c.in_room && !c.ended && silent_since_ms.is_none_or(|t| c.last_ms <= t) {
+                c.ended = true;
+                out.push((c.universal, c.last_ms.saturating_sub(c.visit_start_ms)));
+            }
+        }
+        out
+    }
+
+    pub fn in_room(&self, signal_dbm: Option<i8>) -> bool {
+        signal_dbm.is_none_or(|dbm| i32::from(dbm) >= self.p.room_dbm)
+    }
+
+    /// Forgets every cluster and link: new keys, new pseudonyms, nothing to link them to.
+    pub fn reset(&mut self, epoch: Option<u32>) {
+        self.epoch = epoch;
+        self.clusters.clear();
+        self.by_device.clear();
+        self.by_signature.clear();
+    }
+
+    pub fn observe(&mut self, o: &Observation) -> Placed {
+        if self.epoch != Some(o.epoch) {
+            self.reset(Some(o.epoch));
+        }
+        let in_room = self.in_room(o.signal_dbm);
+        if let Some(&id) = self.by_device.get(&o.device) {
+            let c = self.clusters.get_mut(&id).expect("a mapped cluster exists");
+            if c.ended {
+                // Back after its visit was counted: a new visit.
+                c.ended = false;
+                c.in_room = false;
+                c.visit_start_ms = o.time_ms;
+            }
+            c.first_ms = c.first_ms.min(o.time_ms);
+            c.last_ms = c.last_ms.max(o.time_ms);
+            c.last_dbm = o.signal_dbm.or(c.last_dbm);
+            c.last_seq = o.seq.or(c.last_seq);
+            c.in_room |= in_room;
+            return Placed {
+                cluster: Some(id),
+                in_room,
+                placement: Placement::Known,
+            };
+        }
+        if self.by_device.len() >= MAX_TRACKED {
+            return Placed {
+                cluster: None,
+                in_room,
+                placement: Placement::Untracked,
+            };
+        }
+        let linked = if o.randomized && in_room {
+            self.link(o)
+        } else {
+            None
+        };
+        let (id, placement) = match linked {
+            Some((id, ambiguous)) => {
+                let c = self.clusters.get_mut(&id).expect("a candidate exists");
+                c.last_ms = c.last_ms.max(o.time_ms);
+                c.last_dbm = o.signal_dbm.or(c.last_dbm);
+                c.last_seq = o.seq.or(c.last_seq);
+                c.addresses += 1;
+                c.in_room |= in_room;
+                (id, Placement::Linked { ambiguous })
+            }
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.clusters.insert(
+                    id,
+                    Cluster {
+                        first_ms: o.time_ms,
+                        last_ms: o.time_ms,
+                        universal: !o.randomized,
+                        addresses: 1,
+                        in_room,
+                        ended: false,
+                        visit_start_ms: o.time_ms,
+                        signature: o.ie_signature,
+                        last_dbm: o.signal_dbm,
+                        last_seq: o.seq,
+                    },
+                );
+                if o.randomized {
+                    self.by_signature
+                        .entry(o.ie_signature)
+                        .or_default()
+                        .push(id);
+                }
+                (id, Placement::New)
+            }
+        };
+        self.by_device.insert(o.device, id);
+        Placed {
+            cluster: Some(id),
+            in_room,
+            placement,
+        }
+    }
+
+    /// The cluster a new in-room randomized address continues, if any, and whether the choice
+    /// was ambiguous.
+    fn link(&mut self, o: &Observation) -> Option<(u64, bool)> {
+        let p = &self.p;
+        let clusters = &self.clusters;
+        let ids = self.by_signature.get_mut(&o.ie_signature)?;
+        // Clusters silent past the linking horizon never qualify again: drop them here so the
+        // scan stays short however long the epoch.
+        ids.retain(|id| {
+            clusters
+                .get(id)
+                .is_some_and(|c| c.last_ms + p.max_gap_ms >= o.time_ms)
+        });
+        let mut best: Option<(u64, (bool, i32, u64))> = None;
+        let mut qualified = 0u32;
+        let mut by_seq = 0u32;
+        for &id in ids.iter() {
+            let c = &clusters[&id];
+            debug_assert_eq!(c.signature, o.ie_signature);
+            let gap = o.time_ms.saturating_sub(c.last_ms);
+            if gap < p.min_gap_ms || gap > p.max_gap_ms {
+                continue;
+            }
+            let diff = match (o.signal_dbm, c.last_dbm) {
+                (Some(a), Some(b)) => (i32::from(a) - i32::from(b)).abs(),
+                _ => 0,
+            };
+            if diff > p.max_dbm_diff {
+                continue;
+            }
+            let seq_continues = match (o.seq, c.last_seq) {
+                (Some(new), Some(old)) => {
+                    let step = new.wrapping_sub(old) & 0x0fff;
+                    (1..=p.max_seq_gap).contains(&step)
+                }
+                _ => false,
+            };
+            qualified += 1;
+            by_seq += u32::from(seq_continues);
+            // Best: sequence continues, then closest signal, then most recent.
+            let rank = (seq_continues, -diff, c.last_ms);
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((id, rank));
+            }
+        }
+        let (id, (seq_continues, _, _)) = best?;
+        let ambiguous = if seq_continues {
+            by_seq > 1
+        } else {
+            qualified > 1
+        };
+        Some((id, ambiguous))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(device: u64, time_ms: u64, dbm: i8, seq: u16, sig: u64) -> Observation {
+        Observation {
+            device,
+            epoch: 1,
+            time_ms,
+            randomized: true,
+            signal_dbm: Some(dbm),
+            seq: Some(seq),
+            ie_signature: Some(sig),
+        }
+    }
+
+    #[test]
+    fn a_new_address_continues_the_phone_that_went_quiet() {
+        let mut l = Linker::new(LinkParams::default());
+        let a = l.observe(&phone(1, 0, -60, 100, 7));
+        let b = l.observe(&phone(2, 30_000, -62, 110, 7));
+        assert_eq!(a.cluster, b.cluster);
+        assert_eq!(b.placement, Placement::Linked { ambiguous: false });
+        let c = l.cluster(b.cluster.unwrap()).unwrap();
+        assert_eq!((c.addresses, c.dwell_ms()), (2, 30_000));
+    }
+
+    #[test]
+    fn another_model_a_far_signal_or_a_long_silence_starts_a_new_cluster() {
+        for (label, second) in [
+            ("signature", phone(2, 30_000, -60, 101, 8)),
+            ("signal", phone(2, 30_000, -45, 101, 7)),
+            ("too soon", phone(2, 1_000, -60, 101, 7)),
+            ("too late", phone(2, 700_000, -60, 101, 7)),
+        ] {
+            let mut l = Linker::new(LinkParams::default());
+            let a = l.observe(&phone(1, 0, -60, 100, 7));
+            let b = l.observe(&second);
+            assert_ne!(a.cluster, b.cluster, "{label}");
+            assert_eq!(b.placement, Placement::New, "{label}");
+        }
+    }
+
+    #[test]
+    fn a_weak_new_address_is_not_linked() {
+        let mut l = Linker::new(LinkParams::default());
+        l.observe(&phone(1, 0, -74, 100, 7));
+        let b = l.observe(&phone(2, 30_000, -80, 101, 7));
+        assert_eq!((b.placement, b.in_room), (Placement::New, false));
+    }
+
+    #[test]
+    fn a_continuing_sequence_number_decides_between_candidates() {
+        let mut l = Linker::new(LinkParams::default());
+        let near = l.observe(&phone(1, 0, -60, 4000, 7)).cluster;
+        let seq = l.observe(&phone(2, 1_000, -66, 500, 7)).cluster;
+        // Closer in signal to the first, but its sequence number continues the second.
+        let b = l.observe(&phone(3, 20_000, -61, 520, 7));
+        assert_eq!(b.cluster, seq);
+        assert_ne!(b.cluster, near);
+        assert_eq!(b.placement, Placement::Linked { ambiguous: false });
+        // Without a sequence match the closest signal wins, and the link is ambiguous.
+        let c = l.observe(&phone(4, 40_000, -63, 3000, 7));
+        assert_eq!(c.placement, Placement::Linked { ambiguous: true });
+    }
+
+    #[test]
+    fn universal_addresses_are_never_linked() {
+        let mut l = Linker::new(LinkParams::default());
+        let a = l.observe(&phone(1, 0, -60, 100, 7));
+        let b = l.observe(&Observation {
+            randomized: false,
+            ..phone(2, 30_000, -60, 101, 7)
+        });
+        assert_ne!(a.cluster, b.cluster);
+        let later = l.observe(&phone(3, 60_000, -60, 102, 7));
+        assert_eq!(later.cluster, a.cluster);
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_every_link() {
+        let mut l = Linker::new(LinkParams::default());
+        let a = l.observe(&phone(1, 0, -60, 100, 7));
+        let b = l.observe(&Observation {
+            epoch: 2,
+            ..phone(1, 30_000, -60, 101, 7)
+        });
+        assert_ne!(a.cluster, b.cluster);
+        assert_eq!(b.placement, Placement::New);
+        assert!(l.cluster(a.cluster.unwrap()).is_none());
+    }
+
+    #[test]
+    fn past_the_cap_new_addresses_are_not_followed() {
+        let mut l = Linker::new(LinkParams::default());
+        for d in 0..MAX_TRACKED as u64 {
+            l.observe(&Observation {
+                randomized: false,
+                ..phone(d, 0, -60, 0, 7)
+            });
+        }
+        let extra = l.observe(&phone(u64::MAX, 10_000, -60, 1, 7));
+        assert_eq!(extra.placement, Placement::Untracked);
+        assert_eq!(
+            l.observe(&phone(0, 10_000, -60, 1, 7)).placement,
+            Placement::Known
+        );
+    }
+}
