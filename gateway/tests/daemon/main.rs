@@ -13,6 +13,7 @@ mod errors;
 mod expect;
 mod fairness;
 mod harness;
+mod latency;
 mod limits;
 mod logs;
 mod occupancy;
