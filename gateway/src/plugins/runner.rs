@@ -590,7 +590,10 @@ impl PluginRunner {
         }
         let started = Instant::now();
         let result = f(&live.instance, &mut live.store);
-        let call_us = started.elapsed().as_micros() as u64;
+        // Only a failed call reports its duration: a successful one reads the clock once.
+        let failed_us = result
+            .is_err()
+            .then(|| started.elapsed().as_micros() as u64);
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
         out.append(&mut state.outputs);
@@ -621,7 +624,7 @@ impl PluginRunner {
                 if let Some(mut dead) = self.live.take() {
                     self.state = std::mem::take(&mut dead.store.data_mut().state);
                 }
-                self.failed(out, now_ms, &text, Some(call_us));
+                self.failed(out, now_ms, &text, failed_us);
                 (CallOutcome::Trapped(text), None)
             }
         }
