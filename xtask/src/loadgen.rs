@@ -1,7 +1,8 @@
 //! A seeded load generator: a store's day of probe requests as a radiotap pcap, and the
 //! statistics that compare a capture with the shared real ones.
 //!
-//! `cargo xtask loadgen --probes N [--seed S] --out FILE|-` (`-`: stdout).
+//! `cargo xtask loadgen --probes N [--days D] [--seed S] --out FILE|-` (`-`: stdout): `N`
+//! probes a day, `D` days one after the other.
 //!
 //! The model, per device class (shares and rates from what phones are documented and seen to
 //! do; the real captures in tests/data are a lab, not a store, so they check the shape):
@@ -465,12 +466,20 @@ pub fn write_record(out: &mut impl Write, time_ms: u64, frame: &[u8]) -> io::Res
 
 /// Writes the day as a pcap to `out`.
 pub fn write_day(seed: u64, probes: u64, out: impl Write) -> io::Result<u64> {
+    write_days(seed, probes, 1, out)
+}
+
+/// `days` store days of `probes` each, one after the other (seeds `seed`, `seed + 1`, ...):
+/// a longer capture at the same density.
+pub fn write_days(seed: u64, probes: u64, days: u64, out: impl Write) -> io::Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, out);
     out.write_all(&pcap_header())?;
     let mut n = 0;
-    for p in StoreDay::new(seed, probes) {
-        write_record(&mut out, p.time_ms, &p.frame)?;
-        n += 1;
+    for day in 0..days {
+        for p in StoreDay::new(seed + day, probes) {
+            write_record(&mut out, p.time_ms + day * 86_400_000, &p.frame)?;
+            n += 1;
+        }
     }
     out.flush()?;
     Ok(n)
@@ -646,6 +655,7 @@ fn radiotap(frame: &[u8]) -> Option<(&[u8], Option<i8>)> {
 pub fn main(args: &[String]) -> Result<(), String> {
     let mut probes = 1_000_000;
     let mut seed = 1;
+    let mut days = 1;
     let mut out = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -653,16 +663,18 @@ pub fn main(args: &[String]) -> Result<(), String> {
         match arg.as_str() {
             "--probes" => probes = value()?.parse().map_err(|e| format!("--probes: {e}"))?,
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--days" => days = value()?.parse().map_err(|e| format!("--days: {e}"))?,
             "--out" => out = Some(value()?.clone()),
             _ => return Err(format!("unknown argument {arg}")),
         }
     }
-    let out = out.ok_or("usage: cargo xtask loadgen --probes N [--seed S] --out FILE|-")?;
+    let out =
+        out.ok_or("usage: cargo xtask loadgen --probes N [--days D] [--seed S] --out FILE|-")?;
     let n = if out == "-" {
-        write_day(seed, probes, io::stdout().lock())
+        write_days(seed, probes, days, io::stdout().lock())
     } else {
         let file = std::fs::File::create(&out).map_err(|e| format!("{out}: {e}"))?;
-        write_day(seed, probes, file)
+        write_days(seed, probes, days, file)
     }
     .map_err(|e| format!("writing {out}: {e}"))?;
     eprintln!("{n} probe requests, seed {seed}");
