@@ -917,7 +917,7 @@ A router core is taken as {slowdown}× slower than this machine's (a 580-880 MHz
 or a Cortex-A7 against a desktop x86 core, per core and clock; a documented assumption, not a
 measurement): four plugins interpreted on such a router would take about
 **{router} sightings/s**, against a busy store's ~{busy} probe requests a second
-({headroom:.0}× headroom).
+({headroom:.1}× headroom).
 
 ## The load generator
 
