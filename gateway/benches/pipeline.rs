@@ -114,7 +114,48 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The native path of `cargo xtask bench`'s table: `FILE` read with libpcap, parsed, gated,
+/// and counted as the visitor counter counts (distinct devices per 5-minute window), with no
+/// wasm and no MQTT. Prints `native <seconds> <probes> <windows> <visits>`.
+fn native(path: &Path) {
+    let started = Instant::now();
+    let mut cap = pcap::Capture::from_file(path).unwrap();
+    let link = LinkType::from_dlt(cap.get_datalink().0).unwrap();
+    let mut g = gate();
+    let (mut probes, mut windows, mut visits) = (0u64, 0u64, 0u64);
+    let mut window_start = None;
+    let mut seen = std::collections::HashSet::new();
+    while let Ok(p) = cap.next_packet() {
+        let time_ms = p.header.ts.tv_sec as u64 * 1000 + p.header.ts.tv_usec as u64 / 1000;
+        let Ok(probe) = dot11::parse(link, p.data) else {
+            continue;
+        };
+        probes += 1;
+        let Ok(s) = g.admit(probe, time_ms) else {
+            continue;
+        };
+        let start = s.time_ms - s.time_ms % 300_000;
+        if window_start.is_some_and(|w| w < start) {
+            windows += 1;
+            visits += seen.len() as u64;
+            seen.clear();
+        }
+        window_start = Some(start);
+        seen.insert((s.device, s.epoch));
+    }
+    visits += seen.len() as u64;
+    println!(
+        "native {:.4} {probes} {} {visits}",
+        started.elapsed().as_secs_f64(),
+        windows + 1
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--native") {
+        return native(Path::new(&args[at + 1]));
+    }
     let frames = load_frames();
     let n = frames.len() as u64;
     println!("{n} frames from {}", data_dir().display());

@@ -150,6 +150,7 @@ pub fn serve(
     };
 
     let takes_bundles = installer.is_some();
+    let recording = source.is_recording();
     let loss = Arc::new(Mutex::new(None));
     let capture = {
         let (counters, stop, loss) = (counters.clone(), stop.clone(), loss.clone());
@@ -160,6 +161,9 @@ pub fn serve(
     };
     let plugin_thread = {
         let mut stage = PluginStage::new(plugins, counters.clone());
+        if !recording {
+            stage = stage.with_latency_bound(pipeline::LATENCY_BOUND);
+        }
         if let Some(registry) = &registry {
             stage = stage.with_consent(registry.clone());
         }

@@ -13,9 +13,9 @@ use crate::plugins::{CallOutcome, Kind, Output, PluginRunner, PluginSet, Verdict
 use crate::privacy::{Gate, Refusal, Registry, Sighting};
 use crate::telemetry::Counters;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Sightings delivered to plugins in one call, at most.
 pub const MAX_BATCH: usize = 256;
@@ -23,6 +23,15 @@ pub const MAX_BATCH: usize = 256;
 pub const CHANNEL_DEPTH: usize = 4096;
 /// How long a partial batch may wait for more sightings before it is delivered anyway.
 const BATCH_LINGER: Duration = Duration::from_millis(200);
+/// From a radio or a stream, how long a batch's first sighting may wait for company: an event
+/// (a coupon) must reach MQTT within tens of milliseconds, and at a quiet store's few probes a
+/// second every sighting waits this long. Calls are cheap at a store's rates (a few µs), and a
+/// backlog still fills whole batches. A recorded file has no one waiting and keeps the large
+/// batches.
+pub const LATENCY_BOUND: Duration = Duration::from_millis(10);
+/// Events handled back to back between looks at the wall clock (the latency bound, the
+/// reloader, control messages): reading the clock per event was a tenth of the stage's time.
+const EVENTS_PER_LOOK: u32 = 64;
 const TICK_MS: u64 = 1000;
 
 /// What the capture thread tells the plugin thread.
@@ -151,6 +160,10 @@ pub struct PluginStage {
     outputs: Vec<Output>,
     counters: Arc<Counters>,
     installer: Option<Installer>,
+    /// See [`LATENCY_BOUND`]; `None` for a recorded file.
+    latency_bound: Option<Duration>,
+    /// When the pending batch's first sighting arrived, under a latency bound.
+    batch_since: Option<Instant>,
 }
 
 impl PluginStage {
@@ -166,12 +179,23 @@ impl PluginStage {
             outputs: set.reports,
             counters,
             installer: None,
+            latency_bound: None,
+            batch_since: None,
         }
+    }
+
+    /// Delivers every batch at most `bound` of wall time after its first sighting arrived.
+    pub fn with_latency_bound(mut self, bound: Duration) -> PluginStage {
+        self.latency_bound = Some(bound);
+        self
     }
 
     pub fn sighting(&mut self, s: Sighting) {
         Counters::add(&self.counters.sightings, 1);
         self.advance(s.time_ms);
+        if self.batch.is_empty() && self.latency_bound.is_some() {
+            self.batch_since = Some(Instant::now());
+        }
         self.batch.push(s);
         if self.batch.len() >= MAX_BATCH {
             self.flush();
@@ -187,6 +211,21 @@ impl PluginStage {
         match event {
             Event::Sighting(s) => self.sighting(s),
             Event::Clock(now) => self.clock(now),
+        }
+    }
+
+    /// How long the stage may wait for the next event before the pending batch is due.
+    fn patience(&self) -> Duration {
+        match (self.latency_bound, self.batch_since) {
+            (Some(bound), Some(since)) => bound.saturating_sub(since.elapsed()),
+            _ => BATCH_LINGER,
+        }
+    }
+
+    /// Delivers the pending batch if it waited its latency bound.
+    fn flush_if_due(&mut self) {
+        if self.patience().is_zero() {
+            self.flush();
         }
     }
 
@@ -215,6 +254,7 @@ impl PluginStage {
         }
         self.batch.clear();
         self.tags.clear();
+        self.batch_since = None;
     }
 
     /// Hands a back-office message to the plugin it names.
@@ -404,28 +444,45 @@ pub fn run_plugins(
     stop: &AtomicBool,
 ) {
     let send = |stage: &mut PluginStage| -> bool {
-        stage.drain_outputs().all(|o| out.blocking_send(o).is_ok())
+        stage.outputs.is_empty() || stage.drain_outputs().all(|o| out.blocking_send(o).is_ok())
     };
+    // Events taken without waiting since the clock was last read.
+    let mut streak = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        match rx.recv_timeout(BATCH_LINGER) {
+        let next = match rx.try_recv() {
+            Ok(event) => Ok(event),
+            Err(TryRecvError::Empty) => {
+                streak = 0;
+                rx.recv_timeout(stage.patience())
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match next {
             Ok(event) => stage.handle(event),
             // A stream that pauses (or a quiet radio) still gets its sightings delivered.
             Err(RecvTimeoutError::Timeout) => stage.flush(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        while let Ok(control) = messages.try_recv() {
-            stage.flush();
-            match control {
-                Control::Message(message) => stage.message(message),
-                Control::Bundle { push_id, bytes } => stage.bundle(&push_id, Ok(&bytes)),
-                Control::Oversize { push_id } => stage.bundle(&push_id, Err(())),
+        // A backlog is read without the clock; every so often, and after every wait, the
+        // batch's age, control messages, reloads and installs get their look.
+        streak += 1;
+        if streak >= EVENTS_PER_LOOK || streak == 1 {
+            streak = streak.min(1);
+            stage.flush_if_due();
+            while let Ok(control) = messages.try_recv() {
+                stage.flush();
+                match control {
+                    Control::Message(message) => stage.message(message),
+                    Control::Bundle { push_id, bytes } => stage.bundle(&push_id, Ok(&bytes)),
+                    Control::Oversize { push_id } => stage.bundle(&push_id, Err(())),
+                }
             }
+            stage.reload_changed();
+            stage.install_step();
         }
-        stage.reload_changed();
-        stage.install_step();
         if !send(&mut stage) {
             tracing::error!("publisher is gone; stopping the plugin stage");
             return;

@@ -9,13 +9,17 @@
 //!   hand-counted Fryza days, leave one day out (`evaluate.rs`).
 //! - `dist <target> [--full] [--check] [--sizes]`: cross-builds and packages for OpenWrt (see
 //!   `dist.rs`); `--sizes` also prints where the binary's bytes go (`sizes.rs`).
+//! - `loadgen --probes N [--seed S] --out FILE|-`: a seeded store's day as a pcap (`loadgen.rs`).
+//! - `bench [--quick]`: measures and rewrites docs/performance.md (`bench.rs`).
 //!
 //! Few dependencies (deflate and SHA-256 for the `.apk`), so the task runner builds in seconds.
 
 mod apk;
+mod bench;
 mod cplugin;
 mod dist;
 mod evaluate;
+mod loadgen;
 mod sizes;
 
 use std::env;
@@ -55,7 +59,12 @@ fn main() {
         "test" => test(),
         "dist" => dist::dist(&env::args().skip(2).collect::<Vec<_>>()),
         "evaluate" => evaluate::evaluate(&env::args().skip(2).collect::<Vec<_>>()),
-        _ => Err("usage: cargo xtask deps | build-plugins | demo | test | dist | evaluate".into()),
+        "loadgen" => loadgen::main(&env::args().skip(2).collect::<Vec<_>>()),
+        "bench" => bench::main(&env::args().skip(2).collect::<Vec<_>>()),
+        _ => Err(
+            "usage: cargo xtask deps | build-plugins | demo | test | dist | evaluate | loadgen | bench"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("xtask {task}: {e}");
@@ -95,7 +104,27 @@ fn is_root() -> bool {
 
 /// Installs only what is missing, so a prepared machine is not touched (and needs no root).
 fn deps() -> Result {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)?;
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
+    for target in [WASM_TARGET, WASI_TARGET] {
+        if !String::from_utf8_lossy(&installed.stdout)
+            .lines()
+            .any(|l| l == target)
+        {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+    cplugin::deps()?;
+    dist::ensure_zig()?;
+    Ok(())
+}
+
+/// Those of the Debian `packages` that are missing.
+fn apt_install(packages: &[&str]) -> Result {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
@@ -115,20 +144,6 @@ fn deps() -> Result {
         install.extend(&missing);
         run(&mut apt(&install))?;
     }
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
-    for target in [WASM_TARGET, WASI_TARGET] {
-        if !String::from_utf8_lossy(&installed.stdout)
-            .lines()
-            .any(|l| l == target)
-        {
-            run(Command::new("rustup").args(["target", "add", target]))?;
-        }
-    }
-    cplugin::deps()?;
-    dist::ensure_zig()?;
     Ok(())
 }
 

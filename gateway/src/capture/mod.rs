@@ -63,6 +63,8 @@ pub struct PcapSource {
     name: String,
     frames: u64,
     live: bool,
+    /// A regular file, read as fast as the plugins take it; not a radio, stdin or a FIFO.
+    recording: bool,
 }
 
 impl PcapSource {
@@ -77,7 +79,10 @@ impl PcapSource {
             source_name: name.clone(),
             reason: e.to_string(),
         })?;
-        PcapSource::new(cap.into(), name, false)
+        let mut source = PcapSource::new(cap.into(), name, false)?;
+        source.recording =
+            path != Path::new("-") && std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        Ok(source)
     }
 
     /// A monitor-mode interface. The interface must already be in monitor mode (`iw`), which
@@ -119,6 +124,7 @@ impl PcapSource {
             name,
             frames: 0,
             live,
+            recording: false,
         })
     }
 
@@ -128,6 +134,11 @@ impl PcapSource {
 
     pub fn is_live(&self) -> bool {
         self.live
+    }
+
+    /// Whether frames come from a regular file: nobody waits for their outputs.
+    pub fn is_recording(&self) -> bool {
+        self.recording
     }
 
     pub fn name(&self) -> &str {

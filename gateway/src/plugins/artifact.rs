@@ -31,6 +31,8 @@ const UNTRUSTED: &str = "the file is precompiled code, which is not validated wh
 /// Anything that changes here changes what a precompiled plugin must have been built with.
 pub fn engine_config(target: Option<&str>) -> Result<Config, String> {
     let mut config = Config::new();
+    // A `pulley` build interprets every plugin, as a 32-bit router does (see `native_target`).
+    let target = target.or(cfg!(feature = "pulley").then_some(PULLEY_HERE));
     // Fuel rather than epochs: epochs need 64-bit atomics, which 32-bit MIPS lacks.
     config
         .consume_fuel(true)
@@ -44,9 +46,19 @@ pub fn engine_config(target: Option<&str>) -> Result<Config, String> {
     Ok(config)
 }
 
+/// The Pulley target of the CPU this binary runs on.
+const PULLEY_HERE: &str = if cfg!(target_pointer_width = "64") {
+    "pulley64"
+} else {
+    "pulley32"
+};
+
 /// The wasmtime target this build runs plugins for: what a bundle's precompiled artifact
 /// must be made for (`plugin.<target>.cwasm`) to be used here instead of the `.wasm`.
 pub fn native_target() -> String {
+    if cfg!(feature = "pulley") && cfg!(target_endian = "little") {
+        return PULLEY_HERE.into();
+    }
     if cfg!(all(not(feature = "compiler"), target_pointer_width = "32")) {
         return if cfg!(target_endian = "big") {
             "pulley32be"

@@ -90,8 +90,9 @@ impl PluginSet {
         }
         let mut runners = Vec::with_capacity(watched.len());
         let mut reports = Vec::new();
+        let mut compiled = runner::Compiled::default();
         for w in &watched {
-            let loaded = PluginRunner::load(
+            let loaded = PluginRunner::load_sharing(
                 &engine,
                 &linker,
                 &w.name,
@@ -99,6 +100,7 @@ impl PluginSet {
                 w.config_json.clone(),
                 limits.with(w.own_limits),
                 &w.granted,
+                &mut compiled,
             );
             let mut runner = match (loaded, mode) {
                 (Ok(runner), _) => runner,

@@ -217,6 +217,7 @@ impl Reloader {
             w.config_json.clone(),
             self.limits.with(w.own_limits),
             &w.granted,
+            &mut super::runner::Compiled::default(),
         )?;
         if let Some(current) = current {
             current.lend_state(&mut runner);

@@ -116,6 +116,11 @@ impl WarnLimiter {
     }
 }
 
+/// Components already compiled, by the SHA-256 of their file and whether precompiled code
+/// was trusted for them.
+#[derive(Default)]
+pub struct Compiled(std::collections::HashMap<([u8; 32], bool), Component>);
+
 impl PluginRunner {
     /// Reads the manifest beside `path`, checks it against what the site `granted`, and
     /// compiles the component; nothing of the plugin runs yet.
@@ -128,6 +133,33 @@ impl PluginRunner {
         limits: Limits,
         granted: &[Capability],
     ) -> Result<PluginRunner, PluginError> {
+        let mut compiled = Compiled::default();
+        PluginRunner::load_sharing(
+            engine,
+            linker,
+            name,
+            path,
+            config_json,
+            limits,
+            granted,
+            &mut compiled,
+        )
+    }
+
+    /// [`PluginRunner::load`], compiling a file only if `compiled` lacks its contents: several
+    /// `[[plugin]]` entries of one file cost one compilation (~0.2 s each here, far more on a
+    /// router) and share its code in memory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_sharing(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        name: &str,
+        path: &Path,
+        config_json: String,
+        limits: Limits,
+        granted: &[Capability],
+        compiled: &mut Compiled,
+    ) -> Result<PluginRunner, PluginError> {
         let manifest = super::manifest::path_for(path);
         Self::load_from(
             engine,
@@ -137,11 +169,13 @@ impl PluginRunner {
             config_json,
             limits,
             granted,
+            compiled,
         )
     }
 
-    /// [`PluginRunner::load`] with the manifest at a path of its own (a staged bundle's
-    /// files are not named as installed ones are).
+    /// [`PluginRunner::load_sharing`] with the manifest at a path of its own (a staged
+    /// bundle's files are not named as installed ones are).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn load_from(
         engine: &Engine,
         linker: &Linker<HostState>,
@@ -150,6 +184,7 @@ impl PluginRunner {
         config_json: String,
         limits: Limits,
         granted: &[Capability],
+        compiled: &mut Compiled,
     ) -> Result<PluginRunner, PluginError> {
         let load_err = |reason: String| PluginError::Load {
             name: name.to_owned(),
@@ -168,8 +203,20 @@ impl PluginRunner {
                 reason: e.to_string(),
             })?;
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
-        let component = super::artifact::component(engine, &bytes, limits.trust_precompiled)
-            .map_err(load_err)?;
+        let key = (
+            <sha2::Sha256 as sha2::Digest>::digest(&bytes).into(),
+            limits.trust_precompiled,
+        );
+        let component = match compiled.0.get(&key) {
+            Some(component) => component.clone(),
+            None => {
+                let component =
+                    super::artifact::component(engine, &bytes, limits.trust_precompiled)
+                        .map_err(load_err)?;
+                compiled.0.insert(key, component.clone());
+                component
+            }
+        };
         // Type-check imports and exports now, so a plugin built for another interface or
         // another kind than its manifest says fails at load, not at its first call.
         let pre = linker
@@ -593,7 +640,10 @@ impl PluginRunner {
         }
         let started = Instant::now();
         let result = f(&live.instance, &mut live.store);
-        let call_us = started.elapsed().as_micros() as u64;
+        // Only a failed call reports its duration: a successful one reads the clock once.
+        let failed_us = result
+            .is_err()
+            .then(|| started.elapsed().as_micros() as u64);
         // What the plugin published before a trap was valid when published: keep it.
         let state = live.store.data_mut();
         if self.holding {
@@ -638,7 +688,7 @@ impl PluginRunner {
                 if let Some(mut dead) = self.live.take() {
                     self.state = std::mem::take(&mut dead.store.data_mut().state);
                 }
-                self.failed(out, now_ms, &text, Some(call_us));
+                self.failed(out, now_ms, &text, failed_us);
                 (CallOutcome::Trapped(text), None)
             }
         }

@@ -16,6 +16,7 @@ mod expect;
 mod fairness;
 mod harness;
 mod joins;
+mod latency;
 mod limits;
 mod logs;
 mod occupancy;
