@@ -24,7 +24,7 @@ pub struct NewArgs {
     pub name: String,
     #[arg(long, value_enum, default_value = "rust")]
     pub lang: Lang,
-    /// A filter judges sightings before analytics plugins see them (Rust only for now).
+    /// A filter judges sightings before analytics plugins see them.
     #[arg(long, value_enum, default_value = "analytics")]
     pub kind: TemplateKind,
     /// Where to create the project (default: ./NAME). It must not exist yet.
@@ -107,30 +107,59 @@ fn files(lang: Lang, kind: TemplateKind) -> Vec<(&'static str, &'static str, boo
             files[0].1 = template!("c/README.md");
             files.extend([
                 ("build.sh", template!("c/build.sh"), true),
-                ("window.h", template!("c/window.h"), false),
-                ("window.c", template!("c/window.c"), false),
-                ("plugin.c", template!("c/plugin.c"), false),
-                ("test_window.c", template!("c/test_window.c"), false),
-                ("{{stem}}.toml", template!("c/manifest.toml"), false),
                 ("wit/plugin.wit", WIT, false),
             ]);
+            files.extend(match kind {
+                TemplateKind::Analytics => [
+                    ("window.h", template!("c/window.h"), false),
+                    ("window.c", template!("c/window.c"), false),
+                    ("plugin.c", template!("c/plugin.c"), false),
+                    ("test_window.c", template!("c/test_window.c"), false),
+                    ("{{stem}}.toml", template!("c/manifest.toml"), false),
+                ],
+                TemplateKind::Filter => [
+                    ("gate.h", template!("c/gate.h"), false),
+                    ("gate.c", template!("c/gate.c"), false),
+                    ("plugin.c", template!("c/filter.c"), false),
+                    ("test_gate.c", template!("c/test_gate.c"), false),
+                    ("{{stem}}.toml", template!("c/filter.toml"), false),
+                ],
+            });
         }
         Lang::Zig => {
             files[0].1 = template!("zig/README.md");
             files.extend([
                 ("build.sh", template!("zig/build.sh"), true),
-                ("window.zig", template!("zig/window.zig"), false),
-                ("plugin.zig", template!("zig/plugin.zig"), false),
-                ("{{stem}}.toml", template!("zig/manifest.toml"), false),
                 ("wit/plugin.wit", WIT, false),
             ]);
+            files.extend(match kind {
+                TemplateKind::Analytics => [
+                    ("window.zig", template!("zig/window.zig"), false),
+                    ("plugin.zig", template!("zig/plugin.zig"), false),
+                    ("{{stem}}.toml", template!("zig/manifest.toml"), false),
+                ],
+                TemplateKind::Filter => [
+                    ("gate.zig", template!("zig/gate.zig"), false),
+                    ("plugin.zig", template!("zig/filter.zig"), false),
+                    ("{{stem}}.toml", template!("zig/filter.toml"), false),
+                ],
+            });
         }
     }
     files
 }
 
-fn fill(text: &str, name: &str, stem: &str) -> String {
-    text.replace("{{name}}", name).replace("{{stem}}", stem)
+/// `{{world}}` is the WIT world a C or Zig build generates bindings for; `{{logic}}` the
+/// file stem of the kind's plain-language logic, which the unit tests build natively.
+fn fill(text: &str, name: &str, stem: &str, kind: TemplateKind) -> String {
+    let (world, logic) = match kind {
+        TemplateKind::Analytics => ("analytics", "window"),
+        TemplateKind::Filter => ("filter", "gate"),
+    };
+    text.replace("{{name}}", name)
+        .replace("{{stem}}", stem)
+        .replace("{{world}}", world)
+        .replace("{{logic}}", logic)
 }
 
 /// Writes the project; prints what to do next.
@@ -140,11 +169,6 @@ pub fn create(args: &NewArgs) -> Result<(), String> {
         return Err(format!(
             "{name:?}: a plugin name is 1-32 characters of a-z, 0-9, '-', '_', starting with a letter"
         ));
-    }
-    if args.kind == TemplateKind::Filter && args.lang != Lang::Rust {
-        return Err(
-            "--kind filter has a Rust template only; for C or Zig, start from analytics and generate world `filter` (see wit/plugin.wit)".into(),
-        );
     }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
@@ -156,8 +180,8 @@ pub fn create(args: &NewArgs) -> Result<(), String> {
     // Cargo turns '-' into '_' in the names of the files it builds; every language follows.
     let stem = name.replace('-', "_");
     for (path, text, executable) in files(args.lang, args.kind) {
-        let path = dir.join(fill(path, name, &stem));
-        write(&path, &fill(text, name, &stem), executable)?;
+        let path = dir.join(fill(path, name, &stem, args.kind));
+        write(&path, &fill(text, name, &stem, args.kind), executable)?;
     }
     println!(
         "{}: a new {} {} plugin. Next:\n  cd {}\n  ./build.sh test\n  ./build.sh\n  probegate plugin run {stem}.wasm --input sightings.jsonl",
@@ -199,18 +223,22 @@ mod tests {
             (Lang::Rust, TemplateKind::Analytics),
             (Lang::Rust, TemplateKind::Filter),
             (Lang::C, TemplateKind::Analytics),
+            (Lang::C, TemplateKind::Filter),
             (Lang::Zig, TemplateKind::Analytics),
+            (Lang::Zig, TemplateKind::Filter),
         ] {
             let files = files(lang, kind);
             assert!(files.iter().any(|(p, _, x)| *p == "build.sh" && *x));
             for (path, text, _) in files {
-                let filled = fill(text, "foot-fall", "foot_fall");
+                let filled = fill(text, "foot-fall", "foot_fall", kind);
                 // Zig's format strings escape braces as `{{`: look for placeholders only.
-                for left in ["{{name", "{{stem", "{{ "] {
+                for left in ["{{name", "{{stem", "{{world", "{{logic", "{{ "] {
                     assert!(!filled.contains(left), "{lang:?} {path}");
                 }
                 if path == "{{stem}}.toml" {
                     assert!(filled.contains("name = \"foot-fall\""), "{lang:?}");
+                    let want = format!("kind = \"{}\"", fill("{{world}}", "", "", kind));
+                    assert!(filled.contains(&want), "{lang:?} {kind:?}");
                 }
             }
         }
