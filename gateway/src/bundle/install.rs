@@ -145,7 +145,8 @@ impl Installer {
     }
 
     /// Bundles copied into the plugin directory by hand (`*.pgb`, e.g. over SSH) are taken
-    /// like pushed ones: the file is consumed, the result published.
+    /// like pushed ones: the file is consumed, the result published, also for a file refused
+    /// before it was read (its reason names the file's type or size, never its content).
     pub fn take_drop_ins(&mut self, out: &mut Vec<Output>, now_ms: u64) {
         let Some(dir) = self.settings.plugin_dir.clone() else {
             return;
@@ -167,8 +168,18 @@ impl Installer {
             let push_id = format!("file-{}", crate::untrusted::escape(stem, 64));
             match bytes {
                 Ok(bytes) => self.offer(&push_id, &bytes, out, now_ms),
-                Err(e) => {
-                    tracing::warn!(file = %push_id, error = %e, "refused a dropped-in bundle")
+                Err(why) => {
+                    tracing::warn!(file = %push_id, error = %why, "refused a dropped-in bundle");
+                    let reason = Some(why.to_string());
+                    self.report(
+                        &push_id,
+                        None,
+                        "rejected",
+                        Some(why.code()),
+                        reason,
+                        out,
+                        now_ms,
+                    );
                 }
             }
         }
@@ -661,7 +672,7 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::result::Result<(),
 /// Reads a dropped-in bundle: a regular file only, never through a link, never blocking on a
 /// FIFO or device, and at most `max_bytes` (+1, to tell an oversized file), so whatever lands
 /// in the plugin directory cannot make the daemon read a secret, stall or exhaust memory.
-fn read_drop_in(path: &Path, max_bytes: usize) -> std::result::Result<Vec<u8>, String> {
+fn read_drop_in(path: &Path, max_bytes: usize) -> std::result::Result<Vec<u8>, Rejection> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
@@ -669,27 +680,29 @@ fn read_drop_in(path: &Path, max_bytes: usize) -> std::result::Result<Vec<u8>, S
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => "a symbolic link, not a regular file".to_owned(),
-            _ => format!("cannot open: {}", e.kind()),
+            Some(libc::ELOOP) => {
+                Rejection::NotRegularFile("a symbolic link, not a regular file".into())
+            }
+            _ => Rejection::Unreadable(format!("cannot open: {}", e.kind())),
         })?;
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot stat: {}", e.kind()))?;
+        .map_err(|e| Rejection::Unreadable(format!("cannot stat: {}", e.kind())))?;
     if !meta.file_type().is_file() {
-        return Err("not a regular file".into());
+        return Err(Rejection::NotRegularFile("not a regular file".into()));
     }
     if meta.len() > max_bytes as u64 {
-        return Err(format!(
-            "oversize: {} bytes, the limit is {max_bytes}",
+        return Err(Rejection::Oversize(format!(
+            "{} bytes, the limit is {max_bytes}",
             meta.len()
-        ));
+        )));
     }
     let mut bytes = Vec::new();
     file.take(max_bytes as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {}", e.kind()))?;
+        .map_err(|e| Rejection::Unreadable(format!("cannot read: {}", e.kind())))?;
     if bytes.len() > max_bytes {
-        return Err(format!("oversize: more than {max_bytes} bytes"));
+        return Err(Rejection::Oversize(format!("more than {max_bytes} bytes")));
     }
     Ok(bytes)
 }
@@ -706,6 +719,8 @@ mod drop_in_tests {
         let link = dir.path().join("evil.pgb");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         let e = read_drop_in(&link, 1 << 20).unwrap_err();
+        assert_eq!(e.code(), "not_regular_file");
+        let e = e.to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!e.contains("SECRET"), "{e}");
 
@@ -718,17 +733,15 @@ mod drop_in_tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         // Would block forever without O_NONBLOCK: no writer ever opens it.
         assert_eq!(
-            read_drop_in(&fifo, 1 << 20).unwrap_err(),
+            read_drop_in(&fifo, 1 << 20).unwrap_err().to_string(),
             "not a regular file"
         );
 
         let big = dir.path().join("big.pgb");
         std::fs::write(&big, vec![0u8; 2048]).unwrap();
-        assert!(
-            read_drop_in(&big, 1024)
-                .unwrap_err()
-                .starts_with("oversize")
-        );
+        let e = read_drop_in(&big, 1024).unwrap_err();
+        assert_eq!(e.code(), "oversize");
+        assert!(e.to_string().starts_with("oversize: 2048 bytes"), "{e}");
         assert_eq!(read_drop_in(&big, 4096).unwrap().len(), 2048);
     }
 

@@ -54,6 +54,12 @@ pub enum Rejection {
     Oversize(String),
     #[error("no plugin_dir in the site config: bundles install there")]
     NoPluginDir,
+    /// A drop-in that is a link, FIFO or device: never opened for reading.
+    #[error("{0}")]
+    NotRegularFile(String),
+    /// A drop-in that could not be opened or read (the error kind only, never a path).
+    #[error("unreadable: {0}")]
+    Unreadable(String),
 }
 
 impl Rejection {
@@ -72,6 +78,8 @@ impl Rejection {
             Rejection::ManifestMismatch(_) => "manifest_mismatch",
             Rejection::Oversize(_) => "oversize",
             Rejection::NoPluginDir => "no_plugin_dir",
+            Rejection::NotRegularFile(_) => "not_regular_file",
+            Rejection::Unreadable(_) => "io",
         }
     }
 }

@@ -163,11 +163,14 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
     let fifo = std::ffi::CString::new(plugins.join("fifo.pgb").to_str().unwrap()).unwrap();
     // SAFETY: a valid C string; mkfifo only creates the node.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    // One byte over the default bundles.max_bytes (4 MiB), and the secret as a regular file.
+    std::fs::write(plugins.join("big.pgb"), vec![0u8; (4 << 20) + 1]).unwrap();
+    std::fs::copy(&secret, plugins.join("junk.pgb")).unwrap();
 
     // The daemon looks every 2 s; each is consumed once, whatever it was.
     let gone = |n: &str| std::fs::symlink_metadata(plugins.join(n)).is_err();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !["shadow.pgb", "zero.pgb", "fifo.pgb"]
+    while !["shadow.pgb", "zero.pgb", "fifo.pgb", "big.pgb", "junk.pgb"]
         .iter()
         .all(|n| gone(n))
     {
@@ -203,11 +206,12 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
         .lines()
         .filter(|l| l.contains("refused a dropped-in bundle"))
         .collect();
-    assert_eq!(refusals.len(), 3, "{stderr}");
+    assert_eq!(refusals.len(), 4, "{stderr}");
     for (file, why) in [
         ("file-shadow", "a symbolic link, not a regular file"),
         ("file-zero", "a symbolic link, not a regular file"),
         ("file-fifo", "not a regular file"),
+        ("file-big", "oversize: 4194305 bytes, the limit is 4194304"),
     ] {
         assert!(
             refusals.iter().any(|l| l.contains(file) && l.contains(why)),
@@ -222,7 +226,37 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
     for m in r.sub.messages() {
         assert!(!m.payload.contains("SECRET"), "{}: {}", m.topic, m.payload);
     }
-    // Only the real bundle has a result.
+    // Every refusal has a result, like a refused push: the code and reason say what the file
+    // was, never what it held.
     let all = results(&r.sub);
-    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all.len(), 6, "{all:?}");
+    for (file, code, reason) in [
+        (
+            "file-shadow",
+            "not_regular_file",
+            "a symbolic link, not a regular file",
+        ),
+        (
+            "file-zero",
+            "not_regular_file",
+            "a symbolic link, not a regular file",
+        ),
+        ("file-fifo", "not_regular_file", "not a regular file"),
+        (
+            "file-big",
+            "oversize",
+            "oversize: 4194305 bytes, the limit is 4194304",
+        ),
+        ("file-junk", "malformed", "malformed: not a bundle"),
+    ] {
+        let res = all
+            .iter()
+            .find(|res| res["push_id"] == file)
+            .unwrap_or_else(|| panic!("{file}: {all:?}"));
+        assert_eq!(res["outcome"], "rejected", "{res}");
+        assert_eq!(res["code"], code, "{res}");
+        let got = res["reason"].as_str().unwrap();
+        assert!(got.starts_with(reason), "{file}: {got}");
+        assert_eq!(res["name"], serde_json::Value::Null, "{res}");
+    }
 }
