@@ -88,6 +88,6 @@ fn tools_root() -> PathBuf {
     plugin_target_dir().join("tools")
 }
 
-fn wit_bindgen() -> PathBuf {
+pub(crate) fn wit_bindgen() -> PathBuf {
     tools_root().join("bin/wit-bindgen")
 }

@@ -21,6 +21,7 @@ mod dist;
 mod evaluate;
 mod loadgen;
 mod sizes;
+mod zigplugin;
 
 use std::env;
 use std::io::{BufRead, BufReader};
@@ -204,6 +205,7 @@ fn build_plugins() -> Result {
     std::fs::copy(&wasi_user, &tmp).map_err(|e| format!("{}: {e}", wasi_user.display()))?;
     std::fs::rename(&tmp, out.join("wasi_user.wasm")).map_err(|e| format!("{e}"))?;
     cplugin::build(&target_dir, &out)?;
+    zigplugin::build(&target_dir, &out)?;
     copy_manifests(&out)
 }
 

@@ -324,3 +324,68 @@ fn every_template_builds_tests_and_runs_outside_the_repository() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+/// The Zig example (`plugins/zig/signal-bands`, built and unit-tested natively by `cargo
+/// xtask build-plugins`) through `plugin run` on a shared capture: each minute's bands must
+/// be what the tshark oracle's signal readings put in them.
+#[test]
+fn the_zig_example_puts_each_minute_in_the_bands_the_oracle_does() {
+    let home = tempfile::tempdir().unwrap();
+    let site = home.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "privacy.signal_floor_dbm = {FLOOR}\nprivacy.min_cell = 1\n[gateway]\nsite = \"dev\"\nid = \"local\"\n[mqtt]\nhost = \"localhost\"\n"
+        ),
+    )
+    .unwrap();
+    // start -> [near, mid, far, unknown] for every probe the privacy gate lets through.
+    let mut want = std::collections::BTreeMap::<u64, [u64; 4]>::new();
+    for p in expect::probes(CAPTURE) {
+        if p.sa[0] & 1 != 0 || p.dbm.is_some_and(|d| d < FLOOR) {
+            continue;
+        }
+        let band = match p.dbm {
+            Some(d) if d >= -60 => 0,
+            Some(d) if d >= -75 => 1,
+            Some(_) => 2,
+            None => 3,
+        };
+        want.entry(p.time_ms - p.time_ms % 60_000).or_default()[band] += 1;
+    }
+    // The capture must exercise every band with a reading, or the test proves little.
+    for band in 0..3 {
+        assert!(
+            want.values().map(|b| b[band]).sum::<u64>() > 0,
+            "band {band}"
+        );
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_probegate"))
+        .args(["plugin", "run"])
+        .arg(plugin("signal_bands.wasm"))
+        .arg("--input")
+        .arg(capture(CAPTURE))
+        .args(["--config", r#"{"interval_secs": 60}"#, "--site"])
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let got: Vec<Value> = printed(&run)
+        .into_iter()
+        .filter(|(topic, _)| topic == "probegate/v1/dev/local/plugins/signal-bands/bands")
+        .map(|(_, m)| m["data"].clone())
+        .collect();
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let rows: Vec<(u64, [u64; 4])> = got
+        .iter()
+        .map(|w| {
+            let bands = [n(w, "near"), n(w, "mid"), n(w, "far"), n(w, "unknown")];
+            assert_eq!(n(w, "sightings"), bands.iter().sum::<u64>(), "{w}");
+            (n(w, "start_ms"), bands)
+        })
+        .collect();
+    assert_eq!(rows, want.into_iter().collect::<Vec<_>>());
+    let partial: Vec<bool> = got.iter().map(|w| w["partial"] == true).collect();
+    assert_eq!(partial.iter().filter(|p| **p).count(), 1);
+    assert_eq!(partial.last(), Some(&true));
+}
