@@ -36,6 +36,11 @@ const APT_PACKAGES: &[&str] = &[
     // the feed Makefile under `make -n`.
     "jq",
     "make",
+    // The back office's end-to-end tests: a PostgreSQL server of their own, and a headless
+    // browser that signs in to the dashboard.
+    "postgresql",
+    "chromium",
+    "chromium-driver",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The test plugin that imports WASI is built for this target, so the host's refusal is tested.

@@ -3,9 +3,7 @@
 //! site's consent key can compute. Raw MACs never travel: the back office computes the ids
 //! (`probegate consent id`) and publishes them; the registry persists only those ids.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -68,13 +66,8 @@ impl ConsentKey {
     /// The consent id of a MAC: HMAC-SHA256 under the site key, first 16 bytes, as hex.
     /// HMAC-SHA256 because every back-office language has it.
     pub fn id(&self, mac: &[u8; 6]) -> ConsentId {
-        let mut mac_fn =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
-        mac_fn.update(mac);
-        let digest = mac_fn.finalize().into_bytes();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        ConsentId(id)
+        // Computed by the contract crate, which the back office uses too.
+        ConsentId(probegate_contract::consent::id(&self.0, mac))
     }
 }
 
