@@ -3,6 +3,7 @@
 //! chromium that signs in and reads the dashboard.
 
 mod harness;
+mod optout;
 
 use fantoccini::Locator;
 use harness::*;
