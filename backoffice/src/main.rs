@@ -155,7 +155,7 @@ async fn maintain(db: db::Db, raw_days: u32, hourly_days: u32, every: Duration) 
                 .max();
             if let Some(newest) = newest {
                 rollup::roll_up(&db, newest - 2 * queries::DAY).await?;
-                rollup::retain(&db, &retention, newest).await?;
+                rollup::retain(&db, &retention, newest, store::now_ms()).await?;
             }
             anyhow::Ok(())
         }

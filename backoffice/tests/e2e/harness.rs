@@ -190,6 +190,22 @@ impl Subscriber {
             .map(|(_, v)| v["data"].clone())
             .collect()
     }
+
+    /// Enveloped messages, each counted once: (site, gateway, boot_id, seq).
+    pub fn distinct_envelopes(&self) -> usize {
+        let lines = self.lines.lock().unwrap();
+        let keys: std::collections::BTreeSet<String> = lines
+            .iter()
+            .filter(|(_, v)| v.get("seq").is_some())
+            .map(|(_, v)| {
+                format!(
+                    "{} {} {} {}",
+                    v["site"], v["gateway"], v["boot_id"], v["seq"]
+                )
+            })
+            .collect();
+        keys.len()
+    }
 }
 
 /// A PostgreSQL server of the test's own: initdb in a temporary directory, on a free port.

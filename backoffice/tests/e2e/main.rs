@@ -72,13 +72,36 @@ async fn text(client: &fantoccini::Client, css: &str) -> String {
         .unwrap()
 }
 
-/// The whole path for one database: replay → broker → service → browser.
-async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str) {
+/// Rows of `table` in the service's database.
+async fn rows(db_url: &str, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db_url.strip_prefix("sqlite:") {
+        Some(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(&sql, [], |r| r.get(0))
+            .unwrap(),
+        None => {
+            let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.unwrap().get(0)
+        }
+    }
+}
+
+/// The whole path for one database: replay → broker → `instances` services in one
+/// shared-subscription group → browser.
+async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, instances: usize) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = daemon_binary();
     let broker = Broker::start();
     let sub = Subscriber::start(&broker);
-    let service = Service::start(&broker, db_url, &service_config(dir.path(), KEY));
+    let config = service_config(dir.path(), KEY);
+    let services: Vec<Service> = (0..instances)
+        .map(|_| Service::start(&broker, db_url, &config))
+        .collect();
+    let service = &services[0];
     let site = site_config(dir.path(), &broker, KEY);
     let out = Command::new(&daemon)
         .args(["replay", "--config"])
@@ -91,10 +114,27 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str) {
         "replay: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    service.settle();
+    for s in &services {
+        s.settle();
+        let health = s.health();
+        assert_eq!(health["invalid"], 0, "{health}");
+        if instances > 1 {
+            assert!(
+                health["stored"].as_u64() > Some(10),
+                "the instances share the load: {health}"
+            );
+        }
+    }
     let want = expected(&sub);
-    let health = service.health();
-    assert_eq!(health["invalid"], 0, "{health}");
+    // Exactly once: one row per enveloped message on the broker, however many instances
+    // and deliveries (retained plugin statuses arrive on two subscriptions).
+    let envelopes = sub.distinct_envelopes();
+    assert!(envelopes > 100, "{envelopes}");
+    assert_eq!(rows(db_url, "messages").await, envelopes as i64);
+    assert_eq!(
+        rows(db_url, "counts").await,
+        sub.stream("visitor-counter", "counts").len() as i64
+    );
 
     let browser = Browser::start().await;
     let c = &browser.client;
@@ -243,18 +283,17 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str) {
         .unwrap();
     assert_eq!(text(c, "#kpi-universal").await, want.universal.to_string());
     browser.client.clone().close().await.unwrap();
-    drop(service);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_dashboard_shows_what_the_broker_carried() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("bo.db").display());
-    dashboard_shows_what_the_broker_carried(&db, "sqlite").await;
+    dashboard_shows_what_the_broker_carried(&db, "sqlite", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_dashboard_shows_what_the_broker_carried() {
+async fn postgres_dashboard_with_two_instances_shows_what_the_broker_carried_once() {
     let pg = Postgres::start();
-    dashboard_shows_what_the_broker_carried(&pg.url(), "postgres").await;
+    dashboard_shows_what_the_broker_carried(&pg.url(), "postgres", 2).await;
 }
