@@ -157,14 +157,48 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
         (strong..=all).contains(&dropped),
         "dropped {dropped}, device had {strong}..{all} probes"
     );
+    // The staff desk lists the request with the gateway's confirmation, behind a sign-in.
+    c.goto(&format!("{}/consent", service.url)).await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys("demo")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("probegate-demo")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("sites")).await.unwrap();
+    c.goto(&format!("{}/consent", service.url)).await.unwrap();
+    let row = c
+        .wait()
+        .for_element(Locator::Css("#requests tr:nth-child(2)"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let id = probegate_contract_id(&mac_bytes(&mac));
+    assert!(
+        row.contains(&id) && row.contains("public") && row.contains("gw-1 ✔"),
+        "{row}"
+    );
     browser.client.clone().close().await.unwrap();
     service.settle();
 
     // The canary: the MAC in any spelling, or its raw bytes, is nowhere the service wrote.
     let hex: String = mac.replace(':', "");
-    let raw: Vec<u8> = (0..6)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
+    let raw = mac_bytes(&mac);
     let spellings = [
         mac.clone(),
         mac.to_uppercase(),
@@ -202,6 +236,12 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
         );
     }
     eprintln!("opt-out confirmed in {confirmed_in:?}; {dropped} probes dropped");
+}
+
+fn mac_bytes(mac: &str) -> Vec<u8> {
+    mac.split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
 }
 
 /// The consent id as docs/mqtt.md gives it in Python, computed here with the CLI the
