@@ -20,6 +20,9 @@ pub struct Config {
     pub groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub retention: Retention,
+    /// A minisign secret key (unencrypted, `probegate plugin keygen`): consent commands are
+    /// then signed, for gateways whose `privacy.consent_trusted_keys` holds its public key.
+    pub consent_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +73,10 @@ impl Config {
         let mut config: Config =
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(f) = &mut config.consent_signing_key_file {
+            *f = dir.join(&*f);
+            config.signing_key()?;
+        }
         for site in config.sites.values_mut() {
             if let Some(f) = &mut site.consent_key_file {
                 *f = dir.join(&*f);
@@ -93,6 +100,24 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The consent signing key, if the config names one; an unusable file is an error.
+    pub fn signing_key(&self) -> Result<Option<minisign::SecretKey>> {
+        let Some(file) = &self.consent_signing_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let key = minisign::SecretKeyBox::from_string(&text)
+            .and_then(|b| b.into_unencrypted_secret_key())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not an unencrypted minisign secret key: {e}",
+                    file.display()
+                )
+            })?;
+        Ok(Some(key))
     }
 
     /// The site's consent key (32 bytes), read at use so a rotated file is picked up.

@@ -29,6 +29,7 @@ pub async fn opt_out(app: &App, site: &str, mac: &str, source: &str) -> Result<i
             status: ConsentStatus::OptOut,
         }],
     };
+    let payload = sign(app, site, serde_json::to_string(&command)?)?;
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random number generator works");
     let request = i64::from_le_bytes(bytes) & i64::MAX;
@@ -44,12 +45,43 @@ pub async fn opt_out(app: &App, site: &str, mac: &str, source: &str) -> Result<i
             probegate_contract::topic::site_consent_command(site),
             QoS::AtLeastOnce,
             false,
-            serde_json::to_vec(&command)?,
+            payload,
         )
         .await
         .context("cannot publish the consent command")?;
     tracing::info!(site, request, source, "opt-out published");
     Ok(request)
+}
+
+/// The command as published: signed when the config names a signing key. The sequence is
+/// the wall clock in microseconds: it rises across restarts and instances without shared
+/// state (two commands for one site within a microsecond would collide; the second is then
+/// refused as replayed and shows on the desk as unconfirmed).
+fn sign(app: &App, site: &str, command: String) -> Result<Vec<u8>> {
+    let Some(key) = app.config.signing_key()? else {
+        return Ok(command.into_bytes());
+    };
+    let sequence = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let bytes = consent::signed_bytes(site, sequence, &command);
+    let signature = minisign::sign(
+        None,
+        &key,
+        std::io::Cursor::new(bytes),
+        Some("probegate consent command"),
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot sign the consent command: {e}"))?;
+    Ok(serde_json::to_vec(
+        &probegate_contract::payload::SignedConsentCommand {
+            command,
+            site: site.to_owned(),
+            sequence,
+            signature: signature.into_string(),
+        },
+    )?)
 }
 
 /// (gateways that confirmed, gateways of the store) for a request; `None` if there is none.
@@ -67,25 +99,20 @@ pub async fn confirmation(db: &Db, site: &str, request: i64) -> Result<Option<(u
     Ok(Some((states.iter().filter(|s| s.1).count(), states.len())))
 }
 
-/// Each gateway of the site: whether its consent summary arrived after `requested_ms`
-/// without an error.
+/// Each gateway of the site: whether a consent summary arrived after `requested_ms` without
+/// an error and with a registry version above the last one known before the request.
 async fn gateway_states(db: &Db, site: &str, requested_ms: i64) -> Result<Vec<(String, bool)>> {
     let rows = db
         .query(
-            "SELECT g.gateway, c.received_ms, c.last_error FROM gateways g \
-             LEFT JOIN consent_summaries c ON c.site = g.site AND c.gateway = g.gateway \
-             WHERE g.site = $1 ORDER BY g.gateway",
-            &[V::from(site)],
+            "SELECT g.gateway, (SELECT COUNT(*) FROM consent_summary_log l WHERE l.site = g.site AND l.gateway = g.gateway \
+               AND l.received_ms >= $2 AND l.last_error IS NULL AND l.version > COALESCE( \
+                 (SELECT MAX(b.version) FROM consent_summary_log b WHERE b.site = g.site AND b.gateway = g.gateway \
+                  AND b.received_ms < $2), -1)) \
+             FROM gateways g WHERE g.site = $1 ORDER BY g.gateway",
+            &[V::from(site), V::from(requested_ms)],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let confirmed =
-                r[1].opt_int().is_some_and(|t| t >= requested_ms) && r[2].opt_text().is_none();
-            (r[0].text(), confirmed)
-        })
-        .collect())
+    Ok(rows.iter().map(|r| (r[0].text(), r[1].int() > 0)).collect())
 }
 
 /// The desk's table of recent requests and their confirmations.

@@ -131,7 +131,13 @@ impl Pg {
     }
 }
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_consent_summary_log.sql"),
+    ),
+];
 
 impl Db {
     /// `sqlite:PATH` or `postgres://...`; creates the tables on first use.
@@ -235,8 +241,8 @@ impl Db {
             Db::Sqlite(conn) => tokio::task::block_in_place(|| {
                 let conn = conn.lock().expect("no panics while locked");
                 let mut stmt = conn.prepare_cached(sql)?;
-                let n = stmt.execute(rusqlite::params_from_iter(params.iter().map(Sqlite)))?;
-                Ok(n as u64)
+                bind(&mut stmt, params)?;
+                Ok(stmt.raw_execute()? as u64)
             }),
             Db::Postgres(pg) => {
                 let stmt = pg.prepare(sql).await?;
@@ -254,25 +260,26 @@ impl Db {
                 let conn = conn.lock().expect("no panics while locked");
                 let mut stmt = conn.prepare_cached(sql)?;
                 let columns = stmt.column_count();
-                let rows = stmt.query_map(
-                    rusqlite::params_from_iter(params.iter().map(Sqlite)),
-                    |row| {
-                        (0..columns)
-                            .map(|i| {
-                                Ok(match row.get_ref(i)? {
-                                    rusqlite::types::ValueRef::Null => V::I(None),
-                                    rusqlite::types::ValueRef::Integer(i) => V::I(Some(i)),
-                                    rusqlite::types::ValueRef::Real(f) => V::F(Some(f)),
-                                    rusqlite::types::ValueRef::Text(t) => {
-                                        V::T(Some(String::from_utf8_lossy(t).into_owned()))
-                                    }
-                                    rusqlite::types::ValueRef::Blob(_) => V::T(None),
-                                })
+                bind(&mut stmt, params)?;
+                let mut rows = stmt.raw_query();
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let values = (0..columns)
+                        .map(|i| {
+                            Ok(match row.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => V::I(None),
+                                rusqlite::types::ValueRef::Integer(i) => V::I(Some(i)),
+                                rusqlite::types::ValueRef::Real(f) => V::F(Some(f)),
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    V::T(Some(String::from_utf8_lossy(t).into_owned()))
+                                }
+                                rusqlite::types::ValueRef::Blob(_) => V::T(None),
                             })
-                            .collect::<rusqlite::Result<Row>>()
-                    },
-                )?;
-                Ok(rows.collect::<rusqlite::Result<Vec<Row>>>()?)
+                        })
+                        .collect::<rusqlite::Result<Row>>()?;
+                    out.push(values);
+                }
+                Ok(out)
             }),
             Db::Postgres(pg) => {
                 let stmt = pg.prepare(sql).await?;
@@ -284,6 +291,20 @@ impl Db {
             }
         }
     }
+}
+
+/// Binds `$N` to `params[N-1]` by name: SQLite numbers `$N` parameters by first
+/// appearance, not by N, so binding by position would swap them in `... $3 ... $1`.
+fn bind(stmt: &mut rusqlite::CachedStatement<'_>, params: &[V]) -> Result<()> {
+    for i in 1..=stmt.parameter_count() {
+        let value = stmt
+            .parameter_name(i)
+            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+            .and_then(|n| params.get(n.checked_sub(1)?))
+            .ok_or_else(|| anyhow!("parameter {i} of a statement is not $1..${}", params.len()))?;
+        stmt.raw_bind_parameter(i, Sqlite(value))?;
+    }
+    Ok(())
 }
 
 struct Sqlite<'a>(&'a V);
@@ -335,4 +356,31 @@ fn pg_row(row: &tokio_postgres::Row) -> Result<Row> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn sqlite_binds_dollar_parameters_by_number_not_by_appearance() {
+        let db = Db::open("sqlite::memory:").await.unwrap();
+        let rows = db
+            .query(
+                "SELECT $3, $1, $2",
+                &[V::from(1i64), V::from("two"), V::from(3.5)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![vec![
+                V::F(Some(3.5)),
+                V::I(Some(1)),
+                V::T(Some("two".into()))
+            ]]
+        );
+        let err = db.query("SELECT $4", &[V::from(1i64)]).await.unwrap_err();
+        assert!(err.to_string().contains("not $1..$1"), "{err}");
+    }
 }

@@ -49,6 +49,11 @@ pub async fn store(db: &Db, topic: &Topic<'_>, payload: &[u8]) -> Result<bool> {
         Topic::ConsentSummary { .. } => {
             let c: ConsentSummary = serde_json::from_slice(payload).context("consent summary")?;
             db.execute(
+                "INSERT INTO consent_summary_log (site, gateway, version, last_error, received_ms) VALUES ($1, $2, $3, $4, $5)",
+                &[site.into(), gateway.into(), c.version.into(), c.last_error.clone().into(), now.into()],
+            )
+            .await?;
+            db.execute(
                 "INSERT INTO consent_summaries (site, gateway, version, opt_out, opt_in, last_error, received_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (site, gateway) DO UPDATE SET version = excluded.version, opt_out = excluded.opt_out, \

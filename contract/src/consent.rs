@@ -15,6 +15,14 @@ pub fn id(key: &[u8], mac: &[u8; 6]) -> [u8; 16] {
     id
 }
 
+/// What the signature of a signed consent command covers: the site, the sequence and the
+/// command's exact text, so a signature cannot be moved to another site or replayed with
+/// another sequence.
+pub fn signed_bytes(site: &str, sequence: u64, command: &str) -> Vec<u8> {
+    format!("probegate consent command v1\nsite {site}\nsequence {sequence}\n{command}")
+        .into_bytes()
+}
+
 /// Lowercase hex, as ids and keys travel.
 pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -146,3 +146,17 @@ pub struct ConsentEntry {
 pub enum ConsentStatus {
     OptOut,
 }
+
+/// A consent command signed by the back office (docs/mqtt.md, "Signed commands"): `command`
+/// is the command's JSON text, `signature` a minisign signature over
+/// [`crate::consent::signed_bytes`]`(site, sequence, command)`. A gateway that trusts keys
+/// applies it only if the signature holds, `site` is its own and `sequence` is above the last
+/// one it applied.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedConsentCommand {
+    pub command: String,
+    pub site: String,
+    pub sequence: u64,
+    pub signature: String,
+}

@@ -191,6 +191,26 @@ impl Subscriber {
             .collect()
     }
 
+    pub fn count_where(&self, pred: impl Fn(&str, &serde_json::Value) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, v)| pred(t, v))
+            .count()
+    }
+
+    /// The last payload on `topic`.
+    pub fn last(&self, topic: &str) -> serde_json::Value {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .rev()
+            .find(|(t, _)| t == topic)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     /// Enveloped messages, each counted once: (site, gateway, boot_id, seq).
     pub fn distinct_envelopes(&self) -> usize {
         let lines = self.lines.lock().unwrap();
@@ -491,6 +511,29 @@ impl Browser {
             client,
         }
     }
+}
+
+/// A minisign key pair made with the gateway's CLI, as a retailer makes one: (the public
+/// key's base64 line, the secret key file).
+pub fn signing_keys(dir: &Path) -> (String, PathBuf) {
+    let out = Command::new(daemon_binary())
+        .args(["plugin", "keygen"])
+        .arg(dir.join("consent-signing"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(dir.join("consent-signing.pub")).unwrap();
+    let line = public
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_owned();
+    (line, dir.join("consent-signing.key"))
 }
 
 /// Where screenshots go: CI keeps them as artifacts.

@@ -47,12 +47,26 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
     let daemon = daemon_binary();
     let broker = Broker::start();
     let db_path = dir.path().join("bo.db");
-    let service = Service::start(
-        &broker,
-        &format!("sqlite:{}", db_path.display()),
-        &service_config(dir.path(), KEY),
-    );
+    // Signed commands: the service signs, the gateway trusts only its key.
+    let (public, secret) = signing_keys(dir.path());
+    let config = service_config(dir.path(), KEY);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "consent_signing_key_file = \"{}\"\n{text}",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(&broker, &format!("sqlite:{}", db_path.display()), &config);
     let site = site_config(dir.path(), &broker, KEY);
+    let text = std::fs::read_to_string(&site).unwrap();
+    std::fs::write(
+        &site,
+        format!("privacy.consent_trusted_keys = [\"{public}\"]\n{text}"),
+    )
+    .unwrap();
     let bytes = std::fs::read(repo().join(CAPTURE)).unwrap();
     let offsets = record_offsets(&bytes);
     let split = offsets.len() / 2;
@@ -139,6 +153,37 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
     let confirmed_in = started.elapsed();
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifact_dir().join("optout-confirmed.png"), png).unwrap();
+
+    // Whoever else may publish to cmd/consent cannot erase the opt-out: an unsigned
+    // `replace` with nothing is refused, and the registry keeps it.
+    let sub = Subscriber::start(&broker);
+    let cleared = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args([
+            "-t",
+            "probegate/v1/test-store/cmd/consent",
+            "-m",
+            r#"{"op":"replace","entries":[]}"#,
+        ])
+        .status()
+        .unwrap();
+    assert!(cleared.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sub.count_where(|t, v| {
+        t.ends_with("/consent")
+            && v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unsigned"))
+    }) == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never refused the unsigned command"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = sub.last("probegate/v1/test-store/gw-1/consent");
+    assert_eq!(summary["opt_out"], 1, "the opt-out stands: {summary}");
 
     stdin.write_all(&bytes[offsets[split]..]).unwrap();
     drop(stdin);
