@@ -110,7 +110,17 @@ async fn run(
     stats: Arc<Stats>,
 ) {
     let validators = Validators::new();
+    // Acks wait here when the client's request queue is full: awaiting room there would stop
+    // this loop from polling the event loop, the only thing that empties the queue.
+    let mut unacked: std::collections::VecDeque<rumqttc::v5::mqttbytes::v5::Publish> =
+        Default::default();
     loop {
+        while let Some(p) = unacked.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            unacked.pop_front();
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("connected to the broker; subscribing to {shared}");
@@ -128,9 +138,7 @@ async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 handle(&db, &validators, &stats, &p.topic, &p.payload).await;
-                if let Err(e) = client.ack(&p).await {
-                    tracing::error!("cannot acknowledge: {e}");
-                }
+                unacked.push_back(p);
             }
             Ok(_) => {}
             Err(e) => {

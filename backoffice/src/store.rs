@@ -100,8 +100,20 @@ pub async fn store(db: &Db, topic: &Topic<'_>, payload: &[u8]) -> Result<bool> {
     Ok(new)
 }
 
-/// Any message says the gateway was alive when it sent it.
+/// Any message says the gateway was alive when it sent it. Written at most every few seconds
+/// per gateway: "last seen" needs no more, and a write per message would double the load.
 async fn seen(db: &Db, site: &str, gateway: &str, now: i64) -> Result<()> {
+    static LAST: std::sync::Mutex<Option<std::collections::HashMap<(String, String), i64>>> =
+        std::sync::Mutex::new(None);
+    {
+        let mut last = LAST.lock().expect("no panics while locked");
+        let map = last.get_or_insert_with(Default::default);
+        let key = (site.to_owned(), gateway.to_owned());
+        if map.get(&key).is_some_and(|t| now - t < 5_000) {
+            return Ok(());
+        }
+        map.insert(key, now);
+    }
     db.execute(
         "UPDATE gateways SET last_seen_ms = $3 WHERE site = $1 AND gateway = $2 AND last_seen_ms < $3",
         &[site.into(), gateway.into(), now.into()],

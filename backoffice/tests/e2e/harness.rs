@@ -90,6 +90,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::with("")
+    }
+
+    /// A broker with extra lines in its config.
+    pub fn with(extra: &str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -97,7 +102,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}"
             ),
         )
         .unwrap();

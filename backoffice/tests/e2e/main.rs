@@ -2,6 +2,7 @@
 //! capture through the real plugins, the back office on SQLite or PostgreSQL, and a headless
 //! chromium that signs in and reads the dashboard.
 
+mod fleet;
 mod harness;
 mod optout;
 
