@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -482,10 +483,22 @@ pub fn http_get(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Debian's chromium under chromium-driver, headless.
+/// Debian's chromium under chromium-driver, headless. The driver runs in a process group of
+/// its own, which drop ends whole: a test that fails never closes its session, and chromium
+/// would outlive chromedriver.
 pub struct Browser {
-    _driver: Reaper,
+    driver: Reaper,
     pub client: fantoccini::Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(format!("-{}", self.driver.0.id()))
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Browser {
@@ -493,6 +506,7 @@ impl Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -512,7 +526,7 @@ impl Browser {
         .await
         .expect("chromium starts under chromedriver");
         Browser {
-            _driver: Reaper(driver),
+            driver: Reaper(driver),
             client,
         }
     }
