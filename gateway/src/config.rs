@@ -144,6 +144,10 @@ pub struct PrivacyConfig {
     /// Where the consent registry (keyed ids only, never MACs) persists across restarts.
     #[serde(default = "default_consent_registry")]
     pub consent_registry: PathBuf,
+    /// Minisign public keys (base64 lines) of the back office: with any, only consent
+    /// commands signed by one of them, for this site, with a rising sequence, are applied.
+    #[serde(default)]
+    pub consent_trusted_keys: Vec<Spanned<String>>,
     /// Counts above 0 and below this in a plugin's aggregate streams are published as `null`,
     /// so no group this small can be singled out. 1 turns that off; the rest of the guard stays.
     #[serde(default = "spanned_min_cell")]
@@ -158,6 +162,7 @@ impl Default for PrivacyConfig {
             rotate_every_hours: spanned_rotate_hours(),
             consent_key_file: None,
             consent_registry: default_consent_registry(),
+            consent_trusted_keys: Vec::new(),
             min_cell: spanned_min_cell(),
         }
     }
@@ -593,6 +598,14 @@ impl Config {
             ("memories", &l.memories, l.max_memories),
         ] {
             check_count(&format!("limits.{key}"), value, max, &format!("max_{key}"))?;
+        }
+        for key in &self.privacy.consent_trusted_keys {
+            if let Err(e) = crate::bundle::signing::public_key(key.get_ref()) {
+                return Err(Invalid::at(
+                    key,
+                    format!("privacy.consent_trusted_keys: {e}"),
+                ));
+            }
         }
         let b = &self.bundles;
         for key in b.trusted_keys.iter().chain(&b.trusted_precompiled_keys) {

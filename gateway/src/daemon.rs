@@ -7,7 +7,7 @@ use crate::config::{Config, parse_hh_mm};
 use crate::pipeline::{self, CHANNEL_DEPTH, Control, PluginMessage, PluginStage};
 use crate::plugins::manifest::Capability;
 use crate::plugins::{LoadMode, PluginError, PluginSet};
-use crate::privacy::consent::{ConsentError, Report, handle_command};
+use crate::privacy::consent::{CommandTrust, ConsentError, Report, handle_command};
 use crate::privacy::{Consent, ConsentKey, Gate, Registry, RotationSchedule, TimeZone};
 use crate::publish::{Identity, Session, SessionReport, TlsFiles, Topics};
 use crate::telemetry::{Counters, Snapshot};
@@ -198,9 +198,18 @@ pub fn serve(
         let spool_dir = config.resolve(&config.mqtt.outbox_spool_dir);
         let mut session = Session::start(&config.mqtt, identity, subscribe, tls, Some(&spool_dir));
         let summary_topic = topics.consent_summary();
+        let trust = CommandTrust {
+            site: config.site().to_owned(),
+            keys: config
+                .privacy
+                .consent_trusted_keys
+                .iter()
+                .filter_map(|k| bundle::signing::public_key(k.get_ref()).ok())
+                .collect(),
+        };
         let report = |registry: &RwLock<Registry>, payload: Option<&[u8]>| {
             let report = match payload {
-                Some(payload) => handle_command(registry, payload),
+                Some(payload) => handle_command(registry, payload, &trust),
                 None => Report {
                     summary: registry.read().map(|r| r.summary()).unwrap_or_default(),
                     last_error: None,

@@ -44,11 +44,18 @@ const APT_PACKAGES: &[&str] = &[
     // the feed Makefile under `make -n`.
     "jq",
     "make",
+    // The back office's end-to-end tests: a PostgreSQL server of their own, and a headless
+    // browser that signs in to the dashboard.
+    "postgresql",
+    "chromium",
+    "chromium-driver",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The test plugin that imports WASI is built for this target, so the host's refusal is tested.
 const WASI_TARGET: &str = "wasm32-wasip2";
 const DEMO_PORT: u16 = 18830;
+/// Where the demo's back office serves its dashboard.
+const DEMO_BACKOFFICE_PORT: u16 = 18080;
 const DEMO_CAPTURE: &str = "gateway/tests/data/fryza-sc6-61/sc6-61_2024-03-22.pcap";
 
 fn main() {
@@ -253,13 +260,23 @@ fn wait_for_port(port: u16) -> Result {
 fn demo() -> Result {
     deps()?;
     build_plugins()?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--locked", "-p", "probegate"]))?;
-    if TcpStream::connect(("127.0.0.1", DEMO_PORT)).is_ok() {
-        return Err(format!(
-            "port {DEMO_PORT} is taken; the demo needs it for its broker"
-        ));
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--locked",
+        "-p",
+        "probegate",
+        "-p",
+        "probegate-backoffice",
+    ]))?;
+    for (port, what) in [
+        (DEMO_PORT, "its broker"),
+        (DEMO_BACKOFFICE_PORT, "the back office"),
+    ] {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Err(format!(
+                "port {port} is taken; the demo needs it for {what}"
+            ));
+        }
     }
     let _broker = Reaper(
         Command::new("mosquitto")
@@ -270,6 +287,7 @@ fn demo() -> Result {
             .map_err(|e| format!("cannot start mosquitto: {e}"))?,
     );
     wait_for_port(DEMO_PORT)?;
+    let _backoffice = start_demo_backoffice()?;
     let mut sub = Reaper(
         Command::new("mosquitto_sub")
             .args([
@@ -315,9 +333,48 @@ fn demo() -> Result {
     drop(sub);
     let count = printer.join().unwrap_or(0);
     println!(
-        "# {count} messages received over MQTT (gateway online, plugin status, one per 15-minute interval, gateway offline)"
+        "# {count} messages received over MQTT (gateway online, plugin statuses, per 15-minute interval a count, visits and occupancy, gateway offline)"
     );
+    println!(
+        "# the back office has stored them: http://127.0.0.1:{DEMO_BACKOFFICE_PORT}/site/demo-store (sign in as demo / probegate-demo)"
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        println!("# Ctrl-C stops the back office and the broker");
+        loop {
+            sleep(Duration::from_secs(3600));
+        }
+    }
     Ok(())
+}
+
+/// The back office on the demo's broker, with a fresh SQLite file and the demo's staff
+/// account (backoffice/demo/backoffice.toml).
+fn start_demo_backoffice() -> Result<Reaper> {
+    let db = cargo_target_dir().join("demo-backoffice.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let child = Command::new(cargo_target_dir().join("debug/probegate-backoffice"))
+        .current_dir(root())
+        .arg("--broker")
+        .arg(format!("mqtt://127.0.0.1:{DEMO_PORT}"))
+        .arg("--db")
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{DEMO_BACKOFFICE_PORT}"))
+        .args([
+            "--config",
+            "backoffice/demo/backoffice.toml",
+            "--rollup-secs",
+            "2",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the back office: {e}"))?;
+    let reaper = Reaper(child);
+    wait_for_port(DEMO_BACKOFFICE_PORT)?;
+    Ok(reaper)
 }
 
 fn cargo_target_dir() -> PathBuf {

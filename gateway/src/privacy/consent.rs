@@ -3,9 +3,7 @@
 //! site's consent key can compute. Raw MACs never travel: the back office computes the ids
 //! (`probegate consent id`) and publishes them; the registry persists only those ids.
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -68,13 +66,8 @@ impl ConsentKey {
     /// The consent id of a MAC: HMAC-SHA256 under the site key, first 16 bytes, as hex.
     /// HMAC-SHA256 because every back-office language has it.
     pub fn id(&self, mac: &[u8; 6]) -> ConsentId {
-        let mut mac_fn =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
-        mac_fn.update(mac);
-        let digest = mac_fn.finalize().into_bytes();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        ConsentId(id)
+        // Computed by the contract crate, which the back office uses too.
+        ConsentId(probegate_contract::consent::id(&self.0, mac))
     }
 }
 
@@ -162,6 +155,20 @@ pub struct Summary {
 struct Stored {
     version: u64,
     entries: Vec<WireEntry>,
+    /// The sequence of the last signed command applied (absent: none yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    sequence: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Whose consent commands this gateway applies: with no keys, any command (broker ACLs are
+/// the only guard); with keys, only those signed by one of them for `site`.
+pub struct CommandTrust {
+    pub site: String,
+    pub keys: Vec<crate::bundle::signing::PublicKey>,
 }
 
 /// Opt-outs and opt-ins by consent id; persisted as a JSON file of ids only.
@@ -170,6 +177,8 @@ pub struct Registry {
     entries: HashMap<ConsentId, Entry>,
     version: u64,
     path: Option<PathBuf>,
+    /// The sequence of the last signed command applied; a signed command must be above it.
+    sequence: u64,
     /// Grows whenever a command adds an opt-out: the plugin stage then restarts every plugin,
     /// so nothing a plugin held about a newly opted-out device survives (RAM only).
     opt_outs_added: u64,
@@ -198,6 +207,7 @@ impl Registry {
                         reason: e.to_string(),
                     })?;
                 registry.version = stored.version;
+                registry.sequence = stored.sequence;
                 registry.expire(crate::pipeline::wall_ms());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -283,6 +293,30 @@ impl Registry {
         outcome.map(|()| self.summary())
     }
 
+    /// Applies a command that came with a signature's `sequence`: refused unless above the
+    /// last one applied, so a recorded command cannot be played again.
+    pub fn apply_sequenced(
+        &mut self,
+        command: Command,
+        sequence: Option<u64>,
+    ) -> Result<Summary, ConsentError> {
+        let Some(sequence) = sequence else {
+            return self.apply(command);
+        };
+        if sequence <= self.sequence {
+            return Err(ConsentError::Command(format!(
+                "replayed: sequence {sequence} is not above {}, the last applied",
+                self.sequence
+            )));
+        }
+        let before = std::mem::replace(&mut self.sequence, sequence);
+        let result = self.apply(command);
+        if result.is_err() {
+            self.sequence = before;
+        }
+        result
+    }
+
     /// How many applied commands added an opt-out since start.
     pub fn opt_outs_added(&self) -> u64 {
         self.opt_outs_added
@@ -347,6 +381,7 @@ impl Registry {
         };
         let stored = Stored {
             version: self.version,
+            sequence: self.sequence,
             entries: self
                 .entries
                 .iter()
@@ -382,13 +417,15 @@ pub struct Report {
 }
 
 /// Applies one command message from the back office to the shared registry.
-pub fn handle_command(registry: &std::sync::RwLock<Registry>, payload: &[u8]) -> Report {
-    let outcome = serde_json::from_slice::<Command>(payload)
-        .map_err(|e| ConsentError::Command(format!("not a consent command: {e}")))
-        .and_then(|command| match registry.write() {
-            Ok(mut r) => r.apply(command),
-            Err(_) => Err(ConsentError::Command("registry unavailable".into())),
-        });
+pub fn handle_command(
+    registry: &std::sync::RwLock<Registry>,
+    payload: &[u8],
+    trust: &CommandTrust,
+) -> Report {
+    let outcome = decode(payload, trust).and_then(|(command, sequence)| match registry.write() {
+        Ok(mut r) => r.apply_sequenced(command, sequence),
+        Err(_) => Err(ConsentError::Command("registry unavailable".into())),
+    });
     let summary = registry.read().map(|r| r.summary()).unwrap_or_default();
     match outcome {
         Ok(_) => {
@@ -413,6 +450,56 @@ pub fn handle_command(registry: &std::sync::RwLock<Registry>, payload: &[u8]) ->
     }
 }
 
+/// The command in `payload`, plain or signed, and the signature's sequence when the gateway
+/// trusts keys (and so checked it).
+fn decode(payload: &[u8], trust: &CommandTrust) -> Result<(Command, Option<u64>), ConsentError> {
+    use crate::bundle::signing::{SignatureProblem, verify};
+    use probegate_contract::payload::SignedConsentCommand;
+    let refuse = |why: String| ConsentError::Command(why);
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| refuse(format!("not a consent command: {e}")))?;
+    if value.get("signature").is_none() {
+        if !trust.keys.is_empty() {
+            return Err(refuse(
+                "unsigned, and this gateway applies only commands signed by a key in \
+                 privacy.consent_trusted_keys"
+                    .into(),
+            ));
+        }
+        let command = serde_json::from_value(value)
+            .map_err(|e| refuse(format!("not a consent command: {e}")))?;
+        return Ok((command, None));
+    }
+    let signed: SignedConsentCommand = serde_json::from_value(value)
+        .map_err(|e| refuse(format!("not a signed consent command: {e}")))?;
+    if trust.keys.is_empty() {
+        // Nothing to check it against: taken as a plain command, as an unsigned one would be.
+        let command = serde_json::from_str(&signed.command)
+            .map_err(|e| refuse(format!("not a consent command: {e}")))?;
+        return Ok((command, None));
+    }
+    let bytes =
+        probegate_contract::consent::signed_bytes(&signed.site, signed.sequence, &signed.command);
+    verify(&bytes, &signed.signature, &trust.keys).map_err(|p| {
+        refuse(
+            match p {
+                SignatureProblem::Malformed => "the signature is not a minisign signature",
+                SignatureProblem::UnknownKey => {
+                    "signed by a key not in privacy.consent_trusted_keys"
+                }
+                SignatureProblem::Invalid => "the signature does not match the command",
+            }
+            .into(),
+        )
+    })?;
+    if signed.site != trust.site {
+        return Err(refuse("signed for another site".into()));
+    }
+    let command = serde_json::from_str(&signed.command)
+        .map_err(|e| refuse(format!("not a consent command: {e}")))?;
+    Ok((command, Some(signed.sequence)))
+}
+
 fn parse_id(hex: &str) -> Result<ConsentId, ConsentError> {
     ConsentId::from_hex(hex).ok_or_else(|| {
         ConsentError::Command("a consent id is 32 hex digits (probegate consent id)".into())
@@ -431,6 +518,79 @@ mod tests {
 
     fn add(json: &str) -> Command {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[cfg(feature = "authoring")]
+    #[test]
+    fn signed_commands_apply_only_from_a_trusted_key_for_this_site_with_a_rising_sequence() {
+        use crate::bundle::signing::{keygen, public_key, sign};
+        use probegate_contract::consent::signed_bytes;
+        use probegate_contract::payload::SignedConsentCommand;
+        let (pk, sk) = keygen("back office").unwrap();
+        let (_, other_sk) = keygen("someone else").unwrap();
+        let trust = CommandTrust {
+            site: "s".into(),
+            keys: vec![public_key(&pk).unwrap()],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consent.json");
+        let registry = std::sync::RwLock::new(Registry::open(path.clone()).unwrap());
+        let command = |n: u8| {
+            format!(
+                r#"{{"op":"add","entries":[{{"id":"{}","status":"opt-out"}}]}}"#,
+                id([2, 0, 0, 0, 0, n])
+            )
+        };
+        let signed = |site: &str, sequence: u64, command: &str, key: &str| {
+            let signature = sign(&signed_bytes(site, sequence, command), key, "consent").unwrap();
+            serde_json::to_vec(&SignedConsentCommand {
+                command: command.into(),
+                site: site.into(),
+                sequence,
+                signature,
+            })
+            .unwrap()
+        };
+        let error = |payload: &[u8], registry: &std::sync::RwLock<Registry>| {
+            handle_command(registry, payload, &trust)
+                .last_error
+                .unwrap_or_default()
+        };
+        assert!(error(command(1).as_bytes(), &registry).contains("unsigned"));
+        let ok = handle_command(&registry, &signed("s", 5, &command(1), &sk), &trust);
+        assert_eq!(
+            (ok.last_error, ok.summary.version, ok.summary.opt_out),
+            (None, 1, 1)
+        );
+        assert!(error(&signed("s", 5, &command(2), &sk), &registry).contains("replayed"));
+        assert!(error(&signed("t", 6, &command(2), &sk), &registry).contains("another site"));
+        assert!(error(&signed("s", 6, &command(2), &other_sk), &registry).contains("not in"));
+        let tampered = String::from_utf8(signed("s", 6, &command(2), &sk))
+            .unwrap()
+            .replace(&id([2, 0, 0, 0, 0, 2]), &id([2, 0, 0, 0, 0, 3]));
+        assert!(error(tampered.as_bytes(), &registry).contains("does not match"));
+        assert_eq!(
+            registry.read().unwrap().summary().version,
+            1,
+            "nothing refused applied"
+        );
+        // The sequence survives a restart: a recorded command stays refused.
+        let reopened = std::sync::RwLock::new(Registry::open(path).unwrap());
+        assert!(error(&signed("s", 5, &command(2), &sk), &reopened).contains("replayed"));
+        let next = handle_command(&reopened, &signed("s", 6, &command(2), &sk), &trust);
+        assert_eq!((next.last_error, next.summary.opt_out), (None, 2));
+        // A gateway that trusts no key takes plain and signed commands alike, as before.
+        let open = CommandTrust {
+            site: "s".into(),
+            keys: vec![],
+        };
+        let plain = std::sync::RwLock::new(Registry::default());
+        assert_eq!(
+            handle_command(&plain, command(1).as_bytes(), &open).last_error,
+            None
+        );
+        let r = handle_command(&plain, &signed("s", 1, &command(2), &other_sk), &open);
+        assert_eq!((r.last_error, r.summary.opt_out), (None, 2));
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! The service's config file (TOML): staff accounts, sites and their consent keys, groups of
+//! stores, retention. See docs/backoffice.md.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Staff who may sign in: name and Argon2 PHC hash (`probegate-backoffice hash-password`).
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// Per site: the consent key file the site's gateways use.
+    #[serde(default)]
+    pub sites: BTreeMap<String, Site>,
+    /// Named groups of sites, shown rolled up.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub retention: Retention,
+    /// A minisign secret key (unencrypted, `probegate plugin keygen`): consent commands are
+    /// then signed, for gateways whose `privacy.consent_trusted_keys` holds its public key.
+    pub consent_signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// 64 hex digits, as `probegate consent keygen` writes; relative to the config file.
+    pub consent_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Raw per-interval rows and messages are kept this long (by their own time).
+    #[serde(default = "default_raw_days")]
+    pub raw_days: u32,
+    /// Hourly rollups this long; daily rollups are kept.
+    #[serde(default = "default_hour_days")]
+    pub hourly_days: u32,
+}
+
+fn default_raw_days() -> u32 {
+    35
+}
+fn default_hour_days() -> u32 {
+    400
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw_days: default_raw_days(),
+            hourly_days: default_hour_days(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if let Some(f) = &mut config.consent_signing_key_file {
+            *f = dir.join(&*f);
+            config.signing_key()?;
+        }
+        for site in config.sites.values_mut() {
+            if let Some(f) = &mut site.consent_key_file {
+                *f = dir.join(&*f);
+            }
+        }
+        if config.users.is_empty() {
+            bail!("{}: no [[users]]: nobody could sign in", path.display());
+        }
+        for u in &config.users {
+            argon2::PasswordHash::new(&u.password_hash).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: user {}: password_hash is not a PHC string ({e}); make one with `probegate-backoffice hash-password`",
+                    path.display(),
+                    u.name
+                )
+            })?;
+        }
+        for (group, sites) in &config.groups {
+            if sites.is_empty() {
+                bail!("{}: group {group} has no sites", path.display());
+            }
+        }
+        Ok(config)
+    }
+
+    /// The consent signing key, if the config names one; an unusable file is an error.
+    pub fn signing_key(&self) -> Result<Option<minisign::SecretKey>> {
+        let Some(file) = &self.consent_signing_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let key = minisign::SecretKeyBox::from_string(&text)
+            .and_then(|b| b.into_unencrypted_secret_key())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not an unencrypted minisign secret key: {e}",
+                    file.display()
+                )
+            })?;
+        Ok(Some(key))
+    }
+
+    /// The site's consent key (32 bytes), read at use so a rotated file is picked up.
+    pub fn consent_key(&self, site: &str) -> Result<Vec<u8>> {
+        let file = self
+            .sites
+            .get(site)
+            .and_then(|s| s.consent_key_file.as_ref())
+            .with_context(|| format!("site {site} has no consent_key_file in the config"))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let key: [u8; 32] = probegate_contract::consent::from_hex(text.trim())
+            .with_context(|| format!("{}: expected 64 hex digits", file.display()))?;
+        Ok(key.to_vec())
+    }
+}

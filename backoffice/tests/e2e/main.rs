@@ -1,0 +1,300 @@
+//! End to end, with every part real: mosquitto, the probegate daemon replaying a real
+//! capture through the real plugins, the back office on SQLite or PostgreSQL, and a headless
+//! chromium that signs in and reads the dashboard.
+
+mod fleet;
+mod harness;
+mod optout;
+
+use fantoccini::Locator;
+use harness::*;
+use std::process::Command;
+
+/// What the broker carried, summed as the dashboard should show it.
+struct Expected {
+    universal: u64,
+    randomized: u64,
+    visitors: u64,
+    passers_by: u64,
+    /// (interval start HH:MM, universal, randomized, probe requests) per `counts` message.
+    intervals: Vec<(String, u64, u64, u64)>,
+}
+
+fn expected(sub: &Subscriber) -> Expected {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let counts = sub.stream("visitor-counter", "counts");
+    let visits = sub.stream("visitor-counter", "visits");
+    assert!(
+        counts.len() > 20,
+        "the replay published counts: {}",
+        counts.len()
+    );
+    assert!(!visits.is_empty(), "the replay published visits");
+    let mut intervals: Vec<(u64, u64, u64, u64)> = counts
+        .iter()
+        .map(|c| {
+            (
+                n(&c["interval_start_ms"]),
+                n(&c["universal"]),
+                n(&c["randomized"]),
+                n(&c["sightings"]),
+            )
+        })
+        .collect();
+    intervals.sort();
+    Expected {
+        universal: counts.iter().map(|c| n(&c["universal"])).sum(),
+        randomized: counts.iter().map(|c| n(&c["randomized"])).sum(),
+        visitors: visits.iter().map(|v| n(&v["universal"]["visitors"])).sum(),
+        passers_by: visits
+            .iter()
+            .map(|v| n(&v["universal"]["passers_by"]))
+            .sum(),
+        intervals: intervals
+            .into_iter()
+            .map(|(t, u, r, s)| {
+                let m = (t % 86_400_000) / 60_000;
+                (format!("{:02}:{:02}", m / 60, m % 60), u, r, s)
+            })
+            .collect(),
+    }
+}
+
+async fn text(client: &fantoccini::Client, css: &str) -> String {
+    // Waits: a click that submits a form returns before the next page is there.
+    client
+        .wait()
+        .at_most(std::time::Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Rows of `table` in the service's database.
+async fn rows(db_url: &str, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    match db_url.strip_prefix("sqlite:") {
+        Some(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(&sql, [], |r| r.get(0))
+            .unwrap(),
+        None => {
+            let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.unwrap().get(0)
+        }
+    }
+}
+
+/// The whole path for one database: replay → broker → `instances` services in one
+/// shared-subscription group → browser.
+async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, instances: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_binary();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let config = service_config(dir.path(), KEY);
+    let services: Vec<Service> = (0..instances)
+        .map(|_| Service::start(&broker, db_url, &config))
+        .collect();
+    let service = &services[0];
+    let site = site_config(dir.path(), &broker, KEY);
+    let out = Command::new(&daemon)
+        .args(["replay", "--config"])
+        .arg(&site)
+        .arg(repo().join(CAPTURE))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in &services {
+        s.settle();
+        let health = s.health();
+        assert_eq!(health["invalid"], 0, "{health}");
+        if instances > 1 {
+            assert!(
+                health["stored"].as_u64() > Some(10),
+                "the instances share the load: {health}"
+            );
+        }
+    }
+    let want = expected(&sub);
+    // Exactly once: one row per enveloped message on the broker, however many instances
+    // and deliveries (retained plugin statuses arrive on two subscriptions).
+    let envelopes = sub.distinct_envelopes();
+    assert!(envelopes > 100, "{envelopes}");
+    assert_eq!(rows(db_url, "messages").await, envelopes as i64);
+    assert_eq!(
+        rows(db_url, "counts").await,
+        sub.stream("visitor-counter", "counts").len() as i64
+    );
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{}/site/test-store", service.url))
+        .await
+        .unwrap();
+    // Not signed in: the dashboard sends the browser to the sign-in page.
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
+    c.find(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys("demo")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("wrong")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(c, "#login-error").await.contains("Wrong"));
+    c.find(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys("demo")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("probegate-demo")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("sites")).await.unwrap();
+    c.goto(&format!("{}/site/test-store", service.url))
+        .await
+        .unwrap();
+    assert_eq!(text(c, "#title").await, "Store test-store");
+    assert!(
+        text(c, "#day").await.contains("2024-03-22"),
+        "{}",
+        text(c, "#day").await
+    );
+    assert_eq!(text(c, "#kpi-universal").await, want.universal.to_string());
+    assert_eq!(
+        text(c, "#kpi-randomized").await,
+        want.randomized.to_string()
+    );
+    assert_eq!(text(c, "#kpi-visitors").await, want.visitors.to_string());
+    assert_eq!(
+        text(c, "#kpi-passers-by").await,
+        want.passers_by.to_string()
+    );
+
+    // Every chart is drawn, and the devices chart's table is the counts stream, row by row.
+    for chart in ["occupancy", "visitors", "dwell", "devices"] {
+        let svg = c
+            .find_all(Locator::Css(&format!("#chart-{chart} svg")))
+            .await
+            .unwrap();
+        assert_eq!(svg.len(), 1, "chart {chart} is drawn");
+        let marks = c
+            .find_all(Locator::Css(&format!(
+                "#chart-{chart} svg polyline, #chart-{chart} svg rect"
+            )))
+            .await
+            .unwrap();
+        assert!(
+            marks.len() > 2,
+            "chart {chart} has data marks: {}",
+            marks.len()
+        );
+    }
+    let mut rows = Vec::new();
+    for tr in c
+        .find_all(Locator::Css("#chart-devices table tr"))
+        .await
+        .unwrap()
+        .iter()
+        .skip(1)
+    {
+        let cells = tr.find_all(Locator::Css("td")).await.unwrap();
+        let mut v = Vec::new();
+        for td in cells {
+            v.push(td.text().await.unwrap());
+        }
+        rows.push(v);
+    }
+    let want_rows: Vec<Vec<String>> = want
+        .intervals
+        .iter()
+        .map(|(t, u, r, s)| vec![t.clone(), u.to_string(), r.to_string(), s.to_string()])
+        .collect();
+    assert_eq!(rows, want_rows, "the devices table is the counts stream");
+
+    // Gateway health: online state went offline at the end of the replay, plugins running.
+    let health_row = text(c, "#health tr.gateway").await;
+    assert!(
+        health_row.contains("gw-1") && health_row.contains("offline"),
+        "{health_row}"
+    );
+    assert!(
+        health_row.contains("visitor-counter") && health_row.contains("running"),
+        "{health_row}"
+    );
+    assert!(
+        health_row.contains("version 0"),
+        "consent registry version shown: {health_row}"
+    );
+
+    let png = c.screenshot().await.unwrap();
+    let shot = artifact_dir().join(format!("dashboard-{name}.png"));
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.len() > 20_000, "a real screenshot: {} bytes", png.len());
+
+    // The CSV export of a chart is its table.
+    // A download, not a page: fetched from the signed-in page, with its cookie.
+    let csv_text = c
+        .execute_async(
+            "fetch(arguments[0]).then(r => r.text()).then(arguments[1])",
+            vec![serde_json::json!("/csv/site/test-store/devices")],
+        )
+        .await
+        .unwrap();
+    let csv_text = csv_text.as_str().unwrap_or_default().to_owned();
+    assert!(
+        csv_text.starts_with("interval start (UTC),universal,randomized,probe requests\n"),
+        "{csv_text}"
+    );
+    let first = &want_rows[0];
+    assert!(csv_text.contains(&first.join(",")), "{csv_text}");
+    c.goto(&format!("{}/group/test-group", service.url))
+        .await
+        .unwrap();
+    assert_eq!(text(c, "#kpi-universal").await, want.universal.to_string());
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dashboard_shows_what_the_broker_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("bo.db").display());
+    dashboard_shows_what_the_broker_carried(&db, "sqlite", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dashboard_with_two_instances_shows_what_the_broker_carried_once() {
+    let pg = Postgres::start();
+    dashboard_shows_what_the_broker_carried(&pg.url(), "postgres", 2).await;
+}
