@@ -138,6 +138,11 @@ pub struct Manifest {
     pub interface: String,
     #[serde(default)]
     pub capabilities: Vec<Capability>,
+    /// Capabilities the plugin uses when the site grants them and does without otherwise: it
+    /// loads either way, and sees their fields only when granted (an absent field is how it
+    /// tells).
+    #[serde(default, rename = "optional-capabilities")]
+    pub optional_capabilities: Vec<Capability>,
     /// Every stream the plugin publishes to.
     #[serde(default)]
     pub streams: BTreeMap<String, Stream>,
@@ -198,6 +203,21 @@ impl Manifest {
                 manifest.interface
             ));
         }
+        for cap in &manifest.optional_capabilities {
+            if manifest.capabilities.contains(cap) {
+                return Err(format!(
+                    "capability \"{cap}\" is in both `capabilities` and `optional-capabilities`"
+                ));
+            }
+            // Streams are declared up front: whether one may carry per-device records cannot
+            // depend on the site.
+            if *cap == Capability::PerDeviceOutput {
+                return Err(
+                    "\"per-device-output\" cannot be optional: a per-device stream needs it in `capabilities`"
+                        .into(),
+                );
+            }
+        }
         for (name, stream) in &manifest.streams {
             if !is_valid_name(name) || name == "status" {
                 return Err(format!(
@@ -252,6 +272,16 @@ impl Manifest {
 
     pub fn has(&self, cap: Capability) -> bool {
         self.capabilities.contains(&cap)
+    }
+
+    /// What the plugin is given on a site that grants `granted` (after [`Self::check_grants`]):
+    /// every required capability, and the optional ones the site grants.
+    pub fn sees(&self, granted: &[Capability]) -> Vec<Capability> {
+        let optional = self
+            .optional_capabilities
+            .iter()
+            .filter(|c| granted.contains(c));
+        self.capabilities.iter().chain(optional).copied().collect()
     }
 }
 
@@ -330,5 +360,42 @@ counts = ["visitors"]
         assert!(e.contains("\"consent\""), "{e}");
         m.check_grants(&[Capability::Signal, Capability::Consent])
             .unwrap();
+    }
+
+    #[test]
+    fn optional_capabilities_load_without_the_grant_and_are_seen_only_with_it() {
+        let m = Manifest::parse(&COUNTER.replace(
+            "capabilities = [\"signal\"]",
+            "capabilities = [\"signal\"]\noptional-capabilities = [\"sequence\", \"ie-signature\"]",
+        ))
+        .unwrap();
+        m.check_grants(&Capability::DEFAULT_GRANT).unwrap();
+        assert_eq!(m.sees(&Capability::DEFAULT_GRANT), [Capability::Signal]);
+        let all = [
+            Capability::Signal,
+            Capability::Sequence,
+            Capability::IeSignature,
+        ];
+        assert_eq!(m.sees(&all), all);
+        assert_eq!(
+            m.sees(&[Capability::Signal, Capability::IeSignature]),
+            [Capability::Signal, Capability::IeSignature]
+        );
+    }
+
+    #[test]
+    fn an_optional_capability_cannot_also_be_required_or_be_per_device_output() {
+        let both = COUNTER.replace(
+            "capabilities = [\"signal\"]",
+            "capabilities = [\"signal\"]\noptional-capabilities = [\"signal\"]",
+        );
+        let e = Manifest::parse(&both).unwrap_err();
+        assert!(e.contains("both"), "{e}");
+        let per_device = COUNTER.replace(
+            "capabilities = [\"signal\"]",
+            "capabilities = [\"signal\"]\noptional-capabilities = [\"per-device-output\"]",
+        );
+        let e = Manifest::parse(&per_device).unwrap_err();
+        assert!(e.contains("cannot be optional"), "{e}");
     }
 }

@@ -58,6 +58,9 @@ pub struct PluginRunner {
     config_json: String,
     limits: Limits,
     manifest: Arc<Manifest>,
+    /// The capabilities whose fields the plugin is given: the manifest's required ones and
+    /// the optional ones this site grants.
+    sees: Vec<Capability>,
     space: PseudonymSpace,
     live: Option<Live>,
     /// The key-value state while no instance holds it.
@@ -202,6 +205,7 @@ impl PluginRunner {
                 name: name.to_owned(),
                 reason: e.to_string(),
             })?;
+        let sees = manifest.sees(granted);
         let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
         let key = (
             <sha2::Sha256 as sha2::Digest>::digest(&bytes).into(),
@@ -240,6 +244,7 @@ impl PluginRunner {
             config_json,
             limits,
             manifest: Arc::new(manifest),
+            sees,
             space: PseudonymSpace::default(),
             live: None,
             state: State::default(),
@@ -528,17 +533,18 @@ impl PluginRunner {
 
     /// What this plugin may see of a sighting: only the fields its granted capabilities name.
     fn visible(&mut self, s: &Sighting, mut tags: Vec<String>) -> WitSighting {
-        let m = &self.manifest;
+        let sees = &self.sees;
+        let m = |cap: Capability| sees.contains(&cap);
         tags.truncate(MAX_TAGS);
         WitSighting {
             device: self.space.pseudonym(s),
             epoch: s.epoch,
             time_ms: s.time_ms,
             randomized: s.randomized,
-            signal_dbm: s.signal_dbm.filter(|_| m.has(Capability::Signal)),
-            freq_mhz: s.freq_mhz.filter(|_| m.has(Capability::Frequency)),
-            seq: m.has(Capability::Sequence).then_some(s.seq),
-            ie_signature: if m.has(Capability::IeSignature) {
+            signal_dbm: s.signal_dbm.filter(|_| m(Capability::Signal)),
+            freq_mhz: s.freq_mhz.filter(|_| m(Capability::Frequency)),
+            seq: m(Capability::Sequence).then_some(s.seq),
+            ie_signature: if m(Capability::IeSignature) {
                 self.space.signature(s)
             } else {
                 None
@@ -546,7 +552,7 @@ impl PluginRunner {
             consent_token: s
                 .consent
                 .as_deref()
-                .filter(|_| m.has(Capability::Consent))
+                .filter(|_| m(Capability::Consent))
                 .map(str::to_owned),
             tags,
         }

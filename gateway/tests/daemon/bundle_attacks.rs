@@ -42,7 +42,7 @@ fn a_signed_version_that_cannot_run_is_rolled_back_and_the_old_one_survives_a_re
     // 1.0.0 for the new version and committed what never ran.
     let ungranted = v1_toml.replace(
         "capabilities = [\"signal\"]",
-        "capabilities = [\"signal\", \"sequence\"]",
+        "capabilities = [\"signal\", \"consent\"]",
     );
     assert_ne!(ungranted, v1_toml);
     let bare_core_module = b"\0asm\x01\0\0\0".to_vec();

@@ -82,8 +82,18 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
     // The occupancy plugin links randomized addresses with sequence numbers and IE
     // signatures: what it publishes is scanned too.
     let occupancy = crate::occupancy::OCCUPANCY;
-    let site =
-        crate::consent::consent_site(&broker, &[COUNTER, hostile, occupancy], "log = \"trace\"");
+    // So does the visitor counter granted its optional capabilities, and it follows phones.
+    let linked = PluginEntry {
+        name: "counter-linked",
+        file: "visitor_counter.wasm",
+        config: "{ interval_secs = 300, visits = {} }",
+        allow: r#"["signal", "sequence", "ie-signature"]"#,
+    };
+    let site = crate::consent::consent_site(
+        &broker,
+        &[COUNTER, hostile, occupancy, linked],
+        "log = \"trace\"",
+    );
     let opted_out = *macs.iter().find(|m| m[0] & 3 == 0).unwrap();
     let id = crate::consent::consent_id(&site, &opted_out);
     crate::consent::opt_out_at_start(&site, &id);
@@ -119,6 +129,14 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
     assert!(
         !sub.stream("occupancy", "occupancy").is_empty(),
         "the occupancy plugin published"
+    );
+    let linked_visits = sub.stream("counter-linked", "visits");
+    assert!(
+        !linked_visits.is_empty()
+            && linked_visits
+                .iter()
+                .all(|m| m["data"]["method"] == "linked/1"),
+        "the visitor counter linked and published"
     );
     for m in &messages {
         found.extend(leaks(&format!("{} {}", m.topic, m.payload), &macs));

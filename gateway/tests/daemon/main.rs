@@ -20,6 +20,7 @@ mod latency;
 mod limits;
 mod logs;
 mod occupancy;
+mod optional;
 mod outbox;
 mod precompiled;
 mod protocol;

@@ -15,14 +15,26 @@
 //! With a `visits` table in its config, the plugin also publishes stream `visits` over the
 //! same intervals: passers-by against visitors, dwell times, new against repeat visitors
 //! (`src/visits.rs` and the README say exactly what each number means).
+//!
+//! Granted the optional capabilities `sequence` and `ie-signature`, the plugin links a phone's
+//! randomized addresses within the key epoch (`probegate-linking`): `counts` adds the phones
+//! so linked with a range, and `visits` follows phones instead of addresses. Every message
+//! names its `method`, so a back office never mixes the two.
 
 mod visits;
 mod window;
 
+use probegate_linking::{LinkParams, Linker, Observation, Placement};
 use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use visits::{Rules, Tracker};
 use window::{Counts, Windows};
+
+/// Each address is a device: what a site on the default grant gets, as in version 0.3.
+pub const BY_ADDRESS: &str = "addresses/1";
+/// A phone's randomized addresses linked within the key epoch (plugins/linking).
+pub const LINKED: &str = "linked/1";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,9 +121,79 @@ impl VisitsConfig {
     }
 }
 
+/// Decided by the first sighting: the host passes `seq` and `ie_signature` only when the site
+/// grants the optional capabilities, and grants do not change while the plugin runs.
+enum Mode {
+    Undecided,
+    ByAddress,
+    Linked(Box<Linking>),
+}
+
+struct Linking {
+    linker: Linker,
+    /// Clusters that took a link with more than one candidate in this epoch.
+    ambiguous: HashSet<u64>,
+}
+
 struct VisitorCounter {
     windows: Windows,
     visits: Option<Tracker>,
+    mode: Mode,
+    /// What a new randomized address must be heard at to be linked: the stay level when
+    /// visits are on (a phone in the store), else the linking's default room level.
+    link_dbm: i32,
+}
+
+impl VisitorCounter {
+    fn method(&self) -> &'static str {
+        match self.mode {
+            Mode::Linked(_) => LINKED,
+            _ => BY_ADDRESS,
+        }
+    }
+
+    /// The key under which the visit tracker follows this sighting: its address, or with
+    /// linking its phone (cluster); `None`: past the linker's bound, not followed.
+    fn place(&mut self, s: &Sighting) -> Option<u64> {
+        if let Mode::Undecided = self.mode {
+            self.mode = if s.seq.is_some() && s.ie_signature.is_some() {
+                self.windows.link();
+                Mode::Linked(Box::new(Linking {
+                    linker: Linker::new(LinkParams {
+                        room_dbm: self.link_dbm,
+                        ..LinkParams::default()
+                    }),
+                    ambiguous: HashSet::new(),
+                }))
+            } else {
+                Mode::ByAddress
+            };
+        }
+        let Mode::Linked(l) = &mut self.mode else {
+            return Some(s.device);
+        };
+        if l.linker.epoch().is_some_and(|e| e != s.epoch) {
+            l.ambiguous.clear();
+        }
+        let placed = l.linker.observe(&Observation {
+            device: s.device,
+            epoch: s.epoch,
+            time_ms: s.time_ms,
+            randomized: s.randomized,
+            signal_dbm: s.signal_dbm,
+            seq: s.seq,
+            ie_signature: s.ie_signature,
+        });
+        let cluster = placed.cluster?;
+        if placed.placement == (Placement::Linked { ambiguous: true }) {
+            l.ambiguous.insert(cluster);
+        }
+        if s.randomized {
+            let ambiguous = l.ambiguous.contains(&cluster);
+            self.windows.record_cluster(cluster, ambiguous);
+        }
+        Some(cluster)
+    }
 }
 
 impl Plugin for VisitorCounter {
@@ -124,57 +206,89 @@ impl Plugin for VisitorCounter {
             Some(v) => Some(Tracker::new(v.rules(config.interval_secs)?)),
             None => None,
         };
+        let link_dbm = config
+            .visits
+            .as_ref()
+            .map_or(LinkParams::default().room_dbm, |v| v.stay_dbm);
         Ok(VisitorCounter {
             windows: Windows::new(config.interval_secs * 1000),
             visits,
+            mode: Mode::Undecided,
+            link_dbm,
         })
     }
 
     fn on_sightings(&mut self, batch: &[Sighting]) {
         for s in batch {
+            let method = self.method();
             for done in self.windows.advance_to(s.time_ms) {
-                emit(&done);
+                emit(&done, method);
             }
-            self.windows.record(s.device, s.randomized);
             if let Some(tracker) = &mut self.visits {
                 for done in tracker.advance_to(s.time_ms) {
-                    emit_visits(&done);
+                    emit_visits(&done, method);
                 }
-                tracker.record(s.device, s.time_ms, s.randomized, s.signal_dbm);
+            }
+            self.windows.record(s.device, s.randomized);
+            let key = self.place(s);
+            if let (Some(tracker), Some(key)) = (&mut self.visits, key) {
+                tracker.record(key, s.time_ms, s.randomized, s.signal_dbm);
             }
         }
     }
 
     fn on_tick(&mut self, now_ms: u64) {
+        let method = self.method();
         for done in self.windows.advance_to(now_ms) {
-            emit(&done);
+            emit(&done, method);
         }
         if let Some(tracker) = &mut self.visits {
             for done in tracker.advance_to(now_ms) {
-                emit_visits(&done);
+                emit_visits(&done, method);
             }
         }
     }
 
     fn on_stop(&mut self, now_ms: u64) {
+        let method = self.method();
         if let Some(partial) = self.windows.take_partial() {
-            emit(&partial);
+            emit(&partial, method);
         }
         if let Some(tracker) = &mut self.visits {
             for done in tracker.stop(now_ms) {
-                emit_visits(&done);
+                emit_visits(&done, method);
             }
         }
     }
 }
 
-fn emit(counts: &Counts) {
-    // A refused publish (rate limit, size) is the host's to report; the count is gone either way.
-    let _ = publish("counts", counts);
+/// A message with the method that made it, last.
+#[derive(Serialize)]
+struct Tagged<'a, T> {
+    #[serde(flatten)]
+    message: &'a T,
+    method: &'static str,
 }
 
-fn emit_visits(visits: &visits::Visits) {
-    let _ = publish("visits", visits);
+fn emit(counts: &Counts, method: &'static str) {
+    // A refused publish (rate limit, size) is the host's to report; the count is gone either way.
+    let _ = publish(
+        "counts",
+        &Tagged {
+            message: counts,
+            method,
+        },
+    );
+}
+
+fn emit_visits(visits: &visits::Visits, method: &'static str) {
+    let _ = publish(
+        "visits",
+        &Tagged {
+            message: visits,
+            method,
+        },
+    );
 }
 
 export_plugin!(VisitorCounter);

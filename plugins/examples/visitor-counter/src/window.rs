@@ -12,6 +12,21 @@ pub struct Counts {
     pub randomized: u32,
     pub sightings: u32,
     pub partial: bool,
+    /// Only when the plugin links addresses (it was granted `sequence` and `ie-signature`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub linked: Option<Linked>,
+}
+
+/// Randomized addresses linked into phones: what the interval saw, with the range the
+/// linking's ambiguity leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Linked {
+    /// Distinct clusters of randomized addresses: phones, as far as linking can tell.
+    pub linked: u32,
+    /// The same count if every ambiguous link was right...
+    pub low: u32,
+    /// ...and if every one was wrong (each such cluster two phones), at most `randomized`.
+    pub high: u32,
 }
 
 /// Beyond this many empty intervals in one jump (a clock step, a long silent night with a
@@ -24,6 +39,11 @@ pub struct Windows {
     universal: HashSet<u64>,
     randomized: HashSet<u64>,
     sightings: u32,
+    /// With linking: the randomized clusters heard in the window, and those of them that
+    /// took an ambiguous link.
+    linking: bool,
+    clusters: HashSet<u64>,
+    ambiguous: HashSet<u64>,
 }
 
 impl Windows {
@@ -34,6 +54,23 @@ impl Windows {
             universal: HashSet::new(),
             randomized: HashSet::new(),
             sightings: 0,
+            linking: false,
+            clusters: HashSet::new(),
+            ambiguous: HashSet::new(),
+        }
+    }
+
+    /// Adds the `linked`, `low` and `high` counts to every window from now on.
+    pub fn link(&mut self) {
+        self.linking = true;
+    }
+
+    /// Counts a randomized address's cluster in the current window; `ambiguous`: the cluster
+    /// took a link with more than one candidate at some point.
+    pub fn record_cluster(&mut self, cluster: u64, ambiguous: bool) {
+        self.clusters.insert(cluster);
+        if ambiguous {
+            self.ambiguous.insert(cluster);
         }
     }
 
@@ -85,7 +122,17 @@ impl Windows {
             randomized: self.randomized.len() as u32,
             sightings: self.sightings,
             partial,
+            linked: self.linking.then(|| {
+                let linked = self.clusters.len() as u32;
+                Linked {
+                    linked,
+                    low: linked,
+                    high: (linked + self.ambiguous.len() as u32).min(self.randomized.len() as u32),
+                }
+            }),
         };
+        self.clusters.clear();
+        self.ambiguous.clear();
         self.universal.clear();
         self.randomized.clear();
         self.sightings = 0;
@@ -143,5 +190,32 @@ mod tests {
         let p = w.take_partial().unwrap();
         assert!(p.partial);
         assert_eq!(p.randomized, 1);
+        assert_eq!(p.linked, None);
+    }
+
+    #[test]
+    fn linked_counts_clusters_and_widens_high_by_the_ambiguous_ones() {
+        let mut w = Windows::new(1000);
+        w.link();
+        w.advance_to(0);
+        // Four addresses, two phones as linked; one of them took an ambiguous link.
+        for (address, cluster, ambiguous) in [
+            (1, 10, false),
+            (2, 10, false),
+            (3, 11, false),
+            (4, 11, true),
+        ] {
+            w.record(address, true);
+            w.record_cluster(cluster, ambiguous);
+        }
+        let done = w.advance_to(1000);
+        let l = done[0].linked.clone().unwrap();
+        assert_eq!((l.linked, l.low, l.high), (2, 2, 3));
+        assert_eq!(done[0].randomized, 4);
+        let json = serde_json::to_string(&done[0]).unwrap();
+        assert!(
+            json.ends_with(r#""partial":false,"linked":2,"low":2,"high":3}"#),
+            "{json}"
+        );
     }
 }
