@@ -155,6 +155,8 @@ pub struct PluginStage {
     batch: Vec<Sighting>,
     /// Tags filters gave the batch's sightings: empty, or one entry per sighting.
     tags: Vec<Vec<String>>,
+    /// The earliest tick any plugin is due (see [`PluginRunner::next_tick_ms`]); `None`
+    /// after the set of plugins may have changed.
     next_tick_ms: Option<u64>,
     now_ms: u64,
     outputs: Vec<Output>,
@@ -310,6 +312,8 @@ impl PluginStage {
             self.now_ms,
             &mut self.outputs,
         );
+        // A plugin installed now keeps its own tick cadence from now on.
+        self.next_tick_ms = None;
     }
 
     /// Watches `registry` for new opt-outs (see [`PluginStage::reload_changed`]).
@@ -341,6 +345,7 @@ impl PluginStage {
         }
         self.reloader
             .check(&mut self.runners, self.now_ms, &mut self.outputs);
+        self.next_tick_ms = None;
     }
 
     /// Takes what plugins published so far.
@@ -349,23 +354,44 @@ impl PluginStage {
         self.outputs.drain(..)
     }
 
-    /// Ticks fall on whole seconds of pipeline time; a sighting at or past the next tick first
-    /// closes the batch before it, so `on-tick(now)` follows every sighting older than `now`.
+    /// Ticks fall on whole seconds of pipeline time, for each plugin on multiples of its
+    /// manifest's `tick_secs`; a sighting at or past the next tick first closes the batch before
+    /// it, so `on-tick(now)` follows every sighting older than `now`. Between ticks a batch
+    /// grows: with no plugin due every second, a recorded file's batches span many seconds.
     fn advance(&mut self, time_ms: u64) {
         self.now_ms = self.now_ms.max(time_ms);
-        let next = *self
-            .next_tick_ms
-            .get_or_insert(time_ms - time_ms % TICK_MS + TICK_MS);
-        if self.now_ms < next {
+        let now = self.now_ms;
+        let next = match self.next_tick_ms {
+            Some(next) => next,
+            None => self.earliest_tick(),
+        };
+        if now < next {
             return;
         }
         self.flush();
-        let tick = self.now_ms - self.now_ms % TICK_MS;
+        let tick = now - now % TICK_MS;
         for runner in &mut self.runners {
+            if runner.next_tick_ms(now) > now {
+                continue;
+            }
             let outcome = runner.on_tick(tick, &mut self.outputs);
             count_call(&self.counters, runner, &outcome);
+            runner.ticked(tick);
         }
-        self.next_tick_ms = Some(tick + TICK_MS);
+        self.earliest_tick();
+    }
+
+    /// The earliest tick any plugin is due; a plugin new to the stage counts from now.
+    fn earliest_tick(&mut self) -> u64 {
+        let now = self.now_ms;
+        let earliest = self
+            .runners
+            .iter_mut()
+            .map(|r| r.next_tick_ms(now))
+            .min()
+            .unwrap_or(now - now % TICK_MS + TICK_MS);
+        self.next_tick_ms = Some(earliest);
+        earliest
     }
 }
 
