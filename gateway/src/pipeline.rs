@@ -29,6 +29,9 @@ const BATCH_LINGER: Duration = Duration::from_millis(200);
 /// backlog still fills whole batches. A recorded file has no one waiting and keeps the large
 /// batches.
 pub const LATENCY_BOUND: Duration = Duration::from_millis(10);
+/// Sightings a recorded file's capture thread hands over at once: handing them over one by
+/// one cost a futex wake-up each, a tenth of the replay's time (docs/performance.md).
+const CHUNK: usize = 64;
 /// Events handled back to back between looks at the wall clock (the latency bound, the
 /// reloader, control messages): reading the clock per event was a tenth of the stage's time.
 const EVENTS_PER_LOOK: u32 = 64;
@@ -37,6 +40,9 @@ const TICK_MS: u64 = 1000;
 /// What the capture thread tells the plugin thread.
 pub enum Event {
     Sighting(Sighting),
+    /// Sightings in capture order, from a recorded file: one hand-over (and one wake-up of
+    /// the plugin thread) for many.
+    Sightings(Vec<Sighting>),
     /// Pipeline time reached this instant without a sighting: a live source idled, or frames
     /// arrived that the parser or the gate dropped. Windows still close on time.
     Clock(u64),
@@ -77,6 +83,9 @@ pub fn run_capture(
 ) -> Result<(), CaptureError> {
     let link = source.link_type();
     let live = source.is_live();
+    // Only a regular file has no one waiting: a stream or a radio hands sightings over as
+    // they come, for the latency bound.
+    let recording = source.is_recording();
     let mut loss_read_at = 0;
     // Time only needs to reach the plugin thread once a second when no sighting carries it.
     let mut clock_sent = 0;
@@ -88,9 +97,14 @@ pub fn run_capture(
         })
     };
     let mut last_frame_ms = 0;
+    // A recorded file's sightings, not yet handed over; always empty for a stream or a radio.
+    let mut chunk = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let event = match source.next_frame()? {
             Next::End => {
+                if !chunk.is_empty() {
+                    let _ = tx.send(Event::Sightings(std::mem::take(&mut chunk)));
+                }
                 // The end of a recording is as late as its last frame, whatever that frame was.
                 let _ = tx.send(Event::Clock(last_frame_ms));
                 break;
@@ -127,11 +141,34 @@ pub fn run_capture(
             }
         }
         let Some(event) = event else { continue };
+        let event = match event {
+            Event::Sighting(s) if recording => {
+                chunk.push(s);
+                if chunk.len() < CHUNK {
+                    continue;
+                }
+                Event::Sightings(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+            }
+            // Time moves on only after the sightings before it.
+            Event::Clock(_) if !chunk.is_empty() => {
+                if tx
+                    .send(Event::Sightings(std::mem::take(&mut chunk)))
+                    .is_err()
+                {
+                    break;
+                }
+                event
+            }
+            event => event,
+        };
         if live {
             match tx.try_send(event) {
                 Ok(()) => {}
                 Err(TrySendError::Full(Event::Sighting(_))) => {
                     Counters::add(&counters.dropped_backpressure, 1)
+                }
+                Err(TrySendError::Full(Event::Sightings(lost))) => {
+                    Counters::add(&counters.dropped_backpressure, lost.len() as u64)
                 }
                 Err(TrySendError::Full(Event::Clock(_))) => {}
                 Err(TrySendError::Disconnected(_)) => break,
@@ -139,6 +176,10 @@ pub fn run_capture(
         } else if tx.send(event).is_err() {
             break;
         }
+    }
+    // Stopped mid-file: what was read is still handed over.
+    if !chunk.is_empty() {
+        let _ = tx.send(Event::Sightings(chunk));
     }
     if let Some(loss) = source.loss() {
         tracing::info!(?loss, "capture closed");
@@ -155,6 +196,8 @@ pub struct PluginStage {
     batch: Vec<Sighting>,
     /// Tags filters gave the batch's sightings: empty, or one entry per sighting.
     tags: Vec<Vec<String>>,
+    /// The earliest tick any plugin is due (see [`PluginRunner::next_tick_ms`]); `None`
+    /// after the set of plugins may have changed.
     next_tick_ms: Option<u64>,
     now_ms: u64,
     outputs: Vec<Output>,
@@ -210,6 +253,7 @@ impl PluginStage {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Sighting(s) => self.sighting(s),
+            Event::Sightings(chunk) => chunk.into_iter().for_each(|s| self.sighting(s)),
             Event::Clock(now) => self.clock(now),
         }
     }
@@ -310,6 +354,8 @@ impl PluginStage {
             self.now_ms,
             &mut self.outputs,
         );
+        // A plugin installed now keeps its own tick cadence from now on.
+        self.next_tick_ms = None;
     }
 
     /// Watches `registry` for new opt-outs (see [`PluginStage::reload_changed`]).
@@ -341,6 +387,7 @@ impl PluginStage {
         }
         self.reloader
             .check(&mut self.runners, self.now_ms, &mut self.outputs);
+        self.next_tick_ms = None;
     }
 
     /// Takes what plugins published so far.
@@ -349,23 +396,44 @@ impl PluginStage {
         self.outputs.drain(..)
     }
 
-    /// Ticks fall on whole seconds of pipeline time; a sighting at or past the next tick first
-    /// closes the batch before it, so `on-tick(now)` follows every sighting older than `now`.
+    /// Ticks fall on whole seconds of pipeline time, for each plugin on multiples of its
+    /// manifest's `tick_secs`; a sighting at or past the next tick first closes the batch before
+    /// it, so `on-tick(now)` follows every sighting older than `now`. Between ticks a batch
+    /// grows: with no plugin due every second, a recorded file's batches span many seconds.
     fn advance(&mut self, time_ms: u64) {
         self.now_ms = self.now_ms.max(time_ms);
-        let next = *self
-            .next_tick_ms
-            .get_or_insert(time_ms - time_ms % TICK_MS + TICK_MS);
-        if self.now_ms < next {
+        let now = self.now_ms;
+        let next = match self.next_tick_ms {
+            Some(next) => next,
+            None => self.earliest_tick(),
+        };
+        if now < next {
             return;
         }
         self.flush();
-        let tick = self.now_ms - self.now_ms % TICK_MS;
+        let tick = now - now % TICK_MS;
         for runner in &mut self.runners {
+            if runner.next_tick_ms(now) > now {
+                continue;
+            }
             let outcome = runner.on_tick(tick, &mut self.outputs);
             count_call(&self.counters, runner, &outcome);
+            runner.ticked(tick);
         }
-        self.next_tick_ms = Some(tick + TICK_MS);
+        self.earliest_tick();
+    }
+
+    /// The earliest tick any plugin is due; a plugin new to the stage counts from now.
+    fn earliest_tick(&mut self) -> u64 {
+        let now = self.now_ms;
+        let earliest = self
+            .runners
+            .iter_mut()
+            .map(|r| r.next_tick_ms(now))
+            .min()
+            .unwrap_or(now - now % TICK_MS + TICK_MS);
+        self.next_tick_ms = Some(earliest);
+        earliest
     }
 }
 

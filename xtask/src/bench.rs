@@ -135,7 +135,7 @@ struct Sites {
 }
 
 const VISITORS: &str = "name = \"visitor-counter\"\npath = \"{wasm}/visitor_counter.wasm\"\nconfig = { interval_secs = 300 }\nallow = [\"signal\"]\n";
-const OCCUPANCY: &str = "name = \"occupancy\"\npath = \"{wasm}/occupancy.wasm\"\nconfig = { window_secs = 300 }\nallow = [\"signal\"]\n";
+const OCCUPANCY: &str = "name = \"occupancy\"\npath = \"{wasm}/occupancy.wasm\"\nconfig = { window_secs = 300 }\nallow = [\"signal\", \"sequence\", \"ie-signature\"]\n";
 const FILTER: &str = "name = \"consent-filter\"\npath = \"{wasm}/consent_filter.wasm\"\nconfig = { exclude_token_prefixes = [\"staff-\"] }\nallow = [\"consent\"]\n";
 const COUPONS: &str = "name = \"coupon-trigger\"\npath = \"{wasm}/coupon_trigger.wasm\"\nconfig = { zone_dbm = -60, period_minutes = 60 }\nallow = [\"signal\", \"consent\", \"per-device-output\"]\n";
 

@@ -125,7 +125,13 @@ impl Recent {
         if time_ms.is_multiple_of(1000) {
             return;
         }
-        if self.times.binary_search(&time_ms).is_err() {
+        // Capture order makes the newest time the usual case: no bisection for it.
+        if self.times.back().is_none_or(|&last| last < time_ms) {
+            if self.times.len() == REMEMBER {
+                self.times.pop_front();
+            }
+            self.times.push_back(time_ms);
+        } else if self.times.binary_search(&time_ms).is_err() {
             if self.times.len() == REMEMBER {
                 self.times.pop_front();
             }

@@ -148,6 +148,11 @@ pub struct Manifest {
     pub streams: BTreeMap<String, Stream>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Seconds of pipeline time between this plugin's ticks, on multiples of it since the
+    /// Unix epoch (default 1). A plugin whose windows are whole minutes needs no tick in
+    /// between, and each tick it skips is a call saved and a longer batch (docs/performance.md).
+    #[serde(default)]
+    pub tick_secs: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +166,9 @@ pub enum ManifestError {
     )]
     NotGranted { asked: Capability, granted: String },
 }
+
+/// The longest tick cadence a manifest may ask for: a plugin still hears of time hourly.
+pub const MAX_TICK_SECS: u32 = 3600;
 
 /// Where the manifest of the component at `wasm` lives.
 pub fn path_for(wasm: &Path) -> PathBuf {
@@ -217,6 +225,13 @@ impl Manifest {
                         .into(),
                 );
             }
+        }
+        if let Some(secs) = manifest.tick_secs
+            && !(1..=MAX_TICK_SECS).contains(&secs)
+        {
+            return Err(format!(
+                "tick_secs = {secs}: must be between 1 and {MAX_TICK_SECS} (one hour)"
+            ));
         }
         for (name, stream) in &manifest.streams {
             if !is_valid_name(name) || name == "status" {
@@ -307,6 +322,18 @@ counts = ["visitors"]
         assert_eq!(m.kind, Kind::Analytics);
         assert!(m.has(Capability::Signal));
         assert_eq!(m.streams["counts"].kind, StreamKind::Aggregate);
+    }
+
+    #[test]
+    fn tick_secs_is_optional_and_bounded() {
+        assert_eq!(Manifest::parse(COUNTER).unwrap().tick_secs, None);
+        let with = |line: &str| COUNTER.replace("capabilities", &format!("{line}\ncapabilities"));
+        let m = Manifest::parse(&with("tick_secs = 60")).unwrap();
+        assert_eq!(m.tick_secs, Some(60));
+        for bad in ["tick_secs = 0", "tick_secs = 3601"] {
+            let e = Manifest::parse(&with(bad)).unwrap_err();
+            assert!(e.contains("tick_secs"), "{e}");
+        }
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct PluginRunner {
     held: Vec<Output>,
     /// Whether the call under way is a delivery of sightings.
     holding: bool,
+    /// Pipeline time of this plugin's next tick; set by the first event it sees.
+    next_tick_ms: Option<u64>,
 }
 
 /// A status reason (an init error, a trap, a load error) is cut to this many bytes: the
@@ -261,6 +263,7 @@ impl PluginRunner {
             failed_for_good: None,
             held: Vec::new(),
             holding: false,
+            next_tick_ms: None,
         })
     }
 
@@ -280,6 +283,25 @@ impl PluginRunner {
 
     pub fn kind(&self) -> Kind {
         self.manifest.kind
+    }
+
+    /// When this plugin's next tick is due, counted from the first pipeline time it is shown:
+    /// the next multiple of its manifest's `tick_secs` (default 1) after it.
+    pub fn next_tick_ms(&mut self, now_ms: u64) -> u64 {
+        let every = self.tick_every_ms();
+        *self
+            .next_tick_ms
+            .get_or_insert(now_ms - now_ms % every + every)
+    }
+
+    /// Moves the schedule on after a tick at `now_ms`.
+    pub fn ticked(&mut self, now_ms: u64) {
+        let every = self.tick_every_ms();
+        self.next_tick_ms = Some(now_ms - now_ms % every + every);
+    }
+
+    fn tick_every_ms(&self) -> u64 {
+        u64::from(self.manifest.tick_secs.unwrap_or(1)) * 1000
     }
 
     pub fn version(&self) -> &str {
