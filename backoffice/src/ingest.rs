@@ -8,6 +8,7 @@ use crate::store;
 use anyhow::{Context, Result, bail};
 use probegate_contract::schemas::Validators;
 use probegate_contract::topic::Topic;
+use probegate_contract::untrusted::Escaped;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -159,9 +160,12 @@ async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], p
     if payload.is_empty() {
         return;
     }
+    // Anyone who may publish under the tree picks the topic, and schema errors quote the
+    // payload: both are cut and escaped before they reach the log.
+    let shown = Escaped::new(topic);
     let Some(parsed) = Topic::parse(topic) else {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("{topic}: not on the probegate topic tree; ignored");
+        tracing::warn!("{shown}: not on the probegate topic tree; ignored");
         return;
     };
     if matches!(parsed, Topic::Command { .. }) {
@@ -169,7 +173,7 @@ async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], p
     }
     if let Err(e) = validators.check(topic, payload) {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("refused: {e}");
+        tracing::warn!("refused: {}", Escaped::new(&e));
         return;
     }
     // A database error is retried: a message is acknowledged only once it is stored.
@@ -187,11 +191,14 @@ async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], p
             Err(e) if e.root_cause().is::<serde_json::Error>() => {
                 // Valid by its schema yet not what this service reads: nothing to retry.
                 stats.invalid.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("{topic}: cannot read: {e:#}");
+                tracing::warn!("{shown}: cannot read: {}", Escaped::new(&format!("{e:#}")));
                 return;
             }
             Err(e) => {
-                tracing::error!("{topic}: cannot store: {e:#}; retrying");
+                tracing::error!(
+                    "{shown}: cannot store: {}; retrying",
+                    Escaped::new(&format!("{e:#}"))
+                );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
             }

@@ -7,3 +7,4 @@ pub mod consent;
 pub mod payload;
 pub mod schemas;
 pub mod topic;
+pub mod untrusted;

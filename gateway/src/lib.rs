@@ -22,4 +22,4 @@ pub mod publish;
 #[cfg(feature = "tail")]
 pub mod tail;
 pub mod telemetry;
-pub mod untrusted;
+pub use probegate_contract::untrusted;
