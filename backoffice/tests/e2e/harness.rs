@@ -493,11 +493,15 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.driver.0.id()))
-            .stderr(Stdio::null())
-            .status();
+        // The syscall, not the `kill` command: Debian 12's procps 4.0.2 turns
+        // `kill -KILL -PGID` into kill(-1, SIGKILL), which as root ends every process on the
+        // machine (it ended CI's run). The guard keeps a bad id from meaning "everyone".
+        let pgid = self.driver.0.id() as libc::pid_t;
+        if pgid > 1 {
+            // SAFETY: kill(2) with a negative id signals that one process group and touches
+            // no memory of ours.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -515,8 +519,20 @@ impl Browser {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
+            // Chromium phones Google at start (component updates, autofill, sign-in, leak
+            // checks): nothing of it may leave a test machine, whose network is closed and
+            // watched, so every background service that resolves or connects is switched off.
             serde_json::json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-dev-shm-usage", "--window-size=1280,2600"]}),
+                "--disable-dev-shm-usage", "--window-size=1280,2600",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--no-first-run",
+                "--disable-default-apps", "--disable-domain-reliability",
+                "--disable-client-side-phishing-detection", "--no-pings",
+                "--disable-features=AutofillServerCommunication,PasswordLeakDetection,OptimizationHints,MediaRouter,Translate,NetworkTimeServiceQuerying,CertificateTransparencyComponentUpdater",
+                "--dns-prefetch-disable",
+                // What the switches above miss (sign-in, leak checks) finds no name either:
+                // only loopback resolves, so no query leaves the machine.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]}),
         );
         let client = fantoccini::ClientBuilder::new(
             hyper_util::client::legacy::connect::HttpConnector::new(),
