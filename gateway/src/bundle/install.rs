@@ -15,7 +15,7 @@ use crate::plugins::reload::Reloader;
 use crate::plugins::{Output, OutputKind, PluginError, PluginRunner};
 use crate::untrusted::{Escaped, MAX_FIELD as MAX_REASON, escape};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +67,9 @@ pub struct Installer {
     queue: VecDeque<(String, Bundle)>,
     pending: Option<Pending>,
     announced: bool,
+    /// Drop-ins that could not be consumed (a directory named `*.pgb`): reported once, then
+    /// skipped while they stay, or every scan would publish the same refusal again.
+    stuck: BTreeSet<PathBuf>,
 }
 
 /// The outcome document on `.../bundles/result`.
@@ -104,6 +107,7 @@ impl Installer {
             queue: VecDeque::new(),
             pending: None,
             announced: false,
+            stuck: BTreeSet::new(),
         };
         installer.recover();
         installer
@@ -154,13 +158,21 @@ impl Installer {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
-        for path in entries.flatten().map(|e| e.path()) {
-            if path.extension().is_none_or(|e| e != "pgb") {
+        let drop_ins: BTreeSet<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pgb"))
+            .collect();
+        self.stuck.retain(|p| drop_ins.contains(p));
+        for path in drop_ins {
+            if self.stuck.contains(&path) {
                 continue;
             }
             let bytes = read_drop_in(&path, self.settings.max_bytes);
             // Consumed either way, so a bad file is reported once, not every few seconds.
-            let _ = std::fs::remove_file(&path);
+            if std::fs::remove_file(&path).is_err() {
+                self.stuck.insert(path.clone());
+            }
             let stem = path
                 .file_stem()
                 .and_then(|s| s.to_str())

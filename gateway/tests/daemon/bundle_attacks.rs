@@ -166,6 +166,8 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
     // One byte over the default bundles.max_bytes (4 MiB), and the secret as a regular file.
     std::fs::write(plugins.join("big.pgb"), vec![0u8; (4 << 20) + 1]).unwrap();
     std::fs::copy(&secret, plugins.join("junk.pgb")).unwrap();
+    // A directory cannot be consumed: it must be refused once, not at every scan.
+    std::fs::create_dir(plugins.join("stuck.pgb")).unwrap();
 
     // The daemon looks every 2 s; each is consumed once, whatever it was.
     let gone = |n: &str| std::fs::symlink_metadata(plugins.join(n)).is_err();
@@ -206,12 +208,13 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
         .lines()
         .filter(|l| l.contains("refused a dropped-in bundle"))
         .collect();
-    assert_eq!(refusals.len(), 4, "{stderr}");
+    assert_eq!(refusals.len(), 5, "{stderr}");
     for (file, why) in [
         ("file-shadow", "a symbolic link, not a regular file"),
         ("file-zero", "a symbolic link, not a regular file"),
         ("file-fifo", "not a regular file"),
         ("file-big", "oversize: 4194305 bytes, the limit is 4194304"),
+        ("file-stuck", "not a regular file"),
     ] {
         assert!(
             refusals.iter().any(|l| l.contains(file) && l.contains(why)),
@@ -229,7 +232,11 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
     // Every refusal has a result, like a refused push: the code and reason say what the file
     // was, never what it held.
     let all = results(&r.sub);
-    assert_eq!(all.len(), 6, "{all:?}");
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(
+        plugins.join("stuck.pgb").is_dir(),
+        "a directory is left alone"
+    );
     for (file, code, reason) in [
         (
             "file-shadow",
@@ -242,6 +249,7 @@ fn links_fifos_and_devices_dropped_in_are_refused_and_a_real_bundle_still_instal
             "a symbolic link, not a regular file",
         ),
         ("file-fifo", "not_regular_file", "not a regular file"),
+        ("file-stuck", "not_regular_file", "not a regular file"),
         (
             "file-big",
             "oversize",
