@@ -108,6 +108,7 @@ fn files(lang: Lang, kind: TemplateKind) -> Vec<(&'static str, &'static str, boo
             files.extend([
                 ("build.sh", template!("c/build.sh"), true),
                 ("wit/plugin.wit", WIT, false),
+                ("json_out.h", template!("c/json_out.h"), false),
             ]);
             files.extend(match kind {
                 TemplateKind::Analytics => [
@@ -131,6 +132,7 @@ fn files(lang: Lang, kind: TemplateKind) -> Vec<(&'static str, &'static str, boo
             files.extend([
                 ("build.sh", template!("zig/build.sh"), true),
                 ("wit/plugin.wit", WIT, false),
+                ("wit.zig", template!("zig/wit.zig"), false),
             ]);
             files.extend(match kind {
                 TemplateKind::Analytics => [

@@ -1,4 +1,5 @@
 #include "gate.h"
+#include "json_out.h"
 
 #include <string.h>
 
@@ -43,33 +44,14 @@ bool gate_stop(gate_t *g, gate_counts_t *out) {
   return true;
 }
 
-/* Never printf: it would import WASI, which the probegate host does not link. */
-static size_t put(char *buf, size_t at, size_t size, const char *s) {
-  size_t n = strlen(s);
-  if (at + n >= size) return size;
-  memcpy(buf + at, s, n);
-  return at + n;
-}
-
-static size_t put_u64(char *buf, size_t at, size_t size, uint64_t v) {
-  char digits[21];
-  size_t n = sizeof digits - 1;
-  digits[n] = '\0';
-  do {
-    digits[--n] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  return put(buf, at, size, digits + n);
-}
-
 size_t gate_json(const gate_counts_t *c, char *buf, size_t size) {
-  size_t at = put(buf, 0, size, "{\"start_ms\":");
-  at = put_u64(buf, at, size, c->start_ms);
-  at = put(buf, at, size, ",\"passed\":");
-  at = put_u64(buf, at, size, c->passed);
-  at = put(buf, at, size, ",\"dropped\":");
-  at = put_u64(buf, at, size, c->dropped);
-  at = put(buf, at, size, "}");
+  size_t at = json_put(buf, 0, size, "{\"start_ms\":");
+  at = json_put_u64(buf, at, size, c->start_ms);
+  at = json_put(buf, at, size, ",\"passed\":");
+  at = json_put_u64(buf, at, size, c->passed);
+  at = json_put(buf, at, size, ",\"dropped\":");
+  at = json_put_u64(buf, at, size, c->dropped);
+  at = json_put(buf, at, size, "}");
   if (at >= size) return 0;
   buf[at] = '\0';
   return at;

@@ -1,4 +1,5 @@
 #include "window.h"
+#include "json_out.h"
 
 #include <string.h>
 
@@ -39,33 +40,14 @@ bool window_stop(window_t *w, window_counts_t *out) {
   return true;
 }
 
-/* Never printf: it would import WASI, which the probegate host does not link. */
-static size_t put(char *buf, size_t at, size_t size, const char *s) {
-  size_t n = strlen(s);
-  if (at + n >= size) return size;
-  memcpy(buf + at, s, n);
-  return at + n;
-}
-
-static size_t put_u64(char *buf, size_t at, size_t size, uint64_t v) {
-  char digits[21];
-  size_t n = sizeof digits - 1;
-  digits[n] = '\0';
-  do {
-    digits[--n] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  return put(buf, at, size, digits + n);
-}
-
 size_t window_json(const window_counts_t *c, char *buf, size_t size) {
-  size_t at = put(buf, 0, size, "{\"start_ms\":");
-  at = put_u64(buf, at, size, c->start_ms);
-  at = put(buf, at, size, ",\"sightings\":");
-  at = put_u64(buf, at, size, c->sightings);
-  at = put(buf, at, size, ",\"randomized\":");
-  at = put_u64(buf, at, size, c->randomized);
-  at = put(buf, at, size, c->partial ? ",\"partial\":true}" : ",\"partial\":false}");
+  size_t at = json_put(buf, 0, size, "{\"start_ms\":");
+  at = json_put_u64(buf, at, size, c->start_ms);
+  at = json_put(buf, at, size, ",\"sightings\":");
+  at = json_put_u64(buf, at, size, c->sightings);
+  at = json_put(buf, at, size, ",\"randomized\":");
+  at = json_put_u64(buf, at, size, c->randomized);
+  at = json_put(buf, at, size, c->partial ? ",\"partial\":true}" : ",\"partial\":false}");
   if (at >= size) return 0;
   buf[at] = '\0';
   return at;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # ./build.sh        builds {{stem}}.wasm beside its manifest {{stem}}.toml
-# ./build.sh test   runs the unit tests (zig test {{logic}}.zig) on this machine
+# ./build.sh test   runs the unit tests (of wit.zig and {{logic}}.zig) on this machine
 #
 # Needs: zig (`pip install ziglang` brings it: ZIG="python3 -m ziglang"); the C bindings
 # generator, `cargo install wit-bindgen-cli --version 0.61.1 --locked --no-default-features
@@ -10,6 +10,7 @@ set -eu
 cd "$(dirname "$0")"
 ZIG=${ZIG:-zig}
 if [ "${1:-}" = test ]; then
+  $ZIG test wit.zig
   exec $ZIG test {{logic}}.zig
 fi
 if [ -z "${WASM_COMPONENT_LD:-}" ]; then

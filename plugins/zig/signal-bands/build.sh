@@ -14,12 +14,16 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 ZIG=${ZIG:-zig}
+# The contract's Zig types are the template's (one copy for every Zig plugin in the tree).
+shared="$here/../../templates/zig/wit.zig"
 if [ "${1:-}" = --test ]; then
+  $ZIG test "$shared"
   exec $ZIG test "$here/bands.zig"
 fi
 wit="$here/../../wit"
 out=${1:?usage: build.sh OUT_DIR | --test}
-mkdir -p "$out/gen"
+mkdir -p "$out/gen" "$out/src"
+cp "$here/plugin.zig" "$here/bands.zig" "$shared" "$out/src/"
 
 if [ -z "${WASM_COMPONENT_LD:-}" ]; then
   host=$(rustc -vV | sed -n 's/^host: //p')
@@ -30,7 +34,7 @@ fi
 
 # mvp: the wasm features every engine has, and the ones clang's objects use. Nothing in the
 # Zig code may import WASI, which the probegate host does not link.
-$ZIG build-obj -target wasm32-freestanding -mcpu mvp -O ReleaseSmall "$here/plugin.zig" \
+$ZIG build-obj -target wasm32-freestanding -mcpu mvp -O ReleaseSmall "$out/src/plugin.zig" \
   -femit-bin="$out/plugin.o"
 clang --target=wasm32-wasi -Os -I"$out/gen" -c "$out/gen/analytics.c" -o "$out/analytics.o"
 clang --target=wasm32-wasi -nostartfiles -nodefaultlibs -fuse-ld="$WASM_COMPONENT_LD" \
