@@ -205,17 +205,7 @@ impl<W: Write> Printer<W> {
     fn print(&mut self, o: &Output) -> std::io::Result<()> {
         self.seq += 1;
         let (topic, retain) = self.topics.for_output(o);
-        let envelope = Envelope {
-            v: 1,
-            site: &self.identity.site,
-            gateway: &self.identity.gateway,
-            boot_id: &self.identity.boot_id,
-            seq: self.seq,
-            time_ms: o.time_ms,
-            plugin: &o.plugin,
-            stream: &o.stream,
-            data: &o.payload,
-        };
+        let envelope = Envelope::wrap(&self.identity, self.seq, o);
         let line = Line {
             topic: &topic,
             retain,

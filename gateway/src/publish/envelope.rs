@@ -141,6 +141,28 @@ pub struct Envelope<'a> {
     pub data: &'a RawValue,
 }
 
+impl<'a> Envelope<'a> {
+    /// `output` as message `seq` of this boot: the one way a plugin message is wrapped, for
+    /// the broker and for `plugin run`'s printout alike.
+    pub fn wrap(
+        identity: &'a Identity,
+        seq: u64,
+        output: &'a crate::plugins::Output,
+    ) -> Envelope<'a> {
+        Envelope {
+            v: 1,
+            site: &identity.site,
+            gateway: &identity.gateway,
+            boot_id: &identity.boot_id,
+            seq,
+            time_ms: output.time_ms,
+            plugin: &output.plugin,
+            stream: &output.stream,
+            data: &output.payload,
+        }
+    }
+}
+
 /// The retained status document.
 #[derive(Serialize, Debug)]
 pub struct Status<'a> {

@@ -276,17 +276,7 @@ impl Session {
     /// Wraps `output` in the envelope and puts it in the outbox.
     pub async fn publish(&mut self, output: &Output) {
         self.seq += 1;
-        let envelope = Envelope {
-            v: 1,
-            site: &self.identity.site,
-            gateway: &self.identity.gateway,
-            boot_id: &self.identity.boot_id,
-            seq: self.seq,
-            time_ms: output.time_ms,
-            plugin: &output.plugin,
-            stream: &output.stream,
-            data: &output.payload,
-        };
+        let envelope = Envelope::wrap(&self.identity, self.seq, output);
         let body = serde_json::to_vec(&envelope).expect("envelope serialises");
         let (topic, retain) = self.topics.for_output(output);
         let priority = self

@@ -42,10 +42,7 @@ fn run(plugins: &[PluginEntry], outage: bool, mqtt: &str) -> (Subscriber, String
         broker.stop();
     }
     let child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg(capture(CAPTURE))
+        .replay_command("info", capture(CAPTURE))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

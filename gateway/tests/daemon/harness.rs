@@ -416,16 +416,7 @@ impl Site {
 
     /// `probegate replay -` on `capture` (a name under tests/data), fed by the test.
     pub fn replay_stream(&self, capture_name: &str) -> Stream {
-        let child = self
-            .command("info")
-            .args(["replay", "--config"])
-            .arg(&self.config)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = self.spawn_stdin_replay("info");
         let bytes = std::fs::read(capture(capture_name)).unwrap();
         let mut stream = Stream {
             child,
@@ -453,6 +444,26 @@ impl Site {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_probegate"));
         cmd.current_dir(self.dir.path()).env("RUST_LOG", rust_log);
         cmd
+    }
+
+    /// `probegate replay` of `source` (a capture's path, or `-` for stdin) with this site's
+    /// config, logging at `rust_log`; the caller sets stdio and runs it.
+    pub fn replay_command(&self, rust_log: &str, source: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = self.command(rust_log);
+        cmd.args(["replay", "--config"])
+            .arg(&self.config)
+            .arg(source);
+        cmd
+    }
+
+    /// `probegate replay -` started with its stdin for the test to feed, stderr kept.
+    pub fn spawn_stdin_replay(&self, rust_log: &str) -> Child {
+        self.replay_command(rust_log, "-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 }
 

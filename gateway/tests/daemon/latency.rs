@@ -59,16 +59,7 @@ fn a_coupon_leaves_while_frames_keep_coming_in_the_same_second() {
         ),
     )
     .unwrap();
-    let mut child = site
-        .command("warn")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = site.spawn_stdin_replay("warn");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&pcap_header()).unwrap();
     stdin.flush().unwrap();

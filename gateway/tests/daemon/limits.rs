@@ -17,10 +17,7 @@ fn replay_measured(
     ready: impl Fn(&Subscriber) -> bool,
 ) -> (String, u64) {
     let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
+        .replay_command("info", "-")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

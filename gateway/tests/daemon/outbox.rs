@@ -116,10 +116,7 @@ fn a_broker_restarted_mid_stream_loses_nothing() {
 fn replay_through_outage(site: &Site, broker: &mut Broker, sub: &Subscriber) -> String {
     broker.stop();
     let child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg(capture(CAPTURE))
+        .replay_command("info", capture(CAPTURE))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -239,10 +236,7 @@ fn a_daemon_killed_during_an_outage_sends_its_spool_after_a_restart() {
     let segments = || std::fs::read_dir(&spool).map_or(0, |d| d.count());
 
     let mut first = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg(capture(CAPTURE))
+        .replay_command("info", capture(CAPTURE))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

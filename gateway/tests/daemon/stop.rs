@@ -16,16 +16,7 @@ const PROCD_GRACE: Duration = Duration::from_secs(1);
 /// `probegate replay -` fed the capture by a thread, a slice every few milliseconds, the way a
 /// busy radio delivers frames: the daemon is mid-stream whenever the test stops it.
 fn live_replay(site: &Site) -> Child {
-    let mut child = site
-        .command("info")
-        .args(["replay", "--config"])
-        .arg(&site.config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = site.spawn_stdin_replay("info");
     let mut stdin = child.stdin.take().unwrap();
     let bytes = std::fs::read(capture(CAPTURE)).unwrap();
     std::thread::spawn(move || {
