@@ -377,7 +377,12 @@ impl Session {
             Some(version) => self.clients.get(version),
             None => self.clients.preferred(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
+        // A clean DISCONNECT makes the broker drop the last will. While anything, the offline
+        // status perhaps among it, is still unacknowledged, the status may not be out yet:
+        // leave without one, and the broker publishes the will (the same offline status).
+        if left == 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
+        }
         for task in &mut self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), &mut *task).await;
             task.abort();
