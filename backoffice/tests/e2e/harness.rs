@@ -55,9 +55,12 @@ pub fn daemon_binary() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // The daemon exactly as `cargo test --workspace` (CI) builds it: `build -p probegate`
+        // alone unifies the dependencies' features differently and compiled wasmtime a second
+        // time, minutes of a cold run. Inside the workspace run this only checks fingerprints.
         let status = Command::new(&cargo)
             .current_dir(repo())
-            .args(["build", "--quiet", "-p", "probegate"])
+            .args(["test", "--quiet", "--workspace", "--no-run"])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building probegate failed");

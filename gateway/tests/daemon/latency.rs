@@ -5,7 +5,6 @@
 use crate::consent::{consent_id, consent_site};
 use crate::harness::{GATEWAY_STATUS, PluginEntry, Subscriber};
 use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 const COUPONS: PluginEntry<'static> = PluginEntry {

@@ -5,7 +5,7 @@
 use crate::harness::{Broker, COUNTER, GATEWAY_STATUS, Site, Subscriber, capture, text};
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
