@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"window_start_ms":1676542500000,"window_end_ms":1676543400000,"estimate":14.3,"low":10.2,
-//!  "high":19.1,"method":"linked-devices/2","devices":26,"universal_present":9,
+//!  "high":19.1,"method":"linked-devices/3","devices":26,"universal_present":9,
 //!  "universal_brief":1,"universal_fixed":0,"linked_present":17,"linked_brief":12,
 //!  "randomized_in_room":61,"links":40,"ambiguous_links":11,"people_per_device":0.55,
 //!  "universal_seen":30,"randomized_seen":140,"sightings":1320,"partial":false}
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Named in every message; changes whenever the method does, so a back office never mixes
 /// numbers made two ways.
-pub const METHOD: &str = "linked-devices/2";
+pub const METHOD: &str = "linked-devices/3";
 
 /// The plugin's `config` table; `probegate calibrate` writes the last four per site.
 #[derive(Deserialize)]
@@ -305,7 +305,8 @@ mod tests {
         };
         let m = message(&w, &model);
         assert_eq!((m.devices, m.estimate), (20, 10.0));
-        assert_eq!((m.low, m.high), (6.7, 13.3));
+        // 6.68–13.32, widened to whole people.
+        assert_eq!((m.low, m.high), (6.0, 14.0));
         assert_eq!(m.method, METHOD);
     }
 }
