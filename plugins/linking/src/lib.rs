@@ -467,6 +467,28 @@ mod tests {
     }
 
     #[test]
+    fn strong_one_off_universal_addresses_do_not_count() {
+        // Two people with a phone each, and every 10 s a new universal address heard once at
+        // a strong signal (as on 2022-10-19: up to 119 such addresses in a window).
+        let mut probes: Vec<Observation> = Vec::new();
+        for i in 0..90 {
+            let t = i * 10_000;
+            probes.push(obs(1_000 + i, t, -50, false));
+            if i % 3 == 0 {
+                probes.push(obs(1, t, -60, true));
+                probes.push(obs(2, t, -62, false));
+            }
+        }
+        probes.sort_by_key(|o| o.time_ms);
+        let out = run(&probes, 15 * MIN);
+        let w = &out[1];
+        assert_eq!(w.universal_seen, 31);
+        assert_eq!(w.devices(), 2);
+        // Brief: this window's 30 and, their stays not over, the previous window's.
+        assert_eq!(w.universal_brief, 60);
+    }
+
+    #[test]
     fn a_window_that_began_before_the_first_sighting_is_partial() {
         let mut c = Counter::new(params());
         c.observe(&obs(1, MIN, -60, true));
