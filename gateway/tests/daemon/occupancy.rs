@@ -56,19 +56,21 @@ const PCS: [&str; 14] = [
     "40:ec:99:1f:3e:75",
 ];
 
-/// Bounds on the error per full window, in people, with the PCs opted out: the issue's targets,
-/// which the leave-one-day-out evaluation meets (README). Measured with the shipped defaults:
-/// see the README's table; counting addresses is off by 200+ on lecture days, counting
-/// universal addresses by 2–16, v1 by 1.5–5.7. Pseudonym keys are random per run, but the
-/// counts do not depend on them: the replay is deterministic.
-const LECTURE_MAE_MAX: f64 = 2.0;
-const LECTURE_BIAS_MAX: f64 = 1.5;
+/// Bounds on the error per full window, in people, with the PCs opted out. Issue 13's targets
+/// are MAE ≤ 2.0 on lecture days and ≤ 0.5 on empty ones, which the leave-one-day-out
+/// evaluation meets (README: 1.12, 1.22, 1.41 and 0.00). The shipped defaults, fitted on these
+/// same days, read 1.05, 1.16 and 1.41 (biases within ±1): the lecture bound sits a few tenths
+/// above them so a regression of the method fails here before it reaches the targets.
+/// Counting addresses is off by 200+ on lecture days, counting universal addresses by 1.6–16,
+/// v1 by 1.6–3.9. Pseudonym keys are random per run, but the counts do not depend on them: the
+/// replay is deterministic.
+const LECTURE_MAE_MAX: f64 = 1.6;
+const LECTURE_BIAS_MAX: f64 = 1.2;
 const EMPTY_MAE_MAX: f64 = 0.5;
-/// Days on which counting universal addresses does better (by luck: on 2023-03-08 as many
-/// universal addresses as people were heard), an unmet target of issue 13 that the README
-/// states; the test keeps it within half a person so it cannot get worse unnoticed.
-const UNIVERSAL_ONLY_WINS: [&str; 1] = ["2023-03-08"];
-/// Share of full windows whose hand count lies within `low`–`high`, over all days.
+/// Linked visits per person on a lecture day (measured 3.4–3.9): linking splits a phone's
+/// stay where it loses the phone; a regression towards counting addresses goes far beyond.
+const VISITS_PER_PERSON_MAX: f64 = 4.5;
+/// Share of full windows whose hand count lies within `low`–`high`, on every day.
 const COVERAGE_MIN: f64 = 0.8;
 
 fn pcap(day: &str) -> String {
@@ -179,7 +181,7 @@ fn replay(day: &str) -> Vec<Value> {
         .collect();
     assert!(!windows.is_empty(), "{day}: no estimates");
     for w in &windows {
-        assert_eq!(w["method"], "linked-devices/2", "{w}");
+        assert_eq!(w["method"], "linked-devices/3", "{w}");
         let (low, e, high) = (num(w, "low"), num(w, "estimate"), num(w, "high"));
         assert!(0.0 <= low && low <= e && e <= high, "{day}: interval {w}");
         for kind in ["universal", "linked"] {
@@ -280,6 +282,8 @@ fn estimates_and_intervals_track_the_hand_counted_occupancy_on_every_fryza_day()
         assert!(s.windows >= 5, "{day}: too few windows scored");
         inside += s.inside;
         total += s.windows;
+        let coverage = s.inside as f64 / s.windows as f64;
+        assert!(coverage >= COVERAGE_MIN, "{day}: coverage {coverage:.2}");
         if LECTURES.contains(day) {
             // Randomizing phones make visits too, with a dwell: the lecture keeps them.
             let linked_visits: u64 = runs[i]
@@ -287,6 +291,38 @@ fn estimates_and_intervals_track_the_hand_counted_occupancy_on_every_fryza_day()
                 .map(|w| w["visits"]["linked"]["visits"].as_u64().unwrap())
                 .sum();
             assert!(linked_visits >= 10, "{day}: {linked_visits} linked visits");
+            let tally = |kind: &str| -> (u64, [u64; 5], u64) {
+                runs[i].iter().fold((0, [0; 5], 0), |(v, mut d, p), w| {
+                    let t = &w["visits"][kind];
+                    for (b, n) in d.iter_mut().zip(t["dwell"].as_array().unwrap()) {
+                        *b += n.as_u64().unwrap();
+                    }
+                    (
+                        v + t["visits"].as_u64().unwrap(),
+                        d,
+                        p + t["passers_by"].as_u64().unwrap(),
+                    )
+                })
+            };
+            let (visits, dwell, passers_by) = tally("linked");
+            let peak = truths[i].values().copied().fold(0.0, f64::max);
+            println!(
+                "{day}: linked visits {visits} (dwell bins {dwell:?}, passers-by {passers_by}), \
+                 universal {:?}, at most {peak:.0} people",
+                tally("universal")
+            );
+            // No ground truth for visits: sanity bounds only. Linking splits a phone's stay
+            // into a few (about 3.5 per attendee here, README), but counting addresses would
+            // make one per address (hundreds); and most stays of people who sat through a
+            // lecture must come out longer than a quarter of an hour.
+            assert!(
+                visits as f64 <= VISITS_PER_PERSON_MAX * peak,
+                "{day}: {visits} linked visits for {peak} people"
+            );
+            assert!(
+                2 * dwell[1..].iter().sum::<u64>() >= visits,
+                "{day}: most linked visits shorter than 15 minutes: {dwell:?}"
+            );
             assert!(
                 s.mae <= LECTURE_MAE_MAX && s.bias.abs() <= LECTURE_BIAS_MAX,
                 "{day}: MAE {:.2}, bias {:+.2}",
@@ -298,16 +334,11 @@ fn estimates_and_intervals_track_the_hand_counted_occupancy_on_every_fryza_day()
         if EMPTY.contains(day) {
             assert!(s.mae <= EMPTY_MAE_MAX, "{day}: MAE {:.2}", s.mae);
         }
-        if UNIVERSAL_ONLY_WINS.contains(day) {
-            // Not met (README): one window of this day where the whole room went quiet.
-            assert!(s.mae < naive.mae + 0.5, "{day}: {:.2}", naive.mae);
-        } else {
-            assert!(
-                s.mae < naive.mae,
-                "{day}: no better than counting universal addresses ({:.2})",
-                naive.mae
-            );
-        }
+        assert!(
+            s.mae < naive.mae,
+            "{day}: no better than counting universal addresses ({:.2})",
+            naive.mae
+        );
     }
     let coverage = inside as f64 / total as f64;
     println!(

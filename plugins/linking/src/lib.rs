@@ -13,7 +13,7 @@ pub mod model;
 pub use link::{LinkParams, Linker, Placement};
 pub use model::Model;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One sighting, as much of it as linking uses: the fields of the plugin interface's
 /// `sighting` under the capabilities `signal`, `sequence` and `ie-signature`.
@@ -62,14 +62,15 @@ impl Default for CountParams {
 pub struct WindowCounts {
     pub window_start_ms: u64,
     pub window_end_ms: u64,
-    /// Universal devices heard in the room, around for `min_dwell` but not `fixed_after`.
+    /// Universal devices whose stay in the room overlaps the window (heard in the room in it,
+    /// or within the linking horizon before it), around for `min_dwell` but not `fixed_after`.
     pub universal_present: u32,
     /// Universal devices heard in the room, not around long enough yet.
     pub universal_brief: u32,
     /// Universal devices heard in the room that are fixed equipment.
     pub universal_fixed: u32,
-    /// Clusters of randomized addresses heard in the room, around for `min_dwell` but not
-    /// `fixed_after`: phones, as far as linking can tell.
+    /// Clusters of randomized addresses whose stay in the room overlaps the window, around for
+    /// `min_dwell` but not `fixed_after`: phones, as far as linking can tell.
     pub linked_present: u32,
     /// Clusters of randomized addresses heard in the room, not around long enough yet.
     pub linked_brief: u32,
@@ -135,14 +136,20 @@ struct Tally {
 /// Links sightings and closes fixed windows aligned to multiples of `window_ms` since the
 /// Unix epoch (so two gateways report the same windows). Silent windows after the first
 /// sighting are reported with zeros.
+///
+/// A device counts in every window its *stay* overlaps: from its first sighting in the room
+/// to its last plus the linking horizon (`LinkParams::max_gap_ms`), the same stay a visit
+/// measures. An idle phone may not probe for many minutes (a lecture, a queue); while it could
+/// still be linked it is taken to be there, rather than counted only in the windows it
+/// happened to probe in.
 pub struct Counter {
     p: CountParams,
     linker: Linker,
     start_ms: Option<u64>,
     /// The open window began before the counter's first sighting or tick: it is incomplete.
     started_late: bool,
-    /// Clusters heard in the room in the open window.
-    in_room: HashSet<u64>,
+    /// Clusters heard in the room whose stay may reach the open window: when last heard there.
+    recent: HashMap<u64, u64>,
     /// What the open window counted of an epoch that ended during it.
     settled: Tally,
     /// Visits that ended in the open window: universal, linked.
@@ -162,7 +169,7 @@ impl Counter {
             p,
             start_ms: None,
             started_late: false,
-            in_room: HashSet::new(),
+            recent: HashMap::new(),
             settled: Tally::default(),
             ended: Default::default(),
             randomized_in_room: HashSet::new(),
@@ -183,9 +190,9 @@ impl Counter {
         let done = self.advance_to(o.time_ms);
         if self.linker.epoch().is_some_and(|e| e != o.epoch) {
             // The old epoch's clusters are about to be forgotten: count them now.
-            let tally = self.tally();
+            let tally = self.tally(self.start_ms.unwrap_or(o.time_ms));
             add(&mut self.settled, &tally);
-            self.in_room.clear();
+            self.recent.clear();
             self.end_visits(None);
         }
         let placed = self.linker.observe(o);
@@ -196,7 +203,8 @@ impl Counter {
         }
         if placed.in_room {
             if let Some(id) = placed.cluster {
-                self.in_room.insert(id);
+                let last = self.recent.entry(id).or_insert(o.time_ms);
+                *last = (*last).max(o.time_ms);
             }
             if o.randomized {
                 self.randomized_in_room.insert(o.device);
@@ -242,9 +250,14 @@ impl Counter {
         Some(self.close(start, true))
     }
 
-    fn tally(&self) -> Tally {
+    /// The devices whose stay overlaps the window that starts at `start_ms`.
+    fn tally(&self, start_ms: u64) -> Tally {
         let mut t = Tally::default();
-        for id in &self.in_room {
+        let horizon = self.p.link.max_gap_ms;
+        for (id, &last) in &self.recent {
+            if last.saturating_add(horizon) < start_ms {
+                continue;
+            }
             let Some(c) = self.linker.cluster(*id) else {
                 continue;
             };
@@ -292,7 +305,7 @@ impl Counter {
             Some(end.saturating_sub(self.p.link.max_gap_ms))
         });
         let [visits_universal, visits_linked] = std::mem::take(&mut self.ended);
-        let mut t = self.tally();
+        let mut t = self.tally(start);
         add(&mut t, &std::mem::take(&mut self.settled));
         let counts = WindowCounts {
             window_start_ms: start,
@@ -313,7 +326,10 @@ impl Counter {
             partial: partial || self.started_late,
         };
         self.started_late = false;
-        self.in_room.clear();
+        // Stays that ended before the next window cannot reach it (nor any later one).
+        let horizon = self.p.link.max_gap_ms;
+        self.recent
+            .retain(|_, last| last.saturating_add(horizon) >= end);
         self.randomized_in_room.clear();
         self.universal_seen.clear();
         self.randomized_seen.clear();
@@ -437,6 +453,39 @@ mod tests {
         let out = run(&probes, 120 * MIN);
         let total = out.iter().map(|w| w.visits_universal.visits).sum::<u32>();
         assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn a_device_counts_while_its_stay_lasts_though_it_went_quiet() {
+        // Heard for four minutes, then silent: its stay lasts until 10 minutes (the linking
+        // horizon) after its last sighting, 14:00, so it counts in the windows to 10:00-15:00.
+        let probes: Vec<Observation> = (0..5).map(|i| obs(1, i * MIN, -60, false)).collect();
+        let out = run(&probes, 30 * MIN);
+        let present: Vec<u32> = out.iter().map(|w| w.universal_present).collect();
+        assert_eq!(present, [1, 1, 1, 0, 0, 0]);
+        assert_eq!(out[1].sightings, 0);
+    }
+
+    #[test]
+    fn strong_one_off_universal_addresses_do_not_count() {
+        // Two people with a phone each, and every 10 s a new universal address heard once at
+        // a strong signal (as on 2022-10-19: up to 119 such addresses in a window).
+        let mut probes: Vec<Observation> = Vec::new();
+        for i in 0..90 {
+            let t = i * 10_000;
+            probes.push(obs(1_000 + i, t, -50, false));
+            if i % 3 == 0 {
+                probes.push(obs(1, t, -60, true));
+                probes.push(obs(2, t, -62, false));
+            }
+        }
+        probes.sort_by_key(|o| o.time_ms);
+        let out = run(&probes, 15 * MIN);
+        let w = &out[1];
+        assert_eq!(w.universal_seen, 31);
+        assert_eq!(w.devices(), 2);
+        // Brief: this window's 30 and, their stays not over, the previous window's.
+        assert_eq!(w.universal_brief, 60);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! From devices to people, with an interval: `estimate = rate × devices`, and
 //! `low`/`high` = `estimate + q × √(estimate + 1)` with `q` two quantiles of the scaled
-//! residuals of hand-counted windows. The rate absorbs what linking cannot (phones split into
-//! a few clusters, laptops beside phones, silent phones); the square root lets the interval
-//! widen with the crowd, as counting errors do.
+//! residuals of hand-counted windows, widened to whole people (`low` down, `high` up). The
+//! rate absorbs what linking cannot (phones split into a few clusters, laptops beside phones,
+//! silent phones); the square root lets the interval widen with the crowd, as counting errors
+//! do. People come in whole numbers: an estimate of 0.4 cannot rule out the one person who sat
+//! silent, and an interval of 0–0.6 would claim it does.
 
 /// The fitted model: what `probegate calibrate` writes into a plugin's config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,8 +20,8 @@ impl Default for Model {
     /// `probegate calibrate` on the seven shared Fryza days (README.md): the shipped defaults.
     fn default() -> Self {
         Model {
-            rate: 0.607,
-            q_low: -0.274,
+            rate: 0.531,
+            q_low: -0.472,
             q_high: 1.0,
         }
     }
@@ -37,10 +39,14 @@ impl Model {
     pub fn estimate(&self, devices: u32) -> Estimate {
         let estimate = self.rate * f64::from(devices);
         let spread = (estimate + 1.0).sqrt();
+        // The interval always holds the estimate; the tolerance keeps an edge that lands on
+        // a whole number from moving by floating-point noise.
+        let low = (estimate + self.q_low * spread).min(estimate);
+        let high = (estimate + self.q_high * spread).max(estimate);
         Estimate {
             estimate,
-            low: (estimate + self.q_low * spread).max(0.0),
-            high: (estimate + self.q_high * spread).max(0.0),
+            low: (low + 1e-9).floor().max(0.0),
+            high: (high - 1e-9).ceil().max(0.0),
         }
     }
 
@@ -153,6 +159,28 @@ mod tests {
         assert_eq!((e.low, e.high), (11.0, 23.0));
         let none = m.estimate(0);
         assert_eq!((none.estimate, none.low, none.high), (0.0, 0.0, 2.0));
+    }
+
+    #[test]
+    fn the_interval_is_whole_people_and_holds_the_estimate() {
+        let m = Model {
+            rate: 0.55,
+            q_low: -0.3,
+            q_high: 0.4,
+        };
+        // 3 devices: 1.65, widened from 1.16–2.31 to 1–3.
+        let e = m.estimate(3);
+        assert_eq!((e.low, e.high), (1.0, 3.0));
+        // Nothing heard still leaves room for one silent person.
+        assert_eq!((m.estimate(0).low, m.estimate(0).high), (0.0, 1.0));
+        // Quantiles on one side of zero (a fit on few windows) still bracket the estimate.
+        let skewed = Model {
+            rate: 0.5,
+            q_low: 0.5,
+            q_high: 1.5,
+        };
+        let e = skewed.estimate(9);
+        assert!(e.low <= e.estimate && e.estimate <= e.high, "{e:?}");
     }
 
     #[test]

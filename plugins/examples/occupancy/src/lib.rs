@@ -2,11 +2,12 @@
 //! addresses, with an interval: stream `occupancy`, one message per window.
 //!
 //! ```json
-//! {"window_start_ms":1676542500000,"window_end_ms":1676543400000,"estimate":14.3,"low":10.2,
-//!  "high":19.1,"method":"linked-devices/2","devices":26,"universal_present":9,
-//!  "universal_brief":1,"universal_fixed":0,"linked_present":17,"linked_brief":12,
-//!  "randomized_in_room":61,"links":40,"ambiguous_links":11,"people_per_device":0.55,
-//!  "universal_seen":30,"randomized_seen":140,"sightings":1320,"partial":false}
+//! {"window_start_ms":1676543400000,"window_end_ms":1676544300000,"estimate":17.4,"low":14.0,
+//!  "high":22.0,"method":"linked-devices/3","devices":33,"universal_present":2,
+//!  "universal_brief":3,"universal_fixed":0,"linked_present":31,"linked_brief":10,
+//!  "randomized_in_room":123,"links":111,"ambiguous_links":79,"people_per_device":0.528,
+//!  "universal_seen":60,"randomized_seen":196,"sightings":879,"visits":{...},
+//!  "dwell_bins_min":[15,30,60,120],"partial":false}
 //! ```
 //!
 //! The linking and counting are `probegate-linking`'s (the same code `probegate calibrate`
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// Named in every message; changes whenever the method does, so a back office never mixes
 /// numbers made two ways.
-pub const METHOD: &str = "linked-devices/2";
+pub const METHOD: &str = "linked-devices/3";
 
 /// The plugin's `config` table; `probegate calibrate` writes the last four per site.
 #[derive(Deserialize)]
@@ -305,7 +306,8 @@ mod tests {
         };
         let m = message(&w, &model);
         assert_eq!((m.devices, m.estimate), (20, 10.0));
-        assert_eq!((m.low, m.high), (6.7, 13.3));
+        // 6.68–13.32, widened to whole people.
+        assert_eq!((m.low, m.high), (6.0, 14.0));
         assert_eq!(m.method, METHOD);
     }
 }
