@@ -23,6 +23,62 @@ pub struct Config {
     /// A minisign secret key (unencrypted, `probegate plugin keygen`): consent commands are
     /// then signed, for gateways whose `privacy.consent_trusted_keys` holds its public key.
     pub consent_signing_key_file: Option<PathBuf>,
+    /// The public opt-out page's limits.
+    #[serde(default)]
+    pub optout: OptOut,
+    /// Home Assistant MQTT discovery for the stores' occupancy sensors (off by default).
+    #[serde(default)]
+    pub home_assistant: HomeAssistant,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OptOut {
+    /// Submissions of the public opt-out form one client address may make per hour; more are
+    /// answered 429. Each accepted one publishes a command to every gateway of a store.
+    #[serde(default = "default_optout_per_hour")]
+    pub per_address_per_hour: u32,
+    /// Reverse proxies in front of the service: from these peers the client is the last
+    /// address of `X-Forwarded-For`, as the proxy appended it; from any other peer the header
+    /// is ignored (a client could write anything there).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+fn default_optout_per_hour() -> u32 {
+    10
+}
+
+impl Default for OptOut {
+    fn default() -> Self {
+        OptOut {
+            per_address_per_hour: default_optout_per_hour(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistant {
+    #[serde(default)]
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix (its MQTT integration's setting).
+    #[serde(default = "default_ha_prefix")]
+    pub prefix: String,
+}
+
+fn default_ha_prefix() -> String {
+    "homeassistant".into()
+}
+
+impl Default for HomeAssistant {
+    fn default() -> Self {
+        HomeAssistant {
+            discovery: false,
+            prefix: default_ha_prefix(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +150,8 @@ impl Config {
                 )
             })?;
         }
+        crate::homeassistant::check_prefix(&config.home_assistant.prefix)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         for (group, sites) in &config.groups {
             if sites.is_empty() {
                 bail!("{}: group {group} has no sites", path.display());

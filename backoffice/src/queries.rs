@@ -2,7 +2,7 @@
 //! latest UTC day with data for these sites: pipeline time, so a replayed capture shows its
 //! own day, and a live fleet today.
 
-use crate::charts::{Chart, Kind};
+use crate::charts::{Band, Chart, Kind};
 use crate::db::{Db, Row, V};
 use anyhow::Result;
 
@@ -42,6 +42,14 @@ pub struct Kpis {
     pub visitors: i64,
     pub passers_by: i64,
     pub occupancy_now: Option<f64>,
+    /// (low, high) around `occupancy_now`.
+    pub occupancy_interval: Option<(f64, f64)>,
+}
+
+/// The sum of a column, or NULL when any row lacks it: an interval summed over windows of
+/// which some have none would look narrower than it is.
+fn sum_if_all(column: &str) -> String {
+    format!("CAST(CASE WHEN COUNT({column}) = COUNT(*) THEN SUM({column}) END AS DOUBLE PRECISION)")
 }
 
 pub async fn kpis(db: &Db, sites: &[String], day: i64) -> Result<Kpis> {
@@ -69,23 +77,30 @@ pub async fn kpis(db: &Db, sites: &[String], day: i64) -> Result<Kpis> {
         )
         .await?;
     let (visitors, passers_by) = (one(visits.clone(), 0), one(visits, 1));
-    // Occupancy now: the latest window of each site, summed over the sites.
+    // Occupancy now: the latest window of each site, summed over the sites, and its
+    // interval where every window has one.
     let occ = db
         .query(
             &format!(
-                "SELECT CAST(SUM(estimate) AS DOUBLE PRECISION) FROM occupancy o WHERE site IN ({p}) \
+                "SELECT CAST(SUM(estimate) AS DOUBLE PRECISION), {}, {} FROM occupancy o WHERE site IN ({p}) \
                  AND window_start_ms >= $1 AND window_start_ms < $2 AND window_start_ms = \
-                 (SELECT MAX(window_start_ms) FROM occupancy i WHERE i.site = o.site AND i.estimate IS NOT NULL)"
+                 (SELECT MAX(window_start_ms) FROM occupancy i WHERE i.site = o.site AND i.estimate IS NOT NULL)",
+                sum_if_all("low"),
+                sum_if_all("high")
             ),
             &params,
         )
         .await?;
+    let interval = occ
+        .first()
+        .and_then(|r| Some((r[1].float()?, r[2].float()?)));
     Ok(Kpis {
         universal,
         randomized,
         visitors,
         passers_by,
         occupancy_now: occ.first().and_then(|r| r[0].float()),
+        occupancy_interval: interval,
     })
 }
 
@@ -130,6 +145,7 @@ pub async fn devices(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
                 )
             })
             .collect(),
+        band: None,
     })
 }
 
@@ -210,6 +226,64 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Resul
             "same weekday, 4-week mean".into(),
         ],
         rows,
+        band: None,
+    })
+}
+
+/// The occupancy plugin's windows of the day: the estimate and its interval `low`–`high`,
+/// summed over the stores. A window a gateway reported twice (a restart inside it: two
+/// partial reports) counts once, by its larger estimate.
+pub async fn occupancy_windows(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+    let p = placeholders(3, sites.len());
+    let mut params = vec![V::from(day), V::from(day + DAY)];
+    params.extend(sites_params(sites));
+    let rows = db
+        .query(
+            &format!(
+                "SELECT window_start_ms, CAST(SUM(estimate) AS DOUBLE PRECISION), {}, {} FROM ( \
+                   SELECT site, gateway, window_start_ms, MAX(estimate) AS estimate, MAX(low) AS low, MAX(high) AS high \
+                   FROM occupancy WHERE window_start_ms >= $1 AND window_start_ms < $2 AND site IN ({p}) \
+                   GROUP BY site, gateway, window_start_ms \
+                 ) w GROUP BY window_start_ms ORDER BY window_start_ms",
+                sum_if_all("low"),
+                sum_if_all("high")
+            ),
+            &params,
+        )
+        .await?;
+    let group = sites.len() > 1;
+    Ok(Chart {
+        id: "occupancy-windows",
+        title: "Occupancy per window, with its interval".into(),
+        note: if group {
+            "Estimated people present per window (occupancy plugin), summed over the stores. The band is the sum of the stores' intervals (low–high): wider than a joint interval would be, never narrower."
+        } else {
+            "Estimated people present per window (occupancy plugin). The shaded band is the plugin's interval low–high, calibrated on hand-counted days so that the true count falls inside it in at least four windows of five (see Definitions)."
+        }
+        .into(),
+        kind: Kind::Lines,
+        columns: vec![
+            "window start (UTC)".into(),
+            "estimate".into(),
+            "low".into(),
+            "high".into(),
+        ],
+        rows: rows
+            .iter()
+            .map(|r| {
+                let t = r[0].int();
+                (
+                    minute_label(t),
+                    (t - day) as f64 / HOUR as f64,
+                    vec![r[1].float(), r[2].float(), r[3].float()],
+                )
+            })
+            .collect(),
+        band: Some(Band {
+            line: 0,
+            low: 1,
+            high: 2,
+        }),
     })
 }
 
@@ -242,6 +316,7 @@ pub async fn visitors(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
                 (hour_label(t), (t - day) as f64 / HOUR as f64, r[1..].iter().map(V::float).collect())
             })
             .collect(),
+        band: None,
     })
 }
 
@@ -292,6 +367,7 @@ pub async fn dwell(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
             .enumerate()
             .map(|(i, v)| (label(i), i as f64, vec![Some(*v)]))
             .collect(),
+        band: None,
     })
 }
 
