@@ -93,6 +93,11 @@ pub struct User {
 pub struct Site {
     /// 64 hex digits, as `probegate consent keygen` writes; relative to the config file.
     pub consent_key_file: Option<PathBuf>,
+    /// The store's time zone (tz database name, `Europe/Prague`): its days and hours on the
+    /// dashboard. UTC when absent.
+    pub tz: Option<String>,
+    #[serde(skip)]
+    pub zone: Option<jiff::tz::TimeZone>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,9 +138,15 @@ impl Config {
             *f = dir.join(&*f);
             config.signing_key()?;
         }
-        for site in config.sites.values_mut() {
+        for (name, site) in config.sites.iter_mut() {
             if let Some(f) = &mut site.consent_key_file {
                 *f = dir.join(&*f);
+            }
+            if let Some(tz) = &site.tz {
+                site.zone = Some(
+                    crate::localtime::zone(tz)
+                        .with_context(|| format!("{}: site {name}", path.display()))?,
+                );
             }
         }
         if config.users.is_empty() {
@@ -158,6 +169,20 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The time zone for a page of these stores: theirs when they share one (a store that
+    /// is not configured counts as UTC), else UTC, in which no store's day is privileged.
+    pub fn zone_of(&self, sites: &[String]) -> jiff::tz::TimeZone {
+        let zone = |s: &String| self.sites.get(s).and_then(|s| s.tz.clone());
+        let first = sites.first().and_then(zone);
+        match (&first, sites.iter().all(|s| zone(s) == first)) {
+            (Some(_), true) => sites
+                .first()
+                .and_then(|s| self.sites.get(s)?.zone.clone())
+                .unwrap_or(jiff::tz::TimeZone::UTC),
+            _ => jiff::tz::TimeZone::UTC,
+        }
     }
 
     /// The consent signing key, if the config names one; an unusable file is an error.

@@ -8,6 +8,7 @@ mod db;
 mod export;
 mod homeassistant;
 mod ingest;
+mod localtime;
 mod queries;
 mod ratelimit;
 mod rollup;
@@ -28,7 +29,7 @@ struct Cli {
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// sqlite:PATH (one file, the default) or postgres://user@host:port/database.
-    #[arg(long, default_value = "sqlite:backoffice.db")]
+    #[arg(long, default_value = "sqlite:backoffice.db", global = true)]
     db: String,
     /// Where the dashboard listens.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -1,10 +1,12 @@
 //! What the dashboard asks the database, for one site or a group of sites. "The day" is the
-//! latest UTC day with data for these sites: pipeline time, so a replayed capture shows its
-//! own day, and a live fleet today.
+//! latest day with data for these sites, in the stores' time zone (UTC unless configured):
+//! pipeline time, so a replayed capture shows its own day, and a live fleet today.
 
 use crate::charts::{Band, Chart, Kind};
 use crate::db::{Db, Row, V};
+use crate::localtime::Day;
 use anyhow::Result;
+use jiff::tz::TimeZone;
 
 pub const HOUR: i64 = 3_600_000;
 pub const DAY: i64 = 24 * HOUR;
@@ -21,8 +23,8 @@ fn sites_params(sites: &[String]) -> Vec<V> {
     sites.iter().map(|s| V::from(s.as_str())).collect()
 }
 
-/// The start of the latest UTC day with data, and the latest interval's end.
-pub async fn latest(db: &Db, sites: &[String]) -> Result<Option<(i64, i64)>> {
+/// The latest local day with data, and the latest interval's end.
+pub async fn latest(db: &Db, sites: &[String], tz: &TimeZone) -> Result<Option<(Day, i64)>> {
     let p = placeholders(1, sites.len());
     let sql = format!(
         "SELECT MAX(t) FROM (SELECT MAX(interval_end_ms) AS t FROM counts WHERE site IN ({p}) \
@@ -33,7 +35,7 @@ pub async fn latest(db: &Db, sites: &[String]) -> Result<Option<(i64, i64)>> {
     Ok(rows
         .first()
         .and_then(|r| r[0].opt_int())
-        .map(|end| ((end - 1).div_euclid(DAY) * DAY, end)))
+        .map(|end| (Day::containing(end - 1, tz), end)))
 }
 
 pub struct Kpis {
@@ -52,9 +54,9 @@ fn sum_if_all(column: &str) -> String {
     format!("CAST(CASE WHEN COUNT({column}) = COUNT(*) THEN SUM({column}) END AS DOUBLE PRECISION)")
 }
 
-pub async fn kpis(db: &Db, sites: &[String], day: i64) -> Result<Kpis> {
+pub async fn kpis(db: &Db, sites: &[String], day: &Day) -> Result<Kpis> {
     let p = placeholders(3, sites.len());
-    let mut params = vec![V::from(day), V::from(day + DAY)];
+    let mut params = vec![V::from(day.start), V::from(day.end)];
     params.extend(sites_params(sites));
     let one = |rows: Vec<Row>, i: usize| rows.first().map_or(0, |r| r[i].int());
     let counts = db
@@ -104,19 +106,10 @@ pub async fn kpis(db: &Db, sites: &[String], day: i64) -> Result<Kpis> {
     })
 }
 
-fn hour_label(ms: i64) -> String {
-    format!("{:02}:00", ms.rem_euclid(DAY) / HOUR)
-}
-
-fn minute_label(ms: i64) -> String {
-    let m = ms.rem_euclid(DAY) / 60_000;
-    format!("{:02}:{:02}", m / 60, m % 60)
-}
-
 /// Distinct addresses per counting interval of the day, universal and randomized apart.
-pub async fn devices(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+pub async fn devices(db: &Db, sites: &[String], day: &Day) -> Result<Chart> {
     let p = placeholders(3, sites.len());
-    let mut params = vec![V::from(day), V::from(day + DAY)];
+    let mut params = vec![V::from(day.start), V::from(day.end)];
     params.extend(sites_params(sites));
     let rows = db
         .query(
@@ -133,14 +126,14 @@ pub async fn devices(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
         title: "Devices per interval".into(),
         note: "Distinct addresses per counting interval (visitor-counter `counts`). Universal addresses are about one per device; randomized ones over-count phones.".into(),
         kind: Kind::Lines,
-        columns: vec!["interval start (UTC)".into(), "universal".into(), "randomized".into(), "probe requests".into()],
+        columns: vec![format!("interval start ({})", day.zone()), "universal".into(), "randomized".into(), "probe requests".into()],
         rows: rows
             .iter()
             .map(|r| {
                 let t = r[0].int();
                 (
-                    minute_label(t),
-                    (t - day) as f64 / HOUR as f64,
+                    day.minute_label(t),
+                    day.hours_in(t),
                     vec![r[1].float(), r[2].float(), r[3].float()],
                 )
             })
@@ -151,10 +144,10 @@ pub async fn devices(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
 
 /// Occupancy (or, without the occupancy plugin, universal addresses) per hour of the day,
 /// against the mean of the same hour on the same weekday of the four weeks before.
-pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Result<Chart> {
     let p = placeholders(2, sites.len());
     let has_occupancy = {
-        let mut params = vec![V::from(day)];
+        let mut params = vec![V::from(day.start)];
         params.extend(sites_params(sites));
         let rows = db
             .query(
@@ -172,21 +165,24 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Resul
         "CAST(universal AS DOUBLE PRECISION)"
     };
     let mut hours = vec![(None, Vec::new()); 24];
+    // The hourly rollups are UTC hours, which are the store's hours in every zone a whole
+    // number of hours from UTC; the weeks before are calendar weeks in the store's zone.
+    let p = placeholders(3, sites.len());
     for week in 0..=4i64 {
-        let start = day - week * 7 * DAY;
-        let mut params = vec![V::from(start)];
+        let d = day.weeks_before(week);
+        let mut params = vec![V::from(d.start), V::from(d.end)];
         params.extend(sites_params(sites));
         let rows = db
             .query(
                 &format!(
                     "SELECT start_ms, CAST(SUM({column}) AS DOUBLE PRECISION) FROM rollup_hour \
-                     WHERE start_ms >= $1 AND start_ms < $1 + {DAY} AND site IN ({p}) GROUP BY start_ms"
+                     WHERE start_ms >= $1 AND start_ms < $2 AND site IN ({p}) GROUP BY start_ms"
                 ),
                 &params,
             )
             .await?;
         for r in rows {
-            let h = ((r[0].int() - start) / HOUR) as usize;
+            let h = d.hour_of(r[0].int()) as usize;
             if let (Some(slot), Some(v)) = (hours.get_mut(h), r[1].float()) {
                 match week {
                     0 => slot.0 = Some(v),
@@ -201,7 +197,7 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Resul
         .filter(|(_, (today, base))| today.is_some() || !base.is_empty())
         .map(|(h, (today, base))| {
             let mean = (!base.is_empty()).then(|| base.iter().sum::<f64>() / base.len() as f64);
-            (hour_label(h as i64 * HOUR), h as f64, vec![today, mean])
+            (format!("{h:02}:00"), h as f64, vec![today, mean])
         })
         .collect();
     let (title, note) = if has_occupancy {
@@ -221,7 +217,7 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Resul
         note: note.into(),
         kind: Kind::Lines,
         columns: vec![
-            "hour (UTC)".into(),
+            format!("hour ({})", day.zone()),
             "the day".into(),
             "same weekday, 4-week mean".into(),
         ],
@@ -233,9 +229,9 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: i64) -> Resul
 /// The occupancy plugin's windows of the day: the estimate and its interval `low`–`high`,
 /// summed over the stores. A window a gateway reported twice (a restart inside it: two
 /// partial reports) counts once, by its larger estimate.
-pub async fn occupancy_windows(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+pub async fn occupancy_windows(db: &Db, sites: &[String], day: &Day) -> Result<Chart> {
     let p = placeholders(3, sites.len());
-    let mut params = vec![V::from(day), V::from(day + DAY)];
+    let mut params = vec![V::from(day.start), V::from(day.end)];
     params.extend(sites_params(sites));
     let rows = db
         .query(
@@ -263,7 +259,7 @@ pub async fn occupancy_windows(db: &Db, sites: &[String], day: i64) -> Result<Ch
         .into(),
         kind: Kind::Lines,
         columns: vec![
-            "window start (UTC)".into(),
+            format!("window start ({})", day.zone()),
             "estimate".into(),
             "low".into(),
             "high".into(),
@@ -273,8 +269,8 @@ pub async fn occupancy_windows(db: &Db, sites: &[String], day: i64) -> Result<Ch
             .map(|r| {
                 let t = r[0].int();
                 (
-                    minute_label(t),
-                    (t - day) as f64 / HOUR as f64,
+                    day.minute_label(t),
+                    day.hours_in(t),
                     vec![r[1].float(), r[2].float(), r[3].float()],
                 )
             })
@@ -288,9 +284,9 @@ pub async fn occupancy_windows(db: &Db, sites: &[String], day: i64) -> Result<Ch
 }
 
 /// Visitors against passers-by per hour (universal addresses; visitor-counter `visits`).
-pub async fn visitors(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+pub async fn visitors(db: &Db, sites: &[String], day: &Day) -> Result<Chart> {
     let p = placeholders(3, sites.len());
-    let mut params = vec![V::from(day), V::from(day + DAY)];
+    let mut params = vec![V::from(day.start), V::from(day.end)];
     params.extend(sites_params(sites));
     let rows = db
         .query(
@@ -308,12 +304,12 @@ pub async fn visitors(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
         title: "Visitors vs passers-by".into(),
         note: "Per hour, devices with universal addresses only (randomized ones over-count). New vs repeat: within the gateway's key epoch (a day); beyond it only for opted-in devices.".into(),
         kind: Kind::Bars,
-        columns: vec!["hour (UTC)".into(), "visitors".into(), "passers-by".into(), "new".into(), "repeat".into()],
+        columns: vec![format!("hour ({})", day.zone()), "visitors".into(), "passers-by".into(), "new".into(), "repeat".into()],
         rows: rows
             .iter()
             .map(|r| {
                 let t = r[0].int();
-                (hour_label(t), (t - day) as f64 / HOUR as f64, r[1..].iter().map(V::float).collect())
+                (day.minute_label(t), day.hours_in(t), r[1..].iter().map(V::float).collect())
             })
             .collect(),
         band: None,
@@ -321,9 +317,9 @@ pub async fn visitors(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
 }
 
 /// Visits of the day by dwell tier.
-pub async fn dwell(db: &Db, sites: &[String], day: i64) -> Result<Chart> {
+pub async fn dwell(db: &Db, sites: &[String], day: &Day) -> Result<Chart> {
     let p = placeholders(3, sites.len());
-    let mut params = vec![V::from(day), V::from(day + DAY)];
+    let mut params = vec![V::from(day.start), V::from(day.end)];
     params.extend(sites_params(sites));
     let rows = db
         .query(
@@ -449,6 +445,47 @@ pub async fn sites(db: &Db) -> Result<Vec<String>> {
     Ok(rows.iter().map(|r| r[0].text()).collect())
 }
 
-pub fn hhmm(ms: i64) -> String {
-    minute_label(ms)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stores_day_and_its_times_are_in_its_own_zone() {
+        let db = Db::open("sqlite::memory:").await.unwrap();
+        // 2024-03-22 22:30 and 23:30 UTC: 23:30 on Friday and 00:30 on Saturday in Prague.
+        let late = 1_711_150_200_000i64;
+        for (seq, t) in [(1i64, late - HOUR), (2, late)] {
+            db.execute(
+                "INSERT INTO counts VALUES ('s', 'g', 'b', $1, $2, $3, 4, 9, 40, 0)",
+                &[V::from(seq), V::from(t), V::from(t + 300_000)],
+            )
+            .await
+            .unwrap();
+        }
+        let sites = vec!["s".to_owned()];
+        let labels = |c: &Chart| c.rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>();
+
+        let (day, _) = latest(&db, &sites, &TimeZone::UTC).await.unwrap().unwrap();
+        assert_eq!(day.date(), "Friday 2024-03-22");
+        let chart = devices(&db, &sites, &day).await.unwrap();
+        assert_eq!(labels(&chart), ["22:30", "23:30"]);
+        assert_eq!(chart.columns[0], "interval start (UTC)");
+
+        let prague = crate::localtime::zone("Europe/Prague").unwrap();
+        let (day, _) = latest(&db, &sites, &prague).await.unwrap().unwrap();
+        assert_eq!(day.date(), "Saturday 2024-03-23");
+        let chart = devices(&db, &sites, &day).await.unwrap();
+        assert_eq!(
+            labels(&chart),
+            ["00:30"],
+            "Friday's interval is not Saturday's"
+        );
+        assert_eq!(chart.columns[0], "interval start (Europe/Prague)");
+        assert!(
+            (chart.rows[0].1 - 0.5).abs() < 1e-9,
+            "x is the store's clock"
+        );
+        let k = kpis(&db, &sites, &day).await.unwrap();
+        assert_eq!(k.universal, 4);
+    }
 }

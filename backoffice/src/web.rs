@@ -265,7 +265,11 @@ async fn group_page(
     }
 }
 
-async fn charts(db: &Db, sites: &[String], day: i64) -> anyhow::Result<Vec<Chart>> {
+async fn charts(
+    db: &Db,
+    sites: &[String],
+    day: &crate::localtime::Day,
+) -> anyhow::Result<Vec<Chart>> {
     Ok(vec![
         queries::occupancy_vs_baseline(db, sites, day).await?,
         queries::occupancy_windows(db, sites, day).await?,
@@ -275,35 +279,9 @@ async fn charts(db: &Db, sites: &[String], day: i64) -> anyhow::Result<Vec<Chart
     ])
 }
 
-fn date(ms: i64) -> String {
-    // Civil date from days since the epoch (UTC), without a date library.
-    let days = ms.div_euclid(queries::DAY);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const WEEKDAYS: [&str; 7] = [
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-    ];
-    format!(
-        "{} {y:04}-{m:02}-{d:02}",
-        WEEKDAYS[days.rem_euclid(7) as usize]
-    )
-}
-
 async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[String]) -> Response {
-    let latest = match queries::latest(&app.db, sites).await {
+    let tz = app.config.zone_of(sites);
+    let latest = match queries::latest(&app.db, sites, &tz).await {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -321,20 +299,21 @@ async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[Stri
         );
     }
     if let Some((day, end)) = latest {
-        let k = match queries::kpis(&app.db, sites, day).await {
+        let k = match queries::kpis(&app.db, sites, &day).await {
             Ok(k) => k,
             Err(e) => return fail(e),
         };
         let _ = write!(
             body,
-            "<p class=\"note\">The day: <span id=\"day\">{}</span> (UTC), the latest with data; data up to {}.</p><div class=\"kpis\">\
+            "<p class=\"note\">The day: <span id=\"day\">{}</span> ({}), the latest with data; data up to {}.</p><div class=\"kpis\">\
              <div class=\"kpi\">Occupancy now<b id=\"kpi-occupancy\">{}</b><span id=\"kpi-occupancy-interval\">{}</span></div>\
              <div class=\"kpi\">Visitors<b id=\"kpi-visitors\">{}</b></div>\
              <div class=\"kpi\">Passers-by<b id=\"kpi-passers-by\">{}</b></div>\
              <div class=\"kpi\">Universal addresses<b id=\"kpi-universal\">{}</b></div>\
              <div class=\"kpi\">Randomized addresses<b id=\"kpi-randomized\">{}</b></div></div><p></p>",
-            date(day),
-            &queries::hhmm(end),
+            day.date(),
+            esc(&day.zone()),
+            day.minute_label(end),
             k.occupancy_now.map_or("–".into(), |o| format!("{o:.1}")),
             k.occupancy_interval
                 .map_or(String::new(), |(l, h)| format!("{l:.1}–{h:.1}")),
@@ -343,7 +322,7 @@ async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[Stri
             k.universal,
             k.randomized
         );
-        let charts = match charts(&app.db, sites, day).await {
+        let charts = match charts(&app.db, sites, &day).await {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
@@ -452,12 +431,13 @@ async fn csv(
         },
         _ => return (StatusCode::NOT_FOUND, "scope is site or group").into_response(),
     };
-    let day = match queries::latest(&app.db, &sites).await {
+    let tz = app.config.zone_of(&sites);
+    let day = match queries::latest(&app.db, &sites, &tz).await {
         Ok(Some((day, _))) => day,
         Ok(None) => return (StatusCode::NOT_FOUND, "no data").into_response(),
         Err(e) => return fail(e),
     };
-    let charts = match charts(&app.db, &sites, day).await {
+    let charts = match charts(&app.db, &sites, &day).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
