@@ -217,3 +217,44 @@ impl Config {
         Ok(key.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = "[[users]]\nname = \"a\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$GrMHhnhda8NG+itXI7pNig$9TS+RJaxv8/Su071DjTKyIXG5g4cVcM5GwjezqmM/Oc\"\n";
+
+    fn load(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backoffice.toml");
+        std::fs::write(&path, format!("{USER}{text}")).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn stores_get_their_zone_and_a_mixed_group_gets_utc() {
+        let c = load(
+            "[sites.prague]\ntz = \"Europe/Prague\"\n[sites.brno]\ntz = \"Europe/Prague\"\n\
+             [sites.lisbon]\ntz = \"Europe/Lisbon\"\n[sites.plain]\n",
+        )
+        .unwrap();
+        let name = |sites: &[&str]| {
+            let sites: Vec<String> = sites.iter().map(|s| s.to_string()).collect();
+            c.zone_of(&sites).iana_name().unwrap_or("UTC").to_owned()
+        };
+        assert_eq!(name(&["prague"]), "Europe/Prague");
+        assert_eq!(name(&["prague", "brno"]), "Europe/Prague");
+        assert_eq!(name(&["prague", "lisbon"]), "UTC");
+        assert_eq!(name(&["prague", "plain"]), "UTC");
+        assert_eq!(name(&["plain"]), "UTC");
+        assert!(
+            !c.home_assistant.discovery,
+            "discovery is off unless switched on"
+        );
+        assert_eq!(c.optout.per_address_per_hour, 10);
+        let err = load("[sites.x]\ntz = \"Europe/Atlantis\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("Europe/Atlantis"), "{err:#}");
+        let err = load("[home_assistant]\ndiscovery = true\nprefix = \"ha/#\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("prefix"), "{err:#}");
+    }
+}

@@ -306,7 +306,7 @@ async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[Stri
         let _ = write!(
             body,
             "<p class=\"note\">The day: <span id=\"day\">{}</span> ({}), the latest with data; data up to {}.</p><div class=\"kpis\">\
-             <div class=\"kpi\">Occupancy now<b id=\"kpi-occupancy\">{}</b><span id=\"kpi-occupancy-interval\">{}</span></div>\
+             <div class=\"kpi\">Occupancy now<b id=\"kpi-occupancy\">{}</b><small class=\"note\">likely <span id=\"kpi-occupancy-interval\">{}</span></small></div>\
              <div class=\"kpi\">Visitors<b id=\"kpi-visitors\">{}</b></div>\
              <div class=\"kpi\">Passers-by<b id=\"kpi-passers-by\">{}</b></div>\
              <div class=\"kpi\">Universal addresses<b id=\"kpi-universal\">{}</b></div>\

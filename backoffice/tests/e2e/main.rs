@@ -219,6 +219,8 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
         }
     }
     let want = expected(&sub);
+    // Home Assistant discovery is off unless the config switches it on.
+    assert_eq!(retained(&broker, "homeassistant/#"), vec![]);
     // Exactly once: one row per enveloped message on the broker, however many instances
     // and deliveries (retained plugin statuses arrive on two subscriptions).
     let envelopes = sub.distinct_envelopes();
