@@ -155,8 +155,12 @@ async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
                 let stored = handle(&db, &validators, &stats, &p.topic, &p.payload).await;
-                if let (Some(d), Some(topic)) = (&mut discovery, stored) {
-                    announce(&client, d, &topic);
+                if let (Some(d), true) = (&mut discovery, stored) {
+                    announce(
+                        &client,
+                        d,
+                        std::str::from_utf8(&p.topic).unwrap_or_default(),
+                    );
                 }
                 unacked.push_back(p);
             }
@@ -197,22 +201,21 @@ fn announce(client: &AsyncClient, discovery: &mut crate::homeassistant::Discover
     }
 }
 
-/// Validates and stores one message; its topic when it was valid and is stored (now or
-/// before).
+/// Validates and stores one message; whether it was valid and is stored (now or before).
 async fn handle(
     db: &Db,
     validators: &Validators,
     stats: &Stats,
     topic: &[u8],
     payload: &[u8],
-) -> Option<String> {
+) -> bool {
     let Ok(topic) = std::str::from_utf8(topic) else {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
-        return None;
+        return false;
     };
     // Clearing a retained message (an empty payload) is the broker's business, not data.
     if payload.is_empty() {
-        return None;
+        return false;
     }
     // Anyone who may publish under the tree picks the topic, and schema errors quote the
     // payload: both are cut and escaped before they reach the log.
@@ -220,15 +223,15 @@ async fn handle(
     let Some(parsed) = Topic::parse(topic) else {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("{shown}: not on the probegate topic tree; ignored");
-        return None;
+        return false;
     };
     if matches!(parsed, Topic::Command { .. }) {
-        return None;
+        return false;
     }
     if let Err(e) = validators.check(topic, payload) {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("refused: {}", Escaped::new(&e));
-        return None;
+        return false;
     }
     // A database error is retried: a message is acknowledged only once it is stored.
     let mut wait = Duration::from_millis(100);
@@ -236,17 +239,17 @@ async fn handle(
         match store::store(db, &parsed, payload).await {
             Ok(true) => {
                 stats.stored.fetch_add(1, Ordering::Relaxed);
-                return Some(topic.to_owned());
+                return true;
             }
             Ok(false) => {
                 stats.repeats.fetch_add(1, Ordering::Relaxed);
-                return Some(topic.to_owned());
+                return true;
             }
             Err(e) if e.root_cause().is::<serde_json::Error>() => {
                 // Valid by its schema yet not what this service reads: nothing to retry.
                 stats.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("{shown}: cannot read: {}", Escaped::new(&format!("{e:#}")));
-                return None;
+                return false;
             }
             Err(e) => {
                 tracing::error!(
