@@ -164,7 +164,17 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Resu
     } else {
         "CAST(universal AS DOUBLE PRECISION)"
     };
-    let mut hours = vec![(None, Vec::new()); 24];
+    // The day's interval beside its estimate: the hours' mean low and high.
+    let interval = if has_occupancy {
+        format!(
+            "{}, {}",
+            sum_if_all("occupancy_low_avg"),
+            sum_if_all("occupancy_high_avg")
+        )
+    } else {
+        "CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION)".to_owned()
+    };
+    let mut hours = vec![(None, Vec::new(), (None, None)); 24];
     // The hourly rollups are UTC hours, which are the store's hours in every zone a whole
     // number of hours from UTC; the weeks before are calendar weeks in the store's zone.
     let p = placeholders(3, sites.len());
@@ -175,7 +185,7 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Resu
         let rows = db
             .query(
                 &format!(
-                    "SELECT start_ms, CAST(SUM({column}) AS DOUBLE PRECISION) FROM rollup_hour \
+                    "SELECT start_ms, CAST(SUM({column}) AS DOUBLE PRECISION), {interval} FROM rollup_hour \
                      WHERE start_ms >= $1 AND start_ms < $2 AND site IN ({p}) GROUP BY start_ms"
                 ),
                 &params,
@@ -185,7 +195,10 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Resu
             let h = d.hour_of(r[0].int()) as usize;
             if let (Some(slot), Some(v)) = (hours.get_mut(h), r[1].float()) {
                 match week {
-                    0 => slot.0 = Some(v),
+                    0 => {
+                        slot.0 = Some(v);
+                        slot.2 = (r[2].float(), r[3].float());
+                    }
                     _ => slot.1.push(v),
                 }
             }
@@ -194,16 +207,20 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Resu
     let rows = hours
         .into_iter()
         .enumerate()
-        .filter(|(_, (today, base))| today.is_some() || !base.is_empty())
-        .map(|(h, (today, base))| {
+        .filter(|(_, (today, base, _))| today.is_some() || !base.is_empty())
+        .map(|(h, (today, base, (low, high)))| {
             let mean = (!base.is_empty()).then(|| base.iter().sum::<f64>() / base.len() as f64);
-            (format!("{h:02}:00"), h as f64, vec![today, mean])
+            let mut values = vec![today, mean];
+            if has_occupancy {
+                values.extend([low, high]);
+            }
+            (format!("{h:02}:00"), h as f64, values)
         })
         .collect();
     let (title, note) = if has_occupancy {
         (
             "Occupancy by hour vs baseline",
-            "Mean estimated people present per hour (occupancy plugin), against the same weekday's mean over the four weeks before (hourly rollups).",
+            "Mean estimated people present per hour (occupancy plugin), against the same weekday's mean over the four weeks before (hourly rollups). The shaded band is the day's interval: the hour's mean low and high.",
         )
     } else {
         (
@@ -211,18 +228,26 @@ pub async fn occupancy_vs_baseline(db: &Db, sites: &[String], day: &Day) -> Resu
             "No occupancy plugin reports here: distinct universal addresses per hour, against the same weekday over the four weeks before.",
         )
     };
+    let mut columns = vec![
+        format!("hour ({})", day.zone()),
+        "the day".into(),
+        "same weekday, 4-week mean".into(),
+    ];
+    if has_occupancy {
+        columns.extend(["low".into(), "high".into()]);
+    }
     Ok(Chart {
         id: "occupancy",
         title: title.into(),
         note: note.into(),
         kind: Kind::Lines,
-        columns: vec![
-            format!("hour ({})", day.zone()),
-            "the day".into(),
-            "same weekday, 4-week mean".into(),
-        ],
+        columns,
         rows,
-        band: None,
+        band: has_occupancy.then_some(Band {
+            line: 0,
+            low: 2,
+            high: 3,
+        }),
     })
 }
 

@@ -24,6 +24,8 @@ struct Expected {
     occupancy: Vec<Vec<String>>,
     /// The last window with an estimate: (estimate, low, high).
     occupancy_now: (f64, f64, f64),
+    /// Per UTC hour (HH:00): the mean estimate, low and high of its windows.
+    occupancy_hours: Vec<(String, [f64; 3])>,
 }
 
 fn hhmm(ms: u64) -> String {
@@ -40,7 +42,9 @@ fn shown(v: &serde_json::Value) -> String {
     }
 }
 
-fn occupancy_expected(sub: &Subscriber) -> (Vec<Vec<String>>, (f64, f64, f64)) {
+type Hourly = Vec<(String, [f64; 3])>;
+
+fn occupancy_expected(sub: &Subscriber) -> (Vec<Vec<String>>, (f64, f64, f64), Hourly) {
     let mut windows = sub.stream("occupancy", "occupancy");
     assert!(
         windows.len() > 5,
@@ -78,7 +82,20 @@ fn occupancy_expected(sub: &Subscriber) -> (Vec<Vec<String>>, (f64, f64, f64)) {
         .find(|w| w["estimate"].is_number())
         .unwrap();
     let f = |k: &str| last[k].as_f64().unwrap();
-    (rows, (f("estimate"), f("low"), f("high")))
+    let mut hours: std::collections::BTreeMap<u64, ([f64; 3], f64)> = Default::default();
+    for w in &windows {
+        let hour = w["window_start_ms"].as_u64().unwrap() / 3_600_000 * 3_600_000;
+        let slot = hours.entry(hour).or_default();
+        for (i, k) in ["estimate", "low", "high"].iter().enumerate() {
+            slot.0[i] += w[k].as_f64().unwrap();
+        }
+        slot.1 += 1.0;
+    }
+    let hourly = hours
+        .into_iter()
+        .map(|(h, (sums, n))| (hhmm(h), sums.map(|s| s / n)))
+        .collect();
+    (rows, (f("estimate"), f("low"), f("high")), hourly)
 }
 
 /// The text of every cell of a chart's data table, row by row (without the header).
@@ -134,8 +151,9 @@ fn expected(sub: &Subscriber) -> Expected {
         })
         .collect();
     intervals.sort();
-    let (occupancy, occupancy_now) = occupancy_expected(sub);
+    let (occupancy, occupancy_now, occupancy_hours) = occupancy_expected(sub);
     Expected {
+        occupancy_hours,
         occupancy,
         occupancy_now,
         universal: counts.iter().map(|c| n(&c["universal"])).sum(),
@@ -336,11 +354,27 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
         want.occupancy,
         "the occupancy table is the occupancy stream"
     );
-    let bands = c
-        .find_all(Locator::Css("#chart-occupancy-windows svg polygon"))
-        .await
-        .unwrap();
-    assert!(!bands.is_empty(), "the interval is drawn as a band");
+    for chart in ["occupancy-windows", "occupancy"] {
+        let bands = c
+            .find_all(Locator::Css(&format!("#chart-{chart} svg polygon")))
+            .await
+            .unwrap();
+        assert!(
+            !bands.is_empty(),
+            "{chart}: the interval is drawn as a band"
+        );
+    }
+    // The hourly chart (from the rollups): the day's mean estimate, low and high per hour
+    // are the means of the hour's windows (the table rounds to two decimals).
+    let hourly = table(c, "occupancy").await;
+    assert_eq!(hourly.len(), want.occupancy_hours.len(), "{hourly:?}");
+    for (row, (hour, means)) in hourly.iter().zip(&want.occupancy_hours) {
+        assert_eq!(&row[0], hour);
+        for (cell, mean) in [&row[1], &row[3], &row[4]].into_iter().zip(means) {
+            let shown: f64 = cell.parse().unwrap_or(f64::NAN);
+            assert!((shown - mean).abs() < 0.006, "{hour}: {row:?} vs {means:?}");
+        }
+    }
     let (e, l, h) = want.occupancy_now;
     assert_eq!(text(c, "#kpi-occupancy").await, format!("{e:.1}"));
     assert_eq!(
