@@ -20,6 +20,17 @@ pub struct Chart {
     /// The first column labels the rows; the others are series.
     pub columns: Vec<String>,
     pub rows: Vec<(String, f64, Vec<Option<f64>>)>,
+    /// On a line chart: a series drawn as a line inside a shaded band between two others
+    /// (its interval), which get no lines of their own.
+    pub band: Option<Band>,
+}
+
+/// Series indexes (0 = the first column after the label) of a line and its interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    pub line: usize,
+    pub low: usize,
+    pub high: usize,
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -82,7 +93,35 @@ impl Chart {
                         .x_desc(self.columns[0].as_str())
                         .draw()
                         .map_err(|e| e.to_string())?;
+                    if let Some(band) = self.band {
+                        let color = COLORS[band.line % COLORS.len()];
+                        let mut first = true;
+                        for run in self.band_runs(band) {
+                            let drawn = chart
+                                .draw_series(std::iter::once(Polygon::new(
+                                    run,
+                                    color.mix(0.22).filled(),
+                                )))
+                                .map_err(|e| e.to_string())?;
+                            if std::mem::take(&mut first) {
+                                let label = format!(
+                                    "{}–{}",
+                                    self.columns[band.low + 1],
+                                    self.columns[band.high + 1]
+                                );
+                                drawn.label(label).legend(move |(x, y)| {
+                                    Rectangle::new(
+                                        [(x, y - 5), (x + 16, y + 5)],
+                                        color.mix(0.22).filled(),
+                                    )
+                                });
+                            }
+                        }
+                    }
                     for s in 0..series {
+                        if self.band.is_some_and(|b| s == b.low || s == b.high) {
+                            continue;
+                        }
                         let color = COLORS[s % COLORS.len()];
                         let points: Vec<(f64, f64)> = self
                             .rows
@@ -161,6 +200,32 @@ impl Chart {
     }
 }
 
+impl Chart {
+    /// The band's outline for each run of rows that have both edges: along the high edge,
+    /// then back along the low one. A row without an edge breaks the band rather than
+    /// bridging it with a guess.
+    fn band_runs(&self, band: Band) -> Vec<Vec<(f64, f64)>> {
+        let mut runs = Vec::new();
+        let mut run: Vec<(f64, f64, f64)> = Vec::new();
+        let mut close = |run: &mut Vec<(f64, f64, f64)>| {
+            if !run.is_empty() {
+                let mut outline: Vec<(f64, f64)> = run.iter().map(|(x, _, h)| (*x, *h)).collect();
+                outline.extend(run.iter().rev().map(|(x, l, _)| (*x, *l)));
+                runs.push(outline);
+                run.clear();
+            }
+        };
+        for (_, x, values) in &self.rows {
+            match (values[band.low], values[band.high]) {
+                (Some(l), Some(h)) => run.push((*x, l, h)),
+                _ => close(&mut run),
+            }
+        }
+        close(&mut run);
+        runs
+    }
+}
+
 fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
@@ -185,6 +250,7 @@ mod tests {
                 ("10:00".into(), 10.0, vec![Some(3.0), Some(7.0)]),
                 ("11:00".into(), 11.0, vec![Some(2.5), None]),
             ],
+            band: None,
         };
         assert_eq!(
             chart.csv(),
@@ -199,5 +265,60 @@ mod tests {
             ..chart
         };
         assert!(lines.svg().unwrap().contains("<polyline"));
+    }
+
+    #[test]
+    fn an_interval_is_a_shaded_band_around_its_line_broken_where_an_edge_is_missing() {
+        let row = |x: f64, e: f64, l: Option<f64>, h: Option<f64>| {
+            (format!("{x}"), x, vec![Some(e), l, h])
+        };
+        let chart = Chart {
+            id: "t",
+            title: "t".into(),
+            note: String::new(),
+            kind: Kind::Lines,
+            columns: vec![
+                "window".into(),
+                "estimate".into(),
+                "low".into(),
+                "high".into(),
+            ],
+            rows: vec![
+                row(10.0, 5.0, Some(4.0), Some(7.0)),
+                row(10.25, 6.0, Some(5.0), Some(8.0)),
+                row(10.5, 6.0, None, None),
+                row(10.75, 2.0, Some(1.0), Some(3.0)),
+            ],
+            band: Some(Band {
+                line: 0,
+                low: 1,
+                high: 2,
+            }),
+        };
+        let runs = chart.band_runs(chart.band.unwrap());
+        assert_eq!(
+            runs,
+            vec![
+                vec![(10.0, 7.0), (10.25, 8.0), (10.25, 5.0), (10.0, 4.0)],
+                vec![(10.75, 3.0), (10.75, 1.0)],
+            ]
+        );
+        let svg = chart.svg().unwrap();
+        assert_eq!(svg.matches("<polygon").count(), 2, "{svg}");
+        // The estimate is a line; its edges are the band, not lines of their own (nor
+        // legend entries): four polylines fewer than the same chart drawn as three lines.
+        let plain = Chart {
+            band: None,
+            ..chart.clone()
+        }
+        .svg()
+        .unwrap();
+        assert_eq!(plain.matches("<polygon").count(), 0);
+        assert_eq!(
+            plain.matches("<polyline").count() - svg.matches("<polyline").count(),
+            4
+        );
+        assert!(svg.contains("low–high"), "the legend names the band");
+        assert!(chart.csv().starts_with("window,estimate,low,high\n"));
     }
 }

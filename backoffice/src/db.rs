@@ -137,6 +137,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/0002_consent_summary_log.sql"),
     ),
+    (3, include_str!("../migrations/0003_occupancy_interval.sql")),
 ];
 
 impl Db {

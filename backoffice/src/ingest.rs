@@ -81,7 +81,12 @@ pub struct Ingest {
 }
 
 /// Connects, and runs the ingest loop on its own task for as long as the service runs.
-pub fn start(broker: &Broker, group: &str, db: Db) -> Ingest {
+pub fn start(
+    broker: &Broker,
+    group: &str,
+    db: Db,
+    discovery: Option<crate::homeassistant::Discovery>,
+) -> Ingest {
     let mut id_bytes = [0u8; 6];
     getrandom::fill(&mut id_bytes).expect("the OS random number generator works");
     let id = format!(
@@ -99,7 +104,14 @@ pub fn start(broker: &Broker, group: &str, db: Db) -> Ingest {
     let (client, eventloop) = AsyncClient::new(options, 1000);
     let stats = Arc::new(Stats::default());
     let shared = format!("$share/{group}/{}", probegate_contract::topic::ALL);
-    tokio::spawn(run(client.clone(), eventloop, shared, db, stats.clone()));
+    tokio::spawn(run(
+        client.clone(),
+        eventloop,
+        shared,
+        db,
+        stats.clone(),
+        discovery,
+    ));
     Ingest { client, stats }
 }
 
@@ -109,6 +121,7 @@ async fn run(
     shared: String,
     db: Db,
     stats: Arc<Stats>,
+    mut discovery: Option<crate::homeassistant::Discovery>,
 ) {
     let validators = Validators::new();
     // Acks wait here when the client's request queue is full: awaiting room there would stop
@@ -125,6 +138,9 @@ async fn run(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!("connected to the broker; subscribing to {shared}");
+                if let Some(d) = &mut discovery {
+                    d.forget();
+                }
                 let mut topics = vec![shared.clone()];
                 topics.extend(RETAINED.iter().map(|t| t.to_string()));
                 for topic in topics {
@@ -138,7 +154,14 @@ async fn run(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                handle(&db, &validators, &stats, &p.topic, &p.payload).await;
+                let stored = handle(&db, &validators, &stats, &p.topic, &p.payload).await;
+                if let (Some(d), true) = (&mut discovery, stored) {
+                    announce(
+                        &client,
+                        d,
+                        std::str::from_utf8(&p.topic).unwrap_or_default(),
+                    );
+                }
                 unacked.push_back(p);
             }
             Ok(_) => {}
@@ -151,14 +174,48 @@ async fn run(
     }
 }
 
-async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], payload: &[u8]) {
+/// Publishes a gateway's Home Assistant sensor config the first time one of its occupancy
+/// windows is stored. `try_publish`: awaiting room in the client's queue would stop this loop
+/// from polling the event loop; a full queue leaves the gateway for its next window.
+fn announce(client: &AsyncClient, discovery: &mut crate::homeassistant::Discovery, topic: &str) {
+    use crate::homeassistant::{PLUGIN, STREAM};
+    let Some(Topic::Plugin {
+        site,
+        gateway,
+        plugin: PLUGIN,
+        stream: STREAM,
+    }) = Topic::parse(topic)
+    else {
+        return;
+    };
+    if !discovery.needs(site, gateway) {
+        return;
+    }
+    let (config_topic, config) = discovery.sensor(site, gateway);
+    match client.try_publish(config_topic, QoS::AtLeastOnce, true, config.to_string()) {
+        Ok(()) => {
+            tracing::info!("Home Assistant discovery: announced the occupancy of {site}/{gateway}");
+            discovery.done(site, gateway);
+        }
+        Err(e) => tracing::warn!("Home Assistant discovery: {e}; retrying with the next window"),
+    }
+}
+
+/// Validates and stores one message; whether it was valid and is stored (now or before).
+async fn handle(
+    db: &Db,
+    validators: &Validators,
+    stats: &Stats,
+    topic: &[u8],
+    payload: &[u8],
+) -> bool {
     let Ok(topic) = std::str::from_utf8(topic) else {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
-        return;
+        return false;
     };
     // Clearing a retained message (an empty payload) is the broker's business, not data.
     if payload.is_empty() {
-        return;
+        return false;
     }
     // Anyone who may publish under the tree picks the topic, and schema errors quote the
     // payload: both are cut and escaped before they reach the log.
@@ -166,15 +223,15 @@ async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], p
     let Some(parsed) = Topic::parse(topic) else {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("{shown}: not on the probegate topic tree; ignored");
-        return;
+        return false;
     };
     if matches!(parsed, Topic::Command { .. }) {
-        return;
+        return false;
     }
     if let Err(e) = validators.check(topic, payload) {
         stats.invalid.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("refused: {}", Escaped::new(&e));
-        return;
+        return false;
     }
     // A database error is retried: a message is acknowledged only once it is stored.
     let mut wait = Duration::from_millis(100);
@@ -182,17 +239,17 @@ async fn handle(db: &Db, validators: &Validators, stats: &Stats, topic: &[u8], p
         match store::store(db, &parsed, payload).await {
             Ok(true) => {
                 stats.stored.fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
             Ok(false) => {
                 stats.repeats.fetch_add(1, Ordering::Relaxed);
-                return;
+                return true;
             }
             Err(e) if e.root_cause().is::<serde_json::Error>() => {
                 // Valid by its schema yet not what this service reads: nothing to retry.
                 stats.invalid.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("{shown}: cannot read: {}", Escaped::new(&format!("{e:#}")));
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::error!(

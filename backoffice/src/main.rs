@@ -5,8 +5,12 @@ mod charts;
 mod config;
 mod consent;
 mod db;
+mod export;
+mod homeassistant;
 mod ingest;
+mod localtime;
 mod queries;
+mod ratelimit;
 mod rollup;
 mod store;
 mod web;
@@ -25,7 +29,7 @@ struct Cli {
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
     /// sqlite:PATH (one file, the default) or postgres://user@host:port/database.
-    #[arg(long, default_value = "sqlite:backoffice.db")]
+    #[arg(long, default_value = "sqlite:backoffice.db", global = true)]
     db: String,
     /// Where the dashboard listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -45,6 +49,15 @@ struct Cli {
 enum Command {
     /// Print an Argon2id hash of the password read from stdin, for the config's users.
     HashPassword,
+    /// Write the stored enveloped messages of --db to stdout, for Kafka (docs/backoffice.md).
+    Export {
+        /// One JSON line per message: {"topic", "key", "partition_key", "value"}.
+        #[arg(long)]
+        jsonl: bool,
+        /// Only messages whose time_ms (pipeline time) is at or after this.
+        #[arg(long, default_value_t = 0)]
+        since_ms: i64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +70,27 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Export { jsonl, since_ms }) => {
+            if !jsonl {
+                eprintln!("error: export writes one format, JSON lines: pass --jsonl");
+                return std::process::ExitCode::from(2);
+            }
+            let db_url = cli.db.clone();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let db = db::Db::open(&db_url).await?;
+                        let stdout = std::io::stdout();
+                        let mut out = std::io::BufWriter::new(stdout.lock());
+                        let n = export::jsonl(&db, since_ms, &mut out).await?;
+                        tracing::info!("exported {n} messages");
+                        anyhow::Ok(())
+                    })
+                })
+        }
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -99,7 +133,11 @@ async fn serve(cli: Cli) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
-    let ingest = ingest::start(&broker, &cli.group, db.clone());
+    let discovery = config
+        .home_assistant
+        .discovery
+        .then(|| homeassistant::Discovery::new(&config.home_assistant.prefix));
+    let ingest = ingest::start(&broker, &cli.group, db.clone(), discovery);
     tokio::spawn(maintain(
         db.clone(),
         config.retention.raw_days,
@@ -117,6 +155,8 @@ async fn serve(cli: Cli) -> Result<()> {
         broker.port
     );
     let app = web::router(db, config, ingest.stats.clone(), ingest.client.clone());
+    // The peer's address, for the opt-out page's rate limit.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

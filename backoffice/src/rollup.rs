@@ -15,22 +15,29 @@ pub async fn roll_up(db: &Db, since_ms: i64) -> Result<()> {
         let from = since_ms - since_ms.rem_euclid(len);
         // Integer division buckets the same way in SQLite and PostgreSQL.
         let sql = format!(
-            "INSERT INTO {table} (site, start_ms, universal, randomized, visitors, passers_by, occupancy_avg) \
+            "INSERT INTO {table} (site, start_ms, universal, randomized, visitors, passers_by, occupancy_avg, \
+               occupancy_low_avg, occupancy_high_avg) \
              SELECT site, start_ms, CAST(SUM(u) AS BIGINT), CAST(SUM(r) AS BIGINT), CAST(SUM(v) AS BIGINT), \
-                    CAST(SUM(p) AS BIGINT), CAST(MAX(o) AS DOUBLE PRECISION) FROM ( \
+                    CAST(SUM(p) AS BIGINT), CAST(MAX(o) AS DOUBLE PRECISION), CAST(MAX(lo) AS DOUBLE PRECISION), \
+                    CAST(MAX(hi) AS DOUBLE PRECISION) FROM ( \
                SELECT site, (interval_start_ms / {len}) * {len} AS start_ms, COALESCE(universal, 0) AS u, \
-                      COALESCE(randomized, 0) AS r, 0 AS v, 0 AS p, CAST(NULL AS DOUBLE PRECISION) AS o \
+                      COALESCE(randomized, 0) AS r, 0 AS v, 0 AS p, CAST(NULL AS DOUBLE PRECISION) AS o, \
+                      CAST(NULL AS DOUBLE PRECISION) AS lo, CAST(NULL AS DOUBLE PRECISION) AS hi \
                  FROM counts WHERE interval_start_ms >= $1 \
                UNION ALL \
-               SELECT site, (interval_start_ms / {len}) * {len}, 0, 0, COALESCE(visitors, 0), COALESCE(passers_by, 0), CAST(NULL AS DOUBLE PRECISION) \
+               SELECT site, (interval_start_ms / {len}) * {len}, 0, 0, COALESCE(visitors, 0), COALESCE(passers_by, 0), \
+                      CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS DOUBLE PRECISION) \
                  FROM visits WHERE interval_start_ms >= $1 \
                UNION ALL \
-               SELECT site, start_ms, 0, 0, 0, 0, AVG(estimate) FROM ( \
-                 SELECT site, (window_start_ms / {len}) * {len} AS start_ms, estimate FROM occupancy WHERE window_start_ms >= $1 \
+               SELECT site, start_ms, 0, 0, 0, 0, AVG(estimate), \
+                      CASE WHEN COUNT(low) = COUNT(*) THEN AVG(low) END, CASE WHEN COUNT(high) = COUNT(*) THEN AVG(high) END \
+                 FROM ( \
+                 SELECT site, (window_start_ms / {len}) * {len} AS start_ms, estimate, low, high FROM occupancy WHERE window_start_ms >= $1 \
                ) o GROUP BY site, start_ms \
              ) parts GROUP BY site, start_ms \
              ON CONFLICT (site, start_ms) DO UPDATE SET universal = excluded.universal, randomized = excluded.randomized, \
-               visitors = excluded.visitors, passers_by = excluded.passers_by, occupancy_avg = excluded.occupancy_avg"
+               visitors = excluded.visitors, passers_by = excluded.passers_by, occupancy_avg = excluded.occupancy_avg, \
+               occupancy_low_avg = excluded.occupancy_low_avg, occupancy_high_avg = excluded.occupancy_high_avg"
         );
         db.execute(&sql, &[V::from(from)]).await?;
     }
@@ -106,7 +113,52 @@ mod tests {
             .await
             .unwrap();
         }
+        // Occupancy: two windows in hour 10 with an interval, one in hour 11 of which only
+        // one of two windows has one (an older plugin version beside a newer).
+        for (i, (t, e, l, h)) in [
+            (day + 10 * HOUR, 4.0, Some(3.0), Some(6.0)),
+            (day + 10 * HOUR + 900_000, 6.0, Some(5.0), Some(9.0)),
+            (day + 11 * HOUR, 2.0, Some(1.0), Some(3.0)),
+            (day + 11 * HOUR + 900_000, 2.0, None, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            db.execute(
+                "INSERT INTO occupancy (site, gateway, boot_id, seq, window_start_ms, window_end_ms, estimate, partial, low, high) \
+                 VALUES ('s', 'g', 'b', $1, $2, $3, $4, 0, $5, $6)",
+                &[
+                    V::from(100 + i as i64),
+                    V::from(t),
+                    V::from(t + 900_000),
+                    V::from(e),
+                    V::from(l),
+                    V::from(h),
+                ],
+            )
+            .await
+            .unwrap();
+        }
         roll_up(&db, day - 41 * DAY).await.unwrap();
+        let occupancy = db
+            .query(
+                "SELECT occupancy_avg, occupancy_low_avg, occupancy_high_avg FROM rollup_hour \
+                 WHERE occupancy_avg IS NOT NULL ORDER BY start_ms",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.iter().map(V::float).collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            occupancy,
+            vec![
+                vec![Some(5.0), Some(4.0), Some(7.5)],
+                vec![Some(2.0), None, None],
+            ],
+            "an hour's interval is the mean of its windows', and none where one lacks it"
+        );
         assert_eq!(
             count(
                 &db,

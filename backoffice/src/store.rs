@@ -205,10 +205,13 @@ async fn store_envelope(db: &Db, topic: &Topic<'_>, e: &Envelope, now: i64) -> R
                 o.window_end_ms.into(),
                 o.estimate.into(),
                 o.partial.into(),
+                o.low.into(),
+                o.high.into(),
+                o.method.into(),
             ]);
             db.execute(
-                "INSERT INTO occupancy (site, gateway, boot_id, seq, window_start_ms, window_end_ms, estimate, partial) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                "INSERT INTO occupancy (site, gateway, boot_id, seq, window_start_ms, window_end_ms, estimate, partial, low, high, method) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                 &p,
             )
             .await?;

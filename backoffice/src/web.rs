@@ -8,7 +8,7 @@ use crate::db::Db;
 use crate::ingest::Stats;
 use crate::queries;
 use axum::Router;
-use axum::extract::{Form, Path, State};
+use axum::extract::{ConnectInfo, Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -25,13 +25,19 @@ pub struct App {
     /// Publishes consent commands.
     pub mqtt: rumqttc::v5::AsyncClient,
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+    optout_limit: crate::ratelimit::RateLimit,
 }
 
 const COOKIE: &str = "probegate_session";
 const SESSION: Duration = Duration::from_secs(12 * 3600);
 
 pub fn router(db: Db, config: Config, stats: Arc<Stats>, mqtt: rumqttc::v5::AsyncClient) -> Router {
+    let optout_limit = crate::ratelimit::RateLimit::new(
+        config.optout.per_address_per_hour,
+        Duration::from_secs(3600),
+    );
     let app = Arc::new(App {
+        optout_limit,
         db,
         config,
         stats,
@@ -259,44 +265,23 @@ async fn group_page(
     }
 }
 
-async fn charts(db: &Db, sites: &[String], day: i64) -> anyhow::Result<Vec<Chart>> {
+async fn charts(
+    db: &Db,
+    sites: &[String],
+    day: &crate::localtime::Day,
+) -> anyhow::Result<Vec<Chart>> {
     Ok(vec![
         queries::occupancy_vs_baseline(db, sites, day).await?,
+        queries::occupancy_windows(db, sites, day).await?,
         queries::visitors(db, sites, day).await?,
         queries::dwell(db, sites, day).await?,
         queries::devices(db, sites, day).await?,
     ])
 }
 
-fn date(ms: i64) -> String {
-    // Civil date from days since the epoch (UTC), without a date library.
-    let days = ms.div_euclid(queries::DAY);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const WEEKDAYS: [&str; 7] = [
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-    ];
-    format!(
-        "{} {y:04}-{m:02}-{d:02}",
-        WEEKDAYS[days.rem_euclid(7) as usize]
-    )
-}
-
 async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[String]) -> Response {
-    let latest = match queries::latest(&app.db, sites).await {
+    let tz = app.config.zone_of(sites);
+    let latest = match queries::latest(&app.db, sites, &tz).await {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
@@ -314,27 +299,30 @@ async fn dashboard(app: &App, user: &str, scope: &str, name: &str, sites: &[Stri
         );
     }
     if let Some((day, end)) = latest {
-        let k = match queries::kpis(&app.db, sites, day).await {
+        let k = match queries::kpis(&app.db, sites, &day).await {
             Ok(k) => k,
             Err(e) => return fail(e),
         };
         let _ = write!(
             body,
-            "<p class=\"note\">The day: <span id=\"day\">{}</span> (UTC), the latest with data; data up to {}.</p><div class=\"kpis\">\
-             <div class=\"kpi\">Occupancy now<b id=\"kpi-occupancy\">{}</b></div>\
+            "<p class=\"note\">The day: <span id=\"day\">{}</span> ({}), the latest with data; data up to {}.</p><div class=\"kpis\">\
+             <div class=\"kpi\">Occupancy now<b id=\"kpi-occupancy\">{}</b><small class=\"note\">likely <span id=\"kpi-occupancy-interval\">{}</span></small></div>\
              <div class=\"kpi\">Visitors<b id=\"kpi-visitors\">{}</b></div>\
              <div class=\"kpi\">Passers-by<b id=\"kpi-passers-by\">{}</b></div>\
              <div class=\"kpi\">Universal addresses<b id=\"kpi-universal\">{}</b></div>\
              <div class=\"kpi\">Randomized addresses<b id=\"kpi-randomized\">{}</b></div></div><p></p>",
-            date(day),
-            &queries::hhmm(end),
+            day.date(),
+            esc(&day.zone()),
+            day.minute_label(end),
             k.occupancy_now.map_or("–".into(), |o| format!("{o:.1}")),
+            k.occupancy_interval
+                .map_or(String::new(), |(l, h)| format!("{l:.1}–{h:.1}")),
             k.visitors,
             k.passers_by,
             k.universal,
             k.randomized
         );
-        let charts = match charts(&app.db, sites, day).await {
+        let charts = match charts(&app.db, sites, &day).await {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
@@ -443,12 +431,13 @@ async fn csv(
         },
         _ => return (StatusCode::NOT_FOUND, "scope is site or group").into_response(),
     };
-    let day = match queries::latest(&app.db, &sites).await {
+    let tz = app.config.zone_of(&sites);
+    let day = match queries::latest(&app.db, &sites, &tz).await {
         Ok(Some((day, _))) => day,
         Ok(None) => return (StatusCode::NOT_FOUND, "no data").into_response(),
         Err(e) => return fail(e),
     };
-    let charts = match charts(&app.db, &sites, day).await {
+    let charts = match charts(&app.db, &sites, &day).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -560,11 +549,44 @@ fn optout_form(site: &str, message: &str) -> String {
     )
 }
 
+/// The client's address: the peer's, or behind a trusted reverse proxy the address the proxy
+/// appended to `X-Forwarded-For`.
+fn client_address(app: &App, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    if !app.config.optout.trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 async fn optout_submit(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     Path(site): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let client = client_address(&app, peer.ip(), &headers);
+    if !app.optout_limit.allow(client, Instant::now()) {
+        tracing::warn!("opt-out page: rate limit reached by one client address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "3600")],
+            page(
+                "Opt out",
+                None,
+                "<section><h1>Opt out of footfall counting</h1><p class=\"error\" id=\"rate-limited\">\
+                 Too many requests from your network. Please try again in an hour, or ask the store's staff.</p></section>",
+            ),
+        )
+            .into_response();
+    }
     let mac = form.get("mac").cloned().unwrap_or_default();
     match consent::opt_out(&app, &site, &mac, "public").await {
         Ok(request) => Redirect::to(&format!("/optout/{site}/{request}")).into_response(),

@@ -111,6 +111,15 @@ pub struct Occupancy {
     pub window_end_ms: u64,
     /// `null` when there was nothing to estimate from.
     pub estimate: Option<f64>,
+    /// The interval around the estimate (`linked-devices/2` and later); absent from older
+    /// plugin versions, `null` where the host suppressed it.
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    /// How the estimate was made (`linked-devices/2`); absent from older plugin versions.
+    #[serde(default)]
+    pub method: Option<String>,
     pub partial: bool,
 }
 
@@ -159,4 +168,37 @@ pub struct SignedConsentCommand {
     pub site: String,
     pub sequence: u64,
     pub signature: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occupancy_reads_the_interval_and_still_reads_versions_without_it() {
+        // From plugins/examples/occupancy/README.md (linked-devices/2).
+        let v2: Occupancy = serde_json::from_str(
+            r#"{"window_start_ms":1676544300000,"window_end_ms":1676545200000,"estimate":15.8,"low":13.5,
+             "high":19.9,"method":"linked-devices/2","devices":26,"partial":false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (v2.estimate, v2.low, v2.high),
+            (Some(15.8), Some(13.5), Some(19.9))
+        );
+        assert_eq!(v2.method.as_deref(), Some("linked-devices/2"));
+        let v1: Occupancy = serde_json::from_str(
+            r#"{"window_start_ms":0,"window_end_ms":900000,"estimate":3.0,"partial":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (v1.estimate, v1.low, v1.high, v1.method),
+            (Some(3.0), None, None, None)
+        );
+        let suppressed: Occupancy = serde_json::from_str(
+            r#"{"window_start_ms":0,"window_end_ms":900000,"estimate":null,"low":null,"high":null,"partial":false}"#,
+        )
+        .unwrap();
+        assert_eq!((suppressed.low, suppressed.high), (None, None));
+    }
 }

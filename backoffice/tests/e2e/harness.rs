@@ -209,6 +209,11 @@ impl Subscriber {
             .count()
     }
 
+    /// Every message so far: (topic, payload as JSON, or null if it was not JSON).
+    pub fn all(&self) -> Vec<(String, serde_json::Value)> {
+        self.lines.lock().unwrap().clone()
+    }
+
     /// The last payload on `topic`.
     pub fn last(&self, topic: &str) -> serde_json::Value {
         let lines = self.lines.lock().unwrap();
@@ -235,6 +240,28 @@ impl Subscriber {
             .collect();
         keys.len()
     }
+}
+
+/// What the broker retains under `filter`: (retained flag, topic, payload), read by a fresh
+/// mosquitto_sub that listens for two seconds.
+pub fn retained(broker: &Broker, filter: &str) -> Vec<(bool, String, String)> {
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args(["-t", filter, "-F", "%r %t %p", "-W", "2"])
+        .output()
+        .expect("mosquitto_sub is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let flag = parts.next()?;
+            Some((
+                flag == "1",
+                parts.next()?.to_owned(),
+                parts.next().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// A PostgreSQL server of the test's own: initdb in a temporary directory, on a free port.

@@ -2,6 +2,7 @@
 //! capture through the real plugins, the back office on SQLite or PostgreSQL, and a headless
 //! chromium that signs in and reads the dashboard.
 
+mod ecosystem;
 mod fleet;
 mod harness;
 mod optout;
@@ -18,6 +19,114 @@ struct Expected {
     passers_by: u64,
     /// (interval start HH:MM, universal, randomized, probe requests) per `counts` message.
     intervals: Vec<(String, u64, u64, u64)>,
+    /// (window start HH:MM, estimate, low, high) per `occupancy` message, as the table
+    /// prints them.
+    occupancy: Vec<Vec<String>>,
+    /// The last window with an estimate: (estimate, low, high).
+    occupancy_now: (f64, f64, f64),
+    /// Per UTC hour (HH:00): the mean estimate, low and high of its windows.
+    occupancy_hours: Vec<(String, [f64; 3])>,
+}
+
+fn hhmm(ms: u64) -> String {
+    let m = (ms % 86_400_000) / 60_000;
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+/// A number as the dashboard's tables print it (integers without decimals, else two).
+fn shown(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        None => String::new(),
+        Some(f) if f.fract() == 0.0 => format!("{f:.0}"),
+        Some(f) => format!("{f:.2}"),
+    }
+}
+
+type Hourly = Vec<(String, [f64; 3])>;
+
+fn occupancy_expected(sub: &Subscriber) -> (Vec<Vec<String>>, (f64, f64, f64), Hourly) {
+    let mut windows = sub.stream("occupancy", "occupancy");
+    assert!(
+        windows.len() > 5,
+        "the replay published occupancy: {}",
+        windows.len()
+    );
+    windows.sort_by_key(|w| w["window_start_ms"].as_u64().unwrap());
+    let mut with_interval = 0;
+    for w in &windows {
+        assert_eq!(w["method"], "linked-devices/2", "{w}");
+        if let (Some(l), Some(e), Some(h)) = (
+            w["low"].as_f64(),
+            w["estimate"].as_f64(),
+            w["high"].as_f64(),
+        ) {
+            assert!(l <= e && e <= h, "{w}");
+            with_interval += usize::from(h > l);
+        }
+    }
+    assert!(with_interval > 3, "intervals with a width: {with_interval}");
+    let rows = windows
+        .iter()
+        .map(|w| {
+            vec![
+                hhmm(w["window_start_ms"].as_u64().unwrap()),
+                shown(&w["estimate"]),
+                shown(&w["low"]),
+                shown(&w["high"]),
+            ]
+        })
+        .collect();
+    let last = windows
+        .iter()
+        .rev()
+        .find(|w| w["estimate"].is_number())
+        .unwrap();
+    let f = |k: &str| last[k].as_f64().unwrap();
+    let mut hours: std::collections::BTreeMap<u64, ([f64; 3], f64)> = Default::default();
+    for w in &windows {
+        let hour = w["window_start_ms"].as_u64().unwrap() / 3_600_000 * 3_600_000;
+        let slot = hours.entry(hour).or_default();
+        for (i, k) in ["estimate", "low", "high"].iter().enumerate() {
+            slot.0[i] += w[k].as_f64().unwrap();
+        }
+        slot.1 += 1.0;
+    }
+    let hourly = hours
+        .into_iter()
+        .map(|(h, (sums, n))| (hhmm(h), sums.map(|s| s / n)))
+        .collect();
+    (rows, (f("estimate"), f("low"), f("high")), hourly)
+}
+
+/// The text of every cell of a chart's data table, row by row (without the header).
+async fn table(c: &fantoccini::Client, chart: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for tr in c
+        .find_all(Locator::Css(&format!("#chart-{chart} table tr")))
+        .await
+        .unwrap()
+        .iter()
+        .skip(1)
+    {
+        let mut v = Vec::new();
+        for td in tr.find_all(Locator::Css("td")).await.unwrap() {
+            v.push(td.text().await.unwrap());
+        }
+        rows.push(v);
+    }
+    rows
+}
+
+/// A CSV download, fetched from the signed-in page with its cookie.
+async fn fetch_text(c: &fantoccini::Client, path: &str) -> String {
+    let text = c
+        .execute_async(
+            "fetch(arguments[0]).then(r => r.text()).then(arguments[1])",
+            vec![serde_json::json!(path)],
+        )
+        .await
+        .unwrap();
+    text.as_str().unwrap_or_default().to_owned()
 }
 
 fn expected(sub: &Subscriber) -> Expected {
@@ -42,7 +151,11 @@ fn expected(sub: &Subscriber) -> Expected {
         })
         .collect();
     intervals.sort();
+    let (occupancy, occupancy_now, occupancy_hours) = occupancy_expected(sub);
     Expected {
+        occupancy_hours,
+        occupancy,
+        occupancy_now,
         universal: counts.iter().map(|c| n(&c["universal"])).sum(),
         randomized: counts.iter().map(|c| n(&c["randomized"])).sum(),
         visitors: visits.iter().map(|v| n(&v["universal"]["visitors"])).sum(),
@@ -52,10 +165,7 @@ fn expected(sub: &Subscriber) -> Expected {
             .sum(),
         intervals: intervals
             .into_iter()
-            .map(|(t, u, r, s)| {
-                let m = (t % 86_400_000) / 60_000;
-                (format!("{:02}:{:02}", m / 60, m % 60), u, r, s)
-            })
+            .map(|(t, u, r, s)| (hhmm(t), u, r, s))
             .collect(),
     }
 }
@@ -127,6 +237,8 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
         }
     }
     let want = expected(&sub);
+    // Home Assistant discovery is off unless the config switches it on.
+    assert_eq!(retained(&broker, "homeassistant/#"), vec![]);
     // Exactly once: one row per enveloped message on the broker, however many instances
     // and deliveries (retained plugin statuses arrive on two subscriptions).
     let envelopes = sub.distinct_envelopes();
@@ -203,7 +315,13 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
     );
 
     // Every chart is drawn, and the devices chart's table is the counts stream, row by row.
-    for chart in ["occupancy", "visitors", "dwell", "devices"] {
+    for chart in [
+        "occupancy",
+        "occupancy-windows",
+        "visitors",
+        "dwell",
+        "devices",
+    ] {
         let svg = c
             .find_all(Locator::Css(&format!("#chart-{chart} svg")))
             .await
@@ -221,27 +339,55 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
             marks.len()
         );
     }
-    let mut rows = Vec::new();
-    for tr in c
-        .find_all(Locator::Css("#chart-devices table tr"))
-        .await
-        .unwrap()
-        .iter()
-        .skip(1)
-    {
-        let cells = tr.find_all(Locator::Css("td")).await.unwrap();
-        let mut v = Vec::new();
-        for td in cells {
-            v.push(td.text().await.unwrap());
-        }
-        rows.push(v);
-    }
+    let rows = table(c, "devices").await;
     let want_rows: Vec<Vec<String>> = want
         .intervals
         .iter()
         .map(|(t, u, r, s)| vec![t.clone(), u.to_string(), r.to_string(), s.to_string()])
         .collect();
     assert_eq!(rows, want_rows, "the devices table is the counts stream");
+
+    // Occupancy with its uncertainty: the window table is the occupancy stream (estimate,
+    // low, high), the interval is drawn as a band, and "now" is the last window's.
+    assert_eq!(
+        table(c, "occupancy-windows").await,
+        want.occupancy,
+        "the occupancy table is the occupancy stream"
+    );
+    for chart in ["occupancy-windows", "occupancy"] {
+        let bands = c
+            .find_all(Locator::Css(&format!("#chart-{chart} svg polygon")))
+            .await
+            .unwrap();
+        assert!(
+            !bands.is_empty(),
+            "{chart}: the interval is drawn as a band"
+        );
+    }
+    // The hourly chart (from the rollups): the day's mean estimate, low and high per hour
+    // are the means of the hour's windows (the table rounds to two decimals).
+    let hourly = table(c, "occupancy").await;
+    assert_eq!(hourly.len(), want.occupancy_hours.len(), "{hourly:?}");
+    for (row, (hour, means)) in hourly.iter().zip(&want.occupancy_hours) {
+        assert_eq!(&row[0], hour);
+        for (cell, mean) in [&row[1], &row[3], &row[4]].into_iter().zip(means) {
+            let shown: f64 = cell.parse().unwrap_or(f64::NAN);
+            assert!((shown - mean).abs() < 0.006, "{hour}: {row:?} vs {means:?}");
+        }
+    }
+    let (e, l, h) = want.occupancy_now;
+    assert_eq!(text(c, "#kpi-occupancy").await, format!("{e:.1}"));
+    assert_eq!(
+        text(c, "#kpi-occupancy-interval").await,
+        format!("{l:.1}–{h:.1}")
+    );
+    let occupancy_csv = fetch_text(c, "/csv/site/test-store/occupancy-windows").await;
+    let mut want_csv = String::from("window start (UTC),estimate,low,high\n");
+    for r in &want.occupancy {
+        want_csv += &r.join(",");
+        want_csv += "\n";
+    }
+    assert_eq!(occupancy_csv, want_csv);
 
     // Gateway health: online state went offline at the end of the replay, plugins running.
     let health_row = text(c, "#health tr.gateway").await;
@@ -264,15 +410,7 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
     assert!(png.len() > 20_000, "a real screenshot: {} bytes", png.len());
 
     // The CSV export of a chart is its table.
-    // A download, not a page: fetched from the signed-in page, with its cookie.
-    let csv_text = c
-        .execute_async(
-            "fetch(arguments[0]).then(r => r.text()).then(arguments[1])",
-            vec![serde_json::json!("/csv/site/test-store/devices")],
-        )
-        .await
-        .unwrap();
-    let csv_text = csv_text.as_str().unwrap_or_default().to_owned();
+    let csv_text = fetch_text(c, "/csv/site/test-store/devices").await;
     assert!(
         csv_text.starts_with("interval start (UTC),universal,randomized,probe requests\n"),
         "{csv_text}"

@@ -304,3 +304,85 @@ fn probegate_contract_id(raw: &[u8]) -> String {
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A form POST on loopback with extra headers: (status code, body).
+fn post(url: &str, body: &str, extra_headers: &str) -> (u16, String) {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "POST /{path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// The public form is limited per client address: past the limit the service answers 429
+/// and publishes nothing; another client is not affected; `X-Forwarded-For` counts only from
+/// a configured proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_opt_out_form_is_rate_limited_per_client_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = Subscriber::start(&broker);
+    let config = service_config(dir.path(), KEY);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let db = format!("sqlite:{}", dir.path().join("bo.db").display());
+
+    std::fs::write(
+        &config,
+        format!("{base}\n[optout]\nper_address_per_hour = 3\n"),
+    )
+    .unwrap();
+    let service = Service::start(&broker, &db, &config);
+    let form = format!("{}/optout/test-store", service.url);
+    for i in 0..3 {
+        let (status, _) = post(&form, &format!("mac=02%3A00%3A00%3A00%3A00%3A0{i}"), "");
+        assert_eq!(status, 303, "submission {i} is accepted");
+    }
+    let (status, page) = post(&form, "mac=02%3A00%3A00%3A00%3A00%3A09", "");
+    assert_eq!(status, 429, "{page}");
+    assert!(page.contains("rate-limited") && page.to_lowercase().contains("retry-after: 3600"));
+    // A client cannot dodge the limit by naming another address when no proxy is trusted.
+    let (status, _) = post(
+        &form,
+        "mac=02%3A00%3A00%3A00%3A00%3A0a",
+        "X-Forwarded-For: 198.51.100.7\r\n",
+    );
+    assert_eq!(status, 429);
+    // The page itself still loads, and only the three accepted opt-outs were published.
+    assert!(http_get(&form).contains("id=\"mac\""));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let commands = sub.count_where(|t, _| t == "probegate/v1/test-store/cmd/consent");
+    assert_eq!(commands, 3);
+    drop(service);
+
+    // Behind a trusted proxy the client is the address the proxy appended.
+    std::fs::write(
+        &config,
+        format!("{base}\n[optout]\nper_address_per_hour = 1\ntrusted_proxies = [\"127.0.0.1\"]\n"),
+    )
+    .unwrap();
+    let service = Service::start(&broker, &db, &config);
+    let form = format!("{}/optout/test-store", service.url);
+    let from = |client: &str| format!("X-Forwarded-For: 203.0.113.99, {client}\r\n");
+    let mac = "mac=02%3A00%3A00%3A00%3A00%3A0b";
+    assert_eq!(post(&form, mac, &from("192.0.2.1")).0, 303);
+    assert_eq!(post(&form, mac, &from("192.0.2.1")).0, 429);
+    assert_eq!(
+        post(&form, mac, &from("192.0.2.2")).0,
+        303,
+        "another client"
+    );
+}
