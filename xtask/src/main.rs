@@ -49,6 +49,8 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql",
     "chromium",
     "chromium-driver",
+    // The back office reads store time zones from the system's zone database.
+    "tzdata",
 ];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The test plugin that imports WASI is built for this target, so the host's refusal is tested.
