@@ -235,6 +235,12 @@ impl PluginStage {
 
     pub fn sighting(&mut self, s: Sighting) {
         Counters::add(&self.counters.sightings, 1);
+        self.take(s);
+    }
+
+    /// [`PluginStage::sighting`], counted by the caller: a chunk is counted once, not per
+    /// sighting (an atomic add per sighting, on a line the capture thread writes too).
+    fn take(&mut self, s: Sighting) {
         self.advance(s.time_ms);
         if self.batch.is_empty() && self.latency_bound.is_some() {
             self.batch_since = Some(Instant::now());
@@ -253,7 +259,10 @@ impl PluginStage {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Sighting(s) => self.sighting(s),
-            Event::Sightings(chunk) => chunk.into_iter().for_each(|s| self.sighting(s)),
+            Event::Sightings(chunk) => {
+                Counters::add(&self.counters.sightings, chunk.len() as u64);
+                chunk.into_iter().for_each(|s| self.take(s));
+            }
             Event::Clock(now) => self.clock(now),
         }
     }
