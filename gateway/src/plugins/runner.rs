@@ -1,8 +1,9 @@
 //! One plugin's life: instantiate, init, call with fuel, and start afresh after a trap.
 
 use super::PluginError;
-use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
+use super::bindings::{Verdict, analytics, filter};
 use super::health::Health;
+use super::lower::SightingView;
 use super::manifest::{Capability, Kind, Manifest, StreamKind};
 use super::sandbox::{Budget, HostState, Limits, Output, OutputKind};
 use super::state::State;
@@ -11,7 +12,7 @@ use crate::untrusted::{self, Escaped};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Func, Linker};
 use wasmtime::{Engine, Store};
 
 /// What delivering a batch did: how the call went and, from a filter, one verdict per
@@ -36,10 +37,11 @@ pub enum CallOutcome {
     Failed,
 }
 
-/// The two kinds of plugin, as instantiated from their worlds.
+/// The two kinds of plugin, as instantiated from their worlds, each with the export that
+/// takes sightings (called with [`SightingView`]s rather than the bindings' own records).
 enum Instance {
-    Analytics(analytics::Analytics),
-    Filter(filter::Filter),
+    Analytics(analytics::Analytics, Func),
+    Filter(filter::Filter, Func),
 }
 
 struct Live {
@@ -65,8 +67,6 @@ pub struct PluginRunner {
     live: Option<Live>,
     /// The key-value state while no instance holds it.
     state: State,
-    /// Reused for every batch, so delivering sightings does not allocate once warm.
-    batch: Vec<WitSighting>,
     /// The key epoch of the last sighting delivered (0: none yet).
     epoch: u32,
     pub traps: u64,
@@ -250,7 +250,6 @@ impl PluginRunner {
             space: PseudonymSpace::default(),
             live: None,
             state: State::default(),
-            batch: Vec::new(),
             epoch: 0,
             traps: 0,
             refused: 0,
@@ -399,14 +398,29 @@ impl PluginRunner {
         store
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|e| init_err(&e.to_string()))?;
-        let instance = match self.manifest.kind {
-            Kind::Analytics => {
-                analytics::Analytics::instantiate(&mut store, &self.component, &self.linker)
-                    .map(Instance::Analytics)
-            }
-            Kind::Filter => filter::Filter::instantiate(&mut store, &self.component, &self.linker)
-                .map(Instance::Filter),
-        };
+        let kind = self.manifest.kind;
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.component)
+            .and_then(|raw| {
+                let export = match kind {
+                    Kind::Analytics => "on-sightings",
+                    Kind::Filter => "filter",
+                };
+                let Some(takes) = raw.get_func(&mut store, export) else {
+                    return Err(wasmtime::Error::msg(format!("no export {export}")));
+                };
+                Ok(match kind {
+                    Kind::Analytics => {
+                        takes.typed::<(&[SightingView],), ()>(&store)?;
+                        Instance::Analytics(analytics::Analytics::new(&mut store, &raw)?, takes)
+                    }
+                    Kind::Filter => {
+                        takes.typed::<(&[SightingView],), (Vec<Verdict>,)>(&store)?;
+                        Instance::Filter(filter::Filter::new(&mut store, &raw)?, takes)
+                    }
+                })
+            });
         let instance = match instance {
             Ok(instance) => instance,
             // Instantiation does the same thing every time: more instances, tables or
@@ -424,8 +438,8 @@ impl PluginRunner {
         };
         store.data_mut().begin_call(now_ms);
         let result = match &instance {
-            Instance::Analytics(p) => p.call_init(&mut store, &self.config_json),
-            Instance::Filter(p) => p.call_init(&mut store, &self.config_json),
+            Instance::Analytics(p, _) => p.call_init(&mut store, &self.config_json),
+            Instance::Filter(p, _) => p.call_init(&mut store, &self.config_json),
         };
         match result {
             Ok(Ok(())) => {
@@ -514,23 +528,31 @@ impl PluginRunner {
                 verdicts: (kind == Kind::Filter).then(Vec::new),
             };
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
+        let mut batch = Vec::with_capacity(sightings.len());
         let budget = self.budget.clone();
         let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, s) in sightings.iter().enumerate() {
-            let tags = tags.get(i).cloned().unwrap_or_default();
-            let wit = self.visible(s, tags);
-            budget.recent.saw(wit.device, wit.ie_signature, wit.time_ms);
-            batch.push(wit);
+            let tags = tags.get(i).map_or(&[][..], |t| &t[..t.len().min(MAX_TAGS)]);
+            let view = self.visible(s, tags);
+            budget
+                .recent
+                .saw(view.device, view.ie_signature, view.time_ms);
+            batch.push(view);
         }
         drop(budget);
         let expected = batch.len();
         self.holding = true;
+        // Typed at every call (checked at start too): a look at the types costs less than
+        // the call, and no `unsafe` is needed.
         let (outcome, verdicts) = self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_sightings(store, &batch).map(|()| None),
-            Instance::Filter(p) => {
-                let verdicts = p.call_filter(store, &batch)?;
+            Instance::Analytics(_, takes) => takes
+                .typed::<(&[SightingView],), ()>(&*store)?
+                .call(&mut *store, (&batch,))
+                .map(|()| None),
+            Instance::Filter(_, takes) => {
+                let (verdicts,) = takes
+                    .typed::<(&[SightingView],), (Vec<Verdict>,)>(&*store)?
+                    .call(&mut *store, (&batch,))?;
                 if verdicts.len() != expected {
                     return Err(wasmtime::Error::msg(format!(
                         "filter returned {} verdicts for {expected} sightings",
@@ -541,7 +563,6 @@ impl PluginRunner {
             }
         });
         self.holding = false;
-        self.batch = batch;
         let verdicts = match kind {
             Kind::Analytics => None,
             Kind::Filter => Some(
@@ -554,11 +575,10 @@ impl PluginRunner {
     }
 
     /// What this plugin may see of a sighting: only the fields its granted capabilities name.
-    fn visible(&mut self, s: &Sighting, mut tags: Vec<String>) -> WitSighting {
+    fn visible<'a>(&mut self, s: &'a Sighting, tags: &'a [String]) -> SightingView<'a> {
         let sees = &self.sees;
         let m = |cap: Capability| sees.contains(&cap);
-        tags.truncate(MAX_TAGS);
-        WitSighting {
+        SightingView {
             device: self.space.pseudonym(s),
             epoch: s.epoch,
             time_ms: s.time_ms,
@@ -571,11 +591,7 @@ impl PluginRunner {
             } else {
                 None
             },
-            consent_token: s
-                .consent
-                .as_deref()
-                .filter(|_| m(Capability::Consent))
-                .map(str::to_owned),
+            consent_token: s.consent.as_deref().filter(|_| m(Capability::Consent)),
             tags,
         }
     }
@@ -583,8 +599,8 @@ impl PluginRunner {
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
         self.release_held(now_ms, out);
         self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_tick(store, now_ms),
-            Instance::Filter(p) => p.call_on_tick(store, now_ms),
+            Instance::Analytics(p, _) => p.call_on_tick(store, now_ms),
+            Instance::Filter(p, _) => p.call_on_tick(store, now_ms),
         })
         .0
     }
@@ -597,8 +613,8 @@ impl PluginRunner {
         out: &mut Vec<Output>,
     ) -> CallOutcome {
         self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_message(store, topic, payload),
-            Instance::Filter(p) => p.call_on_message(store, topic, payload),
+            Instance::Analytics(p, _) => p.call_on_message(store, topic, payload),
+            Instance::Filter(p, _) => p.call_on_message(store, topic, payload),
         })
         .0
     }
@@ -607,8 +623,8 @@ impl PluginRunner {
         self.release_held(now_ms, out);
         let outcome = self
             .call(now_ms, out, |instance, store| match instance {
-                Instance::Analytics(p) => p.call_on_stop(store, now_ms),
-                Instance::Filter(p) => p.call_on_stop(store, now_ms),
+                Instance::Analytics(p, _) => p.call_on_stop(store, now_ms),
+                Instance::Filter(p, _) => p.call_on_stop(store, now_ms),
             })
             .0;
         self.report_suppressed(true);
