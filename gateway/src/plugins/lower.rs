@@ -4,9 +4,17 @@
 //! The bindings' own `Sighting` owns its strings and lists (a consent token and a tag list
 //! copied per sighting and plugin), and its derived lowering writes a record a field at a
 //! time, finding the plugin's memory again for each. [`SightingView`] borrows them, and
-//! the fixed part of each record is assembled on the stack and copied in at once. The
-//! nested string and list go through wasmtime's own lowering, which calls the plugin's
-//! `cabi_realloc` as the canonical ABI says.
+//! each record is assembled on the stack and copied in at once. A consent token or a
+//! non-empty tag list goes through wasmtime's own lowering, which allocates it in the
+//! plugin (its `cabi_realloc`).
+//!
+//! An empty tag list, what almost every sighting has, is written as (align, 0) without
+//! calling into the plugin: the canonical ABI asks `cabi_realloc(0, 0, align, 0)` for it,
+//! a whole call into wasm per sighting and plugin, to get a pointer no one reads. The
+//! guests' bindings answer a request for 0 bytes with `align` itself, allocating nothing
+//! (wit-bindgen's Rust and C `cabi_realloc` alike), and lift a list of length 0 without
+//! reading its memory or freeing its pointer: the plugin sees what the call would have
+//! given it.
 
 use wasmtime::component::__internal::{InterfaceType, LowerContext, bad_type_info};
 use wasmtime::component::{ComponentType, Lower};
@@ -48,11 +56,14 @@ const SIGNATURE: usize = 40;
 const CONSENT: usize = 56;
 const TAGS: usize = 68;
 const SIZE: usize = 80;
+/// The pointer of an empty tag list: `cabi_realloc`'s answer to a request for 0 bytes at
+/// the alignment of a string (see the module's comment).
+const EMPTY_LIST: u32 = <String as ComponentType>::ALIGN32;
 
 impl SightingView<'_> {
-    /// The record's fields before the consent token: everything but the nested data.
-    fn fixed(&self) -> [u8; CONSENT] {
-        let mut r = [0u8; CONSENT];
+    /// The whole record, as if it had no consent token and no tags.
+    fn record(&self) -> [u8; SIZE] {
+        let mut r = [0u8; SIZE];
         r[DEVICE..DEVICE + 8].copy_from_slice(&self.device.to_le_bytes());
         r[EPOCH..EPOCH + 4].copy_from_slice(&self.epoch.to_le_bytes());
         r[TIME..TIME + 8].copy_from_slice(&self.time_ms.to_le_bytes());
@@ -73,6 +84,8 @@ impl SightingView<'_> {
             r[SIGNATURE] = 1;
             r[SIGNATURE + 8..SIGNATURE + 16].copy_from_slice(&sig.to_le_bytes());
         }
+        // The consent token's discriminant stays 0 (none).
+        r[TAGS..TAGS + 4].copy_from_slice(&EMPTY_LIST.to_le_bytes());
         r
     }
 }
@@ -110,12 +123,29 @@ unsafe impl Lower for SightingView<'_> {
         let (consent_ty, tags_ty) = (fields[8].ty, fields[9].ty);
         for (i, s) in items.iter().enumerate() {
             let at = offset + i * SIZE;
-            // The nested data first: allocating in the plugin may grow (move) its memory.
-            s.consent_token
-                .linear_lower_to_memory(cx, consent_ty, at + CONSENT)?;
-            s.tags.linear_lower_to_memory(cx, tags_ty, at + TAGS)?;
-            let fixed = s.fixed();
-            cx.as_slice_mut()[at..at + CONSENT].copy_from_slice(&fixed);
+            let record = s.record();
+            // The nested data first, in field order: allocating in the plugin may grow (move)
+            // its memory. wasmtime writes each one's place in the record itself.
+            let consent = s.consent_token.is_some();
+            if consent {
+                s.consent_token
+                    .linear_lower_to_memory(cx, consent_ty, at + CONSENT)?;
+            }
+            if !s.tags.is_empty() {
+                s.tags.linear_lower_to_memory(cx, tags_ty, at + TAGS)?;
+            }
+            let memory = &mut cx.as_slice_mut()[at..at + SIZE];
+            if !consent && s.tags.is_empty() {
+                memory.copy_from_slice(&record);
+                continue;
+            }
+            memory[..CONSENT].copy_from_slice(&record[..CONSENT]);
+            if !consent {
+                memory[CONSENT] = 0;
+            }
+            if s.tags.is_empty() {
+                memory[TAGS..TAGS + 8].copy_from_slice(&record[TAGS..TAGS + 8]);
+            }
         }
         Ok(())
     }
