@@ -49,6 +49,31 @@ struct Live {
     instance: Instance,
 }
 
+/// The optional fields of a sighting a plugin is given: those its granted capabilities name
+/// (its manifest's required ones and the optional ones the site grants), looked up once at
+/// load rather than per sighting.
+#[derive(Clone, Copy)]
+struct Sees {
+    signal: bool,
+    frequency: bool,
+    sequence: bool,
+    ie_signature: bool,
+    consent: bool,
+}
+
+impl Sees {
+    fn of(capabilities: &[Capability]) -> Sees {
+        let has = |c: Capability| capabilities.contains(&c);
+        Sees {
+            signal: has(Capability::Signal),
+            frequency: has(Capability::Frequency),
+            sequence: has(Capability::Sequence),
+            ie_signature: has(Capability::IeSignature),
+            consent: has(Capability::Consent),
+        }
+    }
+}
+
 /// At most this many tags per sighting reach later plugins (the WIT promises it).
 const MAX_TAGS: usize = 4;
 
@@ -62,8 +87,11 @@ pub struct PluginRunner {
     manifest: Arc<Manifest>,
     /// The capabilities whose fields the plugin is given: the manifest's required ones and
     /// the optional ones this site grants.
-    sees: Vec<Capability>,
+    sees: Sees,
     space: PseudonymSpace,
+    /// Whether it has a stream that is not per-device, where the host refuses what it was
+    /// lately handed (see `guard::Recent`): only then is that remembered.
+    guarded: bool,
     live: Option<Live>,
     /// The key-value state while no instance holds it.
     state: State,
@@ -238,15 +266,20 @@ impl PluginRunner {
                 manifest.kind.as_str()
             ))
         })?;
+        let guarded = manifest
+            .streams
+            .values()
+            .any(|s| s.kind != StreamKind::PerDevice);
         Ok(PluginRunner {
             name: name.into(),
+            guarded,
             engine: engine.clone(),
             linker: linker.clone(),
             component,
             config_json,
             limits,
             manifest: Arc::new(manifest),
-            sees,
+            sees: Sees::of(&sees),
             space: PseudonymSpace::default(),
             live: None,
             state: State::default(),
@@ -534,9 +567,11 @@ impl PluginRunner {
         for (i, s) in sightings.iter().enumerate() {
             let tags = tags.get(i).map_or(&[][..], |t| &t[..t.len().min(MAX_TAGS)]);
             let view = self.visible(s, tags);
-            budget
-                .recent
-                .saw(view.device, view.ie_signature, view.time_ms);
+            if self.guarded {
+                budget
+                    .recent
+                    .saw(view.device, view.ie_signature, view.time_ms);
+            }
             batch.push(view);
         }
         drop(budget);
@@ -576,22 +611,21 @@ impl PluginRunner {
 
     /// What this plugin may see of a sighting: only the fields its granted capabilities name.
     fn visible<'a>(&mut self, s: &'a Sighting, tags: &'a [String]) -> SightingView<'a> {
-        let sees = &self.sees;
-        let m = |cap: Capability| sees.contains(&cap);
+        let sees = self.sees;
         SightingView {
             device: self.space.pseudonym(s),
             epoch: s.epoch,
             time_ms: s.time_ms,
             randomized: s.randomized,
-            signal_dbm: s.signal_dbm.filter(|_| m(Capability::Signal)),
-            freq_mhz: s.freq_mhz.filter(|_| m(Capability::Frequency)),
-            seq: m(Capability::Sequence).then_some(s.seq),
-            ie_signature: if m(Capability::IeSignature) {
+            signal_dbm: s.signal_dbm.filter(|_| sees.signal),
+            freq_mhz: s.freq_mhz.filter(|_| sees.frequency),
+            seq: sees.sequence.then_some(s.seq),
+            ie_signature: if sees.ie_signature {
                 self.space.signature(s)
             } else {
                 None
             },
-            consent_token: s.consent.as_deref().filter(|_| m(Capability::Consent)),
+            consent_token: s.consent.as_deref().filter(|_| sees.consent),
             tags,
         }
     }
