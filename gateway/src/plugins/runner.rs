@@ -74,6 +74,13 @@ impl Sees {
     }
 }
 
+/// `views`, emptied, with its allocation, for views that borrow from elsewhere: collecting an
+/// emptied `Vec` into one of a type of the same size and alignment reuses its buffer.
+fn reuse<'a, 'b>(mut views: Vec<SightingView<'a>>) -> Vec<SightingView<'b>> {
+    views.clear();
+    views.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
 /// At most this many tags per sighting reach later plugins (the WIT promises it).
 const MAX_TAGS: usize = 4;
 
@@ -89,6 +96,9 @@ pub struct PluginRunner {
     /// the optional ones this site grants.
     sees: Sees,
     space: PseudonymSpace,
+    /// The buffer of each batch's views, kept empty between calls: delivering sightings does
+    /// not allocate once warm.
+    views: Vec<SightingView<'static>>,
     /// Whether it has a stream that is not per-device, where the host refuses what it was
     /// lately handed (see `guard::Recent`): only then is that remembered.
     guarded: bool,
@@ -273,6 +283,7 @@ impl PluginRunner {
         Ok(PluginRunner {
             name: name.into(),
             guarded,
+            views: Vec::new(),
             engine: engine.clone(),
             linker: linker.clone(),
             component,
@@ -561,7 +572,7 @@ impl PluginRunner {
                 verdicts: (kind == Kind::Filter).then(Vec::new),
             };
         }
-        let mut batch = Vec::with_capacity(sightings.len());
+        let mut batch = reuse(std::mem::take(&mut self.views));
         let budget = self.budget.clone();
         let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, s) in sightings.iter().enumerate() {
@@ -598,6 +609,7 @@ impl PluginRunner {
             }
         });
         self.holding = false;
+        self.views = reuse(batch);
         let verdicts = match kind {
             Kind::Analytics => None,
             Kind::Filter => Some(
