@@ -4,7 +4,7 @@ use crate::bundle::install::{self, Installer};
 use crate::bundle::{self, chunks};
 use crate::capture::{CaptureError, LossStats, PcapSource};
 use crate::config::{Config, parse_hh_mm};
-use crate::pipeline::{self, CHANNEL_DEPTH, Control, PluginMessage, PluginStage};
+use crate::pipeline::{self, Control, PluginMessage, PluginStage};
 use crate::plugins::manifest::Capability;
 use crate::plugins::{LoadMode, PluginError, PluginSet};
 use crate::privacy::consent::{CommandTrust, ConsentError, Report, handle_command};
@@ -135,7 +135,8 @@ pub fn serve(
         .map_err(DaemonError::Runtime)?;
 
     let tls = TlsFiles::load(config).map_err(DaemonError::Tls)?;
-    let (event_tx, event_rx) = std::sync::mpsc::sync_channel(CHANNEL_DEPTH);
+    let (event_tx, event_rx) =
+        std::sync::mpsc::sync_channel(pipeline::channel_depth(source.is_recording()));
     let (output_tx, output_rx) = tokio::sync::mpsc::channel(256);
     // Control messages for plugins: few, small, and worth dropping rather than blocking MQTT.
     let (message_tx, message_rx) = std::sync::mpsc::sync_channel(64);

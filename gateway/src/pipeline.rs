@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Sightings delivered to plugins in one call, at most.
 pub const MAX_BATCH: usize = 256;
-/// Room between the capture thread and the plugin thread.
+/// Room between the capture thread and the plugin thread, in events (see [`channel_depth`]).
 pub const CHANNEL_DEPTH: usize = 4096;
 /// How long a partial batch may wait for more sightings before it is delivered anyway.
 const BATCH_LINGER: Duration = Duration::from_millis(200);
@@ -36,6 +36,18 @@ const CHUNK: usize = 64;
 /// reloader, control messages): reading the clock per event was a tenth of the stage's time.
 const EVENTS_PER_LOOK: u32 = 64;
 const TICK_MS: u64 = 1000;
+
+/// The depth of the channel from the capture thread to the plugin thread. A recorded file's
+/// events are chunks of [`CHUNK`] sightings: it gets as many sightings in flight as a stream or
+/// a radio, not 64 times as many (16 MB of backlog while the plugins are the slower side,
+/// which is most of a replay's peak RSS).
+pub fn channel_depth(recording: bool) -> usize {
+    if recording {
+        CHANNEL_DEPTH / CHUNK
+    } else {
+        CHANNEL_DEPTH
+    }
+}
 
 /// What the capture thread tells the plugin thread.
 pub enum Event {
@@ -235,6 +247,12 @@ impl PluginStage {
 
     pub fn sighting(&mut self, s: Sighting) {
         Counters::add(&self.counters.sightings, 1);
+        self.take(s);
+    }
+
+    /// [`PluginStage::sighting`], counted by the caller: a chunk is counted once, not per
+    /// sighting (an atomic add per sighting, on a line the capture thread writes too).
+    fn take(&mut self, s: Sighting) {
         self.advance(s.time_ms);
         if self.batch.is_empty() && self.latency_bound.is_some() {
             self.batch_since = Some(Instant::now());
@@ -253,7 +271,10 @@ impl PluginStage {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Sighting(s) => self.sighting(s),
-            Event::Sightings(chunk) => chunk.into_iter().for_each(|s| self.sighting(s)),
+            Event::Sightings(chunk) => {
+                Counters::add(&self.counters.sightings, chunk.len() as u64);
+                chunk.into_iter().for_each(|s| self.take(s));
+            }
             Event::Clock(now) => self.clock(now),
         }
     }

@@ -23,5 +23,5 @@ pub mod filter {
 
 pub use analytics::probegate::plugin::host::Host;
 pub use analytics::probegate::plugin::types::{
-    Host as TypesHost, LogLevel, PublishError, Sighting, StateError, Verdict,
+    Host as TypesHost, LogLevel, PublishError, StateError, Verdict,
 };

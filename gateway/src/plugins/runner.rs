@@ -1,8 +1,9 @@
 //! One plugin's life: instantiate, init, call with fuel, and start afresh after a trap.
 
 use super::PluginError;
-use super::bindings::{Sighting as WitSighting, Verdict, analytics, filter};
+use super::bindings::{Verdict, analytics, filter};
 use super::health::Health;
+use super::lower::SightingView;
 use super::manifest::{Capability, Kind, Manifest, StreamKind};
 use super::sandbox::{Budget, HostState, Limits, Output, OutputKind};
 use super::state::State;
@@ -11,7 +12,7 @@ use crate::untrusted::{self, Escaped};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Func, Linker};
 use wasmtime::{Engine, Store};
 
 /// What delivering a batch did: how the call went and, from a filter, one verdict per
@@ -36,15 +37,48 @@ pub enum CallOutcome {
     Failed,
 }
 
-/// The two kinds of plugin, as instantiated from their worlds.
+/// The two kinds of plugin, as instantiated from their worlds, each with the export that
+/// takes sightings (called with [`SightingView`]s rather than the bindings' own records).
 enum Instance {
-    Analytics(analytics::Analytics),
-    Filter(filter::Filter),
+    Analytics(analytics::Analytics, Func),
+    Filter(filter::Filter, Func),
 }
 
 struct Live {
     store: Store<HostState>,
     instance: Instance,
+}
+
+/// The optional fields of a sighting a plugin is given: those its granted capabilities name
+/// (its manifest's required ones and the optional ones the site grants), looked up once at
+/// load rather than per sighting.
+#[derive(Clone, Copy)]
+struct Sees {
+    signal: bool,
+    frequency: bool,
+    sequence: bool,
+    ie_signature: bool,
+    consent: bool,
+}
+
+impl Sees {
+    fn of(capabilities: &[Capability]) -> Sees {
+        let has = |c: Capability| capabilities.contains(&c);
+        Sees {
+            signal: has(Capability::Signal),
+            frequency: has(Capability::Frequency),
+            sequence: has(Capability::Sequence),
+            ie_signature: has(Capability::IeSignature),
+            consent: has(Capability::Consent),
+        }
+    }
+}
+
+/// `views`, emptied, with its allocation, for views that borrow from elsewhere: collecting an
+/// emptied `Vec` into one of a type of the same size and alignment reuses its buffer.
+fn reuse<'a, 'b>(mut views: Vec<SightingView<'a>>) -> Vec<SightingView<'b>> {
+    views.clear();
+    views.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
 /// At most this many tags per sighting reach later plugins (the WIT promises it).
@@ -60,13 +94,17 @@ pub struct PluginRunner {
     manifest: Arc<Manifest>,
     /// The capabilities whose fields the plugin is given: the manifest's required ones and
     /// the optional ones this site grants.
-    sees: Vec<Capability>,
+    sees: Sees,
     space: PseudonymSpace,
+    /// The buffer of each batch's views, kept empty between calls: delivering sightings does
+    /// not allocate once warm.
+    views: Vec<SightingView<'static>>,
+    /// Whether it has a stream that is not per-device, where the host refuses what it was
+    /// lately handed (see `guard::Recent`): only then is that remembered.
+    guarded: bool,
     live: Option<Live>,
     /// The key-value state while no instance holds it.
     state: State,
-    /// Reused for every batch, so delivering sightings does not allocate once warm.
-    batch: Vec<WitSighting>,
     /// The key epoch of the last sighting delivered (0: none yet).
     epoch: u32,
     pub traps: u64,
@@ -238,19 +276,24 @@ impl PluginRunner {
                 manifest.kind.as_str()
             ))
         })?;
+        let guarded = manifest
+            .streams
+            .values()
+            .any(|s| s.kind != StreamKind::PerDevice);
         Ok(PluginRunner {
             name: name.into(),
+            guarded,
+            views: Vec::new(),
             engine: engine.clone(),
             linker: linker.clone(),
             component,
             config_json,
             limits,
             manifest: Arc::new(manifest),
-            sees,
+            sees: Sees::of(&sees),
             space: PseudonymSpace::default(),
             live: None,
             state: State::default(),
-            batch: Vec::new(),
             epoch: 0,
             traps: 0,
             refused: 0,
@@ -399,14 +442,29 @@ impl PluginRunner {
         store
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|e| init_err(&e.to_string()))?;
-        let instance = match self.manifest.kind {
-            Kind::Analytics => {
-                analytics::Analytics::instantiate(&mut store, &self.component, &self.linker)
-                    .map(Instance::Analytics)
-            }
-            Kind::Filter => filter::Filter::instantiate(&mut store, &self.component, &self.linker)
-                .map(Instance::Filter),
-        };
+        let kind = self.manifest.kind;
+        let instance = self
+            .linker
+            .instantiate(&mut store, &self.component)
+            .and_then(|raw| {
+                let export = match kind {
+                    Kind::Analytics => "on-sightings",
+                    Kind::Filter => "filter",
+                };
+                let Some(takes) = raw.get_func(&mut store, export) else {
+                    return Err(wasmtime::Error::msg(format!("no export {export}")));
+                };
+                Ok(match kind {
+                    Kind::Analytics => {
+                        takes.typed::<(&[SightingView],), ()>(&store)?;
+                        Instance::Analytics(analytics::Analytics::new(&mut store, &raw)?, takes)
+                    }
+                    Kind::Filter => {
+                        takes.typed::<(&[SightingView],), (Vec<Verdict>,)>(&store)?;
+                        Instance::Filter(filter::Filter::new(&mut store, &raw)?, takes)
+                    }
+                })
+            });
         let instance = match instance {
             Ok(instance) => instance,
             // Instantiation does the same thing every time: more instances, tables or
@@ -424,8 +482,8 @@ impl PluginRunner {
         };
         store.data_mut().begin_call(now_ms);
         let result = match &instance {
-            Instance::Analytics(p) => p.call_init(&mut store, &self.config_json),
-            Instance::Filter(p) => p.call_init(&mut store, &self.config_json),
+            Instance::Analytics(p, _) => p.call_init(&mut store, &self.config_json),
+            Instance::Filter(p, _) => p.call_init(&mut store, &self.config_json),
         };
         match result {
             Ok(Ok(())) => {
@@ -514,23 +572,33 @@ impl PluginRunner {
                 verdicts: (kind == Kind::Filter).then(Vec::new),
             };
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
+        let mut batch = reuse(std::mem::take(&mut self.views));
         let budget = self.budget.clone();
         let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
         for (i, s) in sightings.iter().enumerate() {
-            let tags = tags.get(i).cloned().unwrap_or_default();
-            let wit = self.visible(s, tags);
-            budget.recent.saw(wit.device, wit.ie_signature, wit.time_ms);
-            batch.push(wit);
+            let tags = tags.get(i).map_or(&[][..], |t| &t[..t.len().min(MAX_TAGS)]);
+            let view = self.visible(s, tags);
+            if self.guarded {
+                budget
+                    .recent
+                    .saw(view.device, view.ie_signature, view.time_ms);
+            }
+            batch.push(view);
         }
         drop(budget);
         let expected = batch.len();
         self.holding = true;
+        // Typed at every call (checked at start too): a look at the types costs less than
+        // the call, and no `unsafe` is needed.
         let (outcome, verdicts) = self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_sightings(store, &batch).map(|()| None),
-            Instance::Filter(p) => {
-                let verdicts = p.call_filter(store, &batch)?;
+            Instance::Analytics(_, takes) => takes
+                .typed::<(&[SightingView],), ()>(&*store)?
+                .call(&mut *store, (&batch,))
+                .map(|()| None),
+            Instance::Filter(_, takes) => {
+                let (verdicts,) = takes
+                    .typed::<(&[SightingView],), (Vec<Verdict>,)>(&*store)?
+                    .call(&mut *store, (&batch,))?;
                 if verdicts.len() != expected {
                     return Err(wasmtime::Error::msg(format!(
                         "filter returned {} verdicts for {expected} sightings",
@@ -541,7 +609,7 @@ impl PluginRunner {
             }
         });
         self.holding = false;
-        self.batch = batch;
+        self.views = reuse(batch);
         let verdicts = match kind {
             Kind::Analytics => None,
             Kind::Filter => Some(
@@ -554,28 +622,22 @@ impl PluginRunner {
     }
 
     /// What this plugin may see of a sighting: only the fields its granted capabilities name.
-    fn visible(&mut self, s: &Sighting, mut tags: Vec<String>) -> WitSighting {
-        let sees = &self.sees;
-        let m = |cap: Capability| sees.contains(&cap);
-        tags.truncate(MAX_TAGS);
-        WitSighting {
+    fn visible<'a>(&mut self, s: &'a Sighting, tags: &'a [String]) -> SightingView<'a> {
+        let sees = self.sees;
+        SightingView {
             device: self.space.pseudonym(s),
             epoch: s.epoch,
             time_ms: s.time_ms,
             randomized: s.randomized,
-            signal_dbm: s.signal_dbm.filter(|_| m(Capability::Signal)),
-            freq_mhz: s.freq_mhz.filter(|_| m(Capability::Frequency)),
-            seq: m(Capability::Sequence).then_some(s.seq),
-            ie_signature: if m(Capability::IeSignature) {
+            signal_dbm: s.signal_dbm.filter(|_| sees.signal),
+            freq_mhz: s.freq_mhz.filter(|_| sees.frequency),
+            seq: sees.sequence.then_some(s.seq),
+            ie_signature: if sees.ie_signature {
                 self.space.signature(s)
             } else {
                 None
             },
-            consent_token: s
-                .consent
-                .as_deref()
-                .filter(|_| m(Capability::Consent))
-                .map(str::to_owned),
+            consent_token: s.consent.as_deref().filter(|_| sees.consent),
             tags,
         }
     }
@@ -583,8 +645,8 @@ impl PluginRunner {
     pub fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) -> CallOutcome {
         self.release_held(now_ms, out);
         self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_tick(store, now_ms),
-            Instance::Filter(p) => p.call_on_tick(store, now_ms),
+            Instance::Analytics(p, _) => p.call_on_tick(store, now_ms),
+            Instance::Filter(p, _) => p.call_on_tick(store, now_ms),
         })
         .0
     }
@@ -597,8 +659,8 @@ impl PluginRunner {
         out: &mut Vec<Output>,
     ) -> CallOutcome {
         self.call(now_ms, out, |instance, store| match instance {
-            Instance::Analytics(p) => p.call_on_message(store, topic, payload),
-            Instance::Filter(p) => p.call_on_message(store, topic, payload),
+            Instance::Analytics(p, _) => p.call_on_message(store, topic, payload),
+            Instance::Filter(p, _) => p.call_on_message(store, topic, payload),
         })
         .0
     }
@@ -607,8 +669,8 @@ impl PluginRunner {
         self.release_held(now_ms, out);
         let outcome = self
             .call(now_ms, out, |instance, store| match instance {
-                Instance::Analytics(p) => p.call_on_stop(store, now_ms),
-                Instance::Filter(p) => p.call_on_stop(store, now_ms),
+                Instance::Analytics(p, _) => p.call_on_stop(store, now_ms),
+                Instance::Filter(p, _) => p.call_on_stop(store, now_ms),
             })
             .0;
         self.report_suppressed(true);

@@ -23,20 +23,25 @@ impl Default for PseudonymSpace {
 impl PseudonymSpace {
     /// The plugin's pseudonym for the sighting's device.
     pub fn pseudonym(&mut self, sighting: &Sighting) -> u64 {
+        self.follow_epoch(sighting);
+        let DeviceId(id) = sighting.device;
+        keyed_hash(&self.key, &id.to_le_bytes())
+    }
+
+    /// A new key for a new epoch.
+    fn follow_epoch(&mut self, sighting: &Sighting) {
         if sighting.epoch != self.epoch {
             self.key = random_key();
             self.epoch = sighting.epoch;
         }
-        let DeviceId(id) = sighting.device;
-        keyed_hash(&self.key, &id.to_le_bytes())
     }
 
     /// The plugin's view of the sighting's IE signature (if the gate computed one): joinable
     /// with no other plugin's.
     pub fn signature(&mut self, sighting: &Sighting) -> Option<u64> {
         let signature = sighting.ie_signature?;
-        // Same epoch check as pseudonyms; the "ie" prefix keeps the two domains apart.
-        self.pseudonym(sighting);
+        // Same key as pseudonyms; the "ie" prefix keeps the two domains apart.
+        self.follow_epoch(sighting);
         let mut input = [0u8; 10];
         input[..2].copy_from_slice(b"ie");
         input[2..].copy_from_slice(&signature.to_le_bytes());
