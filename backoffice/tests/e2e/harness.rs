@@ -578,6 +578,26 @@ impl Browser {
     }
 }
 
+/// Types `text` into the page's element `id`.
+pub async fn type_into(c: &fantoccini::Client, id: &str, text: &str) {
+    c.find(fantoccini::Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Clicks the page's element `id`.
+pub async fn click(c: &fantoccini::Client, id: &str) {
+    c.find(fantoccini::Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// A minisign key pair made with the gateway's CLI, as a retailer makes one: (the public
 /// key's base64 line, the secret key file).
 pub fn signing_keys(dir: &Path) -> (String, PathBuf) {

@@ -263,43 +263,13 @@ async fn dashboard_shows_what_the_broker_carried(db_url: &str, name: &str, insta
         .unwrap();
     // Not signed in: the dashboard sends the browser to the sign-in page.
     assert!(c.current_url().await.unwrap().as_str().ends_with("/login"));
-    c.find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("demo")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wrong")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "user", "demo").await;
+    type_into(c, "password", "wrong").await;
+    click(c, "sign-in").await;
     assert!(text(c, "#login-error").await.contains("Wrong"));
-    c.find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("demo")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("probegate-demo")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "user", "demo").await;
+    type_into(c, "password", "probegate-demo").await;
+    click(c, "sign-in").await;
     c.wait().for_element(Locator::Id("sites")).await.unwrap();
     c.goto(&format!("{}/site/test-store", service.url))
         .await

@@ -107,18 +107,8 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
         .await
         .unwrap();
     // A typo is refused without echoing the input.
-    c.find(Locator::Id("mac"))
-        .await
-        .unwrap()
-        .send_keys("12:34:56:78:9a:zz")
-        .await
-        .unwrap();
-    c.find(Locator::Id("opt-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "mac", "12:34:56:78:9a:zz").await;
+    click(c, "opt-out").await;
     let error = c
         .wait()
         .for_element(Locator::Css("p.error"))
@@ -132,18 +122,8 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
         "{error}"
     );
     let started = Instant::now();
-    c.find(Locator::Id("mac"))
-        .await
-        .unwrap()
-        .send_keys(&mac.to_uppercase())
-        .await
-        .unwrap();
-    c.find(Locator::Id("opt-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "mac", &mac.to_uppercase()).await;
+    click(c, "opt-out").await;
     // The status page refreshes itself until every gateway of the store has confirmed.
     c.wait()
         .at_most(Duration::from_secs(60))
@@ -211,18 +191,8 @@ async fn a_mac_on_the_public_page_stops_reaching_plugins_and_is_confirmed_and_ne
         .send_keys("demo")
         .await
         .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("probegate-demo")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(c, "password", "probegate-demo").await;
+    click(c, "sign-in").await;
     c.wait().for_element(Locator::Id("sites")).await.unwrap();
     c.goto(&format!("{}/consent", service.url)).await.unwrap();
     let row = c
