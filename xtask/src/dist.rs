@@ -287,6 +287,17 @@ fn built_binary(target: &Target) -> PathBuf {
         .join(PACKAGE)
 }
 
+/// The runtime-only router binary for `name` (`x86_64`, `mipsel`, ...), built as
+/// `cargo xtask dist` builds it: the bench measures what routers run.
+pub fn router_binary(name: &str) -> Result<PathBuf> {
+    let target = TARGETS
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| format!("no router target {name:?}"))?;
+    dist(&[name.into()])?;
+    Ok(built_binary(target))
+}
+
 /// What is made for `target` besides the binary: precompiled plugins, the config that
 /// trusts them.
 fn built_dir(target: &Target) -> PathBuf {

@@ -176,16 +176,28 @@ pub fn open(settings: &Settings) -> (Clients, Links) {
         },
     );
     if wanted(Version::V5) {
-        let (client, link) = v5::AsyncClient::new(v5_options(settings), settings.queue);
+        let mut options = v5_options(settings);
+        options.set_network_options(network_options());
+        let (client, link) = v5::AsyncClient::new(options, settings.queue);
         clients.v5 = Some(Client::V5(client));
         links.v5 = Some(Link::V5(Box::new(link)));
     }
     if wanted(Version::V311) {
-        let (client, link) = rumqttc::AsyncClient::new(v311_options(settings), settings.queue);
+        let (client, mut link) = rumqttc::AsyncClient::new(v311_options(settings), settings.queue);
+        link.set_network_options(network_options());
         clients.v311 = Some(Client::V311(client));
         links.v311 = Some(Link::V311(Box::new(link)));
     }
     (clients, links)
+}
+
+/// Without TCP_NODELAY a small write waits for the broker's delayed ACK of the one before
+/// (Nagle against delayed ACK, ~40 ms on Linux): every stop waited that long for the last
+/// acknowledgements, and so could a coupon. rumqttc already writes what it has in one go.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
 }
 
 fn keep_alive(config: &MqttConfig) -> Duration {
