@@ -7,13 +7,14 @@
 //! Everything lives in memory and is forgotten when the key epoch changes. See README.md for
 //! the method, where it comes from and what it is worth.
 
+mod hash;
 pub mod link;
 pub mod model;
 
 pub use link::{LinkParams, Linker, Placement};
 pub use model::Model;
 
-use std::collections::{HashMap, HashSet};
+use hash::FastMap;
 
 /// One sighting, as much of it as linking uses: the fields of the plugin interface's
 /// `sighting` under the capabilities `signal`, `sequence` and `ie-signature`.
@@ -149,14 +150,17 @@ pub struct Counter {
     /// The open window began before the counter's first sighting or tick: it is incomplete.
     started_late: bool,
     /// Clusters heard in the room whose stay may reach the open window: when last heard there.
-    recent: HashMap<u64, u64>,
+    recent: FastMap<u64, u64>,
     /// What the open window counted of an epoch that ended during it.
     settled: Tally,
     /// Visits that ended in the open window: universal, linked.
     ended: [VisitTally; 2],
-    randomized_in_room: HashSet<u64>,
-    universal_seen: HashSet<u64>,
-    randomized_seen: HashSet<u64>,
+    /// The open window's addresses, each with what it was heard as ([`Heard`]): one lookup a
+    /// sighting for the three distinct counts.
+    heard: FastMap<u64, u8>,
+    randomized_in_room: u32,
+    universal_seen: u32,
+    randomized_seen: u32,
     links: u32,
     ambiguous_links: u32,
     sightings: u32,
@@ -169,12 +173,13 @@ impl Counter {
             p,
             start_ms: None,
             started_late: false,
-            recent: HashMap::new(),
+            recent: FastMap::default(),
             settled: Tally::default(),
             ended: Default::default(),
-            randomized_in_room: HashSet::new(),
-            universal_seen: HashSet::new(),
-            randomized_seen: HashSet::new(),
+            heard: FastMap::default(),
+            randomized_in_room: 0,
+            universal_seen: 0,
+            randomized_seen: 0,
             links: 0,
             ambiguous_links: 0,
             sightings: 0,
@@ -196,20 +201,26 @@ impl Counter {
             self.end_visits(None);
         }
         let placed = self.linker.observe(o);
-        if o.randomized {
-            self.randomized_seen.insert(o.device);
+        let mut heard_as = if o.randomized {
+            Heard::RANDOMIZED
         } else {
-            self.universal_seen.insert(o.device);
-        }
+            Heard::UNIVERSAL
+        };
         if placed.in_room {
             if let Some(id) = placed.cluster {
                 let last = self.recent.entry(id).or_insert(o.time_ms);
                 *last = (*last).max(o.time_ms);
             }
             if o.randomized {
-                self.randomized_in_room.insert(o.device);
+                heard_as |= Heard::RANDOMIZED_IN_ROOM;
             }
         }
+        let flags = self.heard.entry(o.device).or_insert(0);
+        let new = heard_as & !*flags;
+        *flags |= heard_as;
+        self.randomized_seen += u32::from(new & Heard::RANDOMIZED != 0);
+        self.universal_seen += u32::from(new & Heard::UNIVERSAL != 0);
+        self.randomized_in_room += u32::from(new & Heard::RANDOMIZED_IN_ROOM != 0);
         if let Placement::Linked { ambiguous } = placed.placement {
             self.links += 1;
             self.ambiguous_links += u32::from(ambiguous);
@@ -315,11 +326,11 @@ impl Counter {
             universal_fixed: t.universal_fixed,
             linked_present: t.linked_present,
             linked_brief: t.linked_brief,
-            randomized_in_room: self.randomized_in_room.len() as u32,
+            randomized_in_room: self.randomized_in_room,
             links: self.links,
             ambiguous_links: self.ambiguous_links,
-            universal_seen: self.universal_seen.len() as u32,
-            randomized_seen: self.randomized_seen.len() as u32,
+            universal_seen: self.universal_seen,
+            randomized_seen: self.randomized_seen,
             sightings: self.sightings,
             visits_universal,
             visits_linked,
@@ -330,14 +341,24 @@ impl Counter {
         let horizon = self.p.link.max_gap_ms;
         self.recent
             .retain(|_, last| last.saturating_add(horizon) >= end);
-        self.randomized_in_room.clear();
-        self.universal_seen.clear();
-        self.randomized_seen.clear();
+        self.heard.clear();
+        self.randomized_in_room = 0;
+        self.universal_seen = 0;
+        self.randomized_seen = 0;
         self.links = 0;
         self.ambiguous_links = 0;
         self.sightings = 0;
         counts
     }
+}
+
+/// What an address was heard as in the open window (bits of [`Counter::heard`]'s values).
+struct Heard;
+
+impl Heard {
+    const RANDOMIZED: u8 = 1;
+    const UNIVERSAL: u8 = 2;
+    const RANDOMIZED_IN_ROOM: u8 = 4;
 }
 
 fn add(into: &mut Tally, t: &Tally) {
