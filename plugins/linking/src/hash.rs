@@ -1,4 +1,5 @@
-//! A cheap hasher for maps keyed by pseudonyms and IE signatures.
+//! A cheap hasher for maps keyed by pseudonyms, IE signatures and cluster ids (also the
+//! visitor counter's).
 //!
 //! Those keys are already keyed hashes (the host's, with a key the plugin never sees, new every
 //! epoch), so nobody can choose them to collide: the flooding defence of std's SipHash buys
@@ -8,7 +9,7 @@
 //!
 //! Nothing counted depends on a map's iteration order, so the hasher changes speed only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// An odd constant with well-spread bits (2^64 / φ, made odd).
@@ -53,6 +54,7 @@ impl Hasher for WordHasher {
 
 pub type Build = BuildHasherDefault<WordHasher>;
 pub type FastMap<K, V> = HashMap<K, V, Build>;
+pub type FastSet<K> = HashSet<K, Build>;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! Everything lives in memory and is forgotten when the key epoch changes. See README.md for
 //! the method, where it comes from and what it is worth.
 
-mod hash;
+pub mod hash;
 pub mod link;
 pub mod model;
 
@@ -149,8 +149,6 @@ pub struct Counter {
     start_ms: Option<u64>,
     /// The open window began before the counter's first sighting or tick: it is incomplete.
     started_late: bool,
-    /// Clusters heard in the room whose stay may reach the open window: when last heard there.
-    recent: FastMap<u64, u64>,
     /// What the open window counted of an epoch that ended during it.
     settled: Tally,
     /// Visits that ended in the open window: universal, linked.
@@ -173,7 +171,6 @@ impl Counter {
             p,
             start_ms: None,
             started_late: false,
-            recent: FastMap::default(),
             settled: Tally::default(),
             ended: Default::default(),
             heard: FastMap::default(),
@@ -197,7 +194,7 @@ impl Counter {
             // The old epoch's clusters are about to be forgotten: count them now.
             let tally = self.tally(self.start_ms.unwrap_or(o.time_ms));
             add(&mut self.settled, &tally);
-            self.recent.clear();
+            self.linker.clear_room_marks();
             self.end_visits(None);
         }
         let placed = self.linker.observe(o);
@@ -208,8 +205,8 @@ impl Counter {
         };
         if placed.in_room {
             if let Some(id) = placed.cluster {
-                let last = self.recent.entry(id).or_insert(o.time_ms);
-                *last = (*last).max(o.time_ms);
+                // Its stay may reach the windows up to the linking horizon after this.
+                self.linker.mark_in_room(id, o.time_ms);
             }
             if o.randomized {
                 heard_as |= Heard::RANDOMIZED_IN_ROOM;
@@ -265,13 +262,10 @@ impl Counter {
     fn tally(&self, start_ms: u64) -> Tally {
         let mut t = Tally::default();
         let horizon = self.p.link.max_gap_ms;
-        for (id, &last) in &self.recent {
+        for (c, last) in self.linker.room_marks() {
             if last.saturating_add(horizon) < start_ms {
                 continue;
             }
-            let Some(c) = self.linker.cluster(*id) else {
-                continue;
-            };
             let dwell = c.dwell_ms();
             let (present, brief) = if c.universal {
                 (&mut t.universal_present, &mut t.universal_brief)
@@ -339,8 +333,8 @@ impl Counter {
         self.started_late = false;
         // Stays that ended before the next window cannot reach it (nor any later one).
         let horizon = self.p.link.max_gap_ms;
-        self.recent
-            .retain(|_, last| last.saturating_add(horizon) >= end);
+        self.linker
+            .retain_room_marks(|last| last.saturating_add(horizon) >= end);
         self.heard.clear();
         self.randomized_in_room = 0;
         self.universal_seen = 0;

@@ -63,6 +63,9 @@ pub struct Cluster {
     last_seq: Option<u16>,
     /// Listed in [`Linker::open`].
     open: bool,
+    /// Listed in [`Linker::room`], heard in the room last at `room_last_ms`.
+    room_marked: bool,
+    room_last_ms: u64,
 }
 
 impl Cluster {
@@ -111,6 +114,9 @@ pub struct Linker {
     /// The clusters whose visit is open (heard in the room, not ended): what
     /// [`Linker::take_ended`] looks at, rather than every cluster of the epoch.
     open: Vec<u32>,
+    /// The clusters the counter marked heard in the room ([`Linker::mark_in_room`]), for the
+    /// stays it counts: kept beside the clusters so a sighting needs no lookup of its own.
+    room: Vec<u32>,
 }
 
 impl Linker {
@@ -124,6 +130,7 @@ impl Linker {
             by_device: FastMap::default(),
             by_signature: FastMap::default(),
             open: Vec::new(),
+            room: Vec::new(),
         }
     }
 
@@ -137,8 +144,7 @@ impl Linker {
     }
 
     pub fn cluster(&self, id: u64) -> Option<&Cluster> {
-        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.clusters.get(index)
+        self.clusters.get(self.index(id)?)
     }
 
     /// Marks every cluster heard in the room and silent since `silent_since_ms` (or every one,
@@ -161,6 +167,49 @@ impl Linker {
         out
     }
 
+    /// Notes that cluster `id` was heard in the room at `time_ms`; the latest such time since
+    /// it was marked is kept.
+    pub(crate) fn mark_in_room(&mut self, id: u64, time_ms: u64) {
+        let Some(index) = self.index(id) else {
+            return;
+        };
+        let c = &mut self.clusters[index];
+        if c.room_marked {
+            c.room_last_ms = c.room_last_ms.max(time_ms);
+        } else {
+            c.room_marked = true;
+            c.room_last_ms = time_ms;
+            self.room.push(index as u32);
+        }
+    }
+
+    /// The marked clusters, each with when it was last heard in the room.
+    pub(crate) fn room_marks(&self) -> impl Iterator<Item = (&Cluster, u64)> {
+        self.room.iter().map(|&i| {
+            let c = &self.clusters[i as usize];
+            (c, c.room_last_ms)
+        })
+    }
+
+    /// Unmarks the clusters whose last time in the room fails `keep`.
+    pub(crate) fn retain_room_marks(&mut self, keep: impl Fn(u64) -> bool) {
+        let clusters = &mut self.clusters;
+        self.room.retain(|&i| {
+            let c = &mut clusters[i as usize];
+            c.room_marked = keep(c.room_last_ms);
+            c.room_marked
+        });
+    }
+
+    pub(crate) fn clear_room_marks(&mut self) {
+        self.retain_room_marks(|_| false);
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        (index < self.clusters.len()).then_some(index)
+    }
+
     pub fn in_room(&self, signal_dbm: Option<i8>) -> bool {
         signal_dbm.is_none_or(|dbm| i32::from(dbm) >= self.p.room_dbm)
     }
@@ -173,6 +222,7 @@ impl Linker {
         self.by_device.clear();
         self.by_signature.clear();
         self.open.clear();
+        self.room.clear();
     }
 
     pub fn observe(&mut self, o: &Observation) -> Placed {
@@ -239,6 +289,8 @@ impl Linker {
                     last_dbm: o.signal_dbm,
                     last_seq: o.seq,
                     open: false,
+                    room_marked: false,
+                    room_last_ms: 0,
                 });
                 track_open(&mut self.open, &mut self.clusters[index as usize], index);
                 if o.randomized {
