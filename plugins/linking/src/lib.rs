@@ -7,13 +7,14 @@
 //! Everything lives in memory and is forgotten when the key epoch changes. See README.md for
 //! the method, where it comes from and what it is worth.
 
+pub mod hash;
 pub mod link;
 pub mod model;
 
 pub use link::{LinkParams, Linker, Placement};
 pub use model::Model;
 
-use std::collections::{HashMap, HashSet};
+use hash::FastMap;
 
 /// One sighting, as much of it as linking uses: the fields of the plugin interface's
 /// `sighting` under the capabilities `signal`, `sequence` and `ie-signature`.
@@ -148,15 +149,16 @@ pub struct Counter {
     start_ms: Option<u64>,
     /// The open window began before the counter's first sighting or tick: it is incomplete.
     started_late: bool,
-    /// Clusters heard in the room whose stay may reach the open window: when last heard there.
-    recent: HashMap<u64, u64>,
     /// What the open window counted of an epoch that ended during it.
     settled: Tally,
     /// Visits that ended in the open window: universal, linked.
     ended: [VisitTally; 2],
-    randomized_in_room: HashSet<u64>,
-    universal_seen: HashSet<u64>,
-    randomized_seen: HashSet<u64>,
+    /// The open window's addresses, each with what it was heard as ([`Heard`]): one lookup a
+    /// sighting for the three distinct counts.
+    heard: FastMap<u64, u8>,
+    randomized_in_room: u32,
+    universal_seen: u32,
+    randomized_seen: u32,
     links: u32,
     ambiguous_links: u32,
     sightings: u32,
@@ -169,12 +171,12 @@ impl Counter {
             p,
             start_ms: None,
             started_late: false,
-            recent: HashMap::new(),
             settled: Tally::default(),
             ended: Default::default(),
-            randomized_in_room: HashSet::new(),
-            universal_seen: HashSet::new(),
-            randomized_seen: HashSet::new(),
+            heard: FastMap::default(),
+            randomized_in_room: 0,
+            universal_seen: 0,
+            randomized_seen: 0,
             links: 0,
             ambiguous_links: 0,
             sightings: 0,
@@ -192,24 +194,30 @@ impl Counter {
             // The old epoch's clusters are about to be forgotten: count them now.
             let tally = self.tally(self.start_ms.unwrap_or(o.time_ms));
             add(&mut self.settled, &tally);
-            self.recent.clear();
+            self.linker.clear_room_marks();
             self.end_visits(None);
         }
         let placed = self.linker.observe(o);
-        if o.randomized {
-            self.randomized_seen.insert(o.device);
+        let mut heard_as = if o.randomized {
+            Heard::RANDOMIZED
         } else {
-            self.universal_seen.insert(o.device);
-        }
+            Heard::UNIVERSAL
+        };
         if placed.in_room {
             if let Some(id) = placed.cluster {
-                let last = self.recent.entry(id).or_insert(o.time_ms);
-                *last = (*last).max(o.time_ms);
+                // Its stay may reach the windows up to the linking horizon after this.
+                self.linker.mark_in_room(id, o.time_ms);
             }
             if o.randomized {
-                self.randomized_in_room.insert(o.device);
+                heard_as |= Heard::RANDOMIZED_IN_ROOM;
             }
         }
+        let flags = self.heard.entry(o.device).or_insert(0);
+        let new = heard_as & !*flags;
+        *flags |= heard_as;
+        self.randomized_seen += u32::from(new & Heard::RANDOMIZED != 0);
+        self.universal_seen += u32::from(new & Heard::UNIVERSAL != 0);
+        self.randomized_in_room += u32::from(new & Heard::RANDOMIZED_IN_ROOM != 0);
         if let Placement::Linked { ambiguous } = placed.placement {
             self.links += 1;
             self.ambiguous_links += u32::from(ambiguous);
@@ -254,13 +262,10 @@ impl Counter {
     fn tally(&self, start_ms: u64) -> Tally {
         let mut t = Tally::default();
         let horizon = self.p.link.max_gap_ms;
-        for (id, &last) in &self.recent {
+        for (c, last) in self.linker.room_marks() {
             if last.saturating_add(horizon) < start_ms {
                 continue;
             }
-            let Some(c) = self.linker.cluster(*id) else {
-                continue;
-            };
             let dwell = c.dwell_ms();
             let (present, brief) = if c.universal {
                 (&mut t.universal_present, &mut t.universal_brief)
@@ -315,11 +320,11 @@ impl Counter {
             universal_fixed: t.universal_fixed,
             linked_present: t.linked_present,
             linked_brief: t.linked_brief,
-            randomized_in_room: self.randomized_in_room.len() as u32,
+            randomized_in_room: self.randomized_in_room,
             links: self.links,
             ambiguous_links: self.ambiguous_links,
-            universal_seen: self.universal_seen.len() as u32,
-            randomized_seen: self.randomized_seen.len() as u32,
+            universal_seen: self.universal_seen,
+            randomized_seen: self.randomized_seen,
             sightings: self.sightings,
             visits_universal,
             visits_linked,
@@ -328,16 +333,26 @@ impl Counter {
         self.started_late = false;
         // Stays that ended before the next window cannot reach it (nor any later one).
         let horizon = self.p.link.max_gap_ms;
-        self.recent
-            .retain(|_, last| last.saturating_add(horizon) >= end);
-        self.randomized_in_room.clear();
-        self.universal_seen.clear();
-        self.randomized_seen.clear();
+        self.linker
+            .retain_room_marks(|last| last.saturating_add(horizon) >= end);
+        self.heard.clear();
+        self.randomized_in_room = 0;
+        self.universal_seen = 0;
+        self.randomized_seen = 0;
         self.links = 0;
         self.ambiguous_links = 0;
         self.sightings = 0;
         counts
     }
+}
+
+/// What an address was heard as in the open window (bits of [`Counter::heard`]'s values).
+struct Heard;
+
+impl Heard {
+    const RANDOMIZED: u8 = 1;
+    const UNIVERSAL: u8 = 2;
+    const RANDOMIZED_IN_ROOM: u8 = 4;
 }
 
 fn add(into: &mut Tally, t: &Tally) {

@@ -9,7 +9,7 @@
 //! recent. Nothing here outlives the epoch.
 
 use crate::Observation;
-use std::collections::HashMap;
+use crate::hash::FastMap;
 
 /// How addresses are linked and what counts as in the room.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,11 @@ pub struct Cluster {
     signature: Option<u64>,
     last_dbm: Option<i8>,
     last_seq: Option<u16>,
+    /// Listed in [`Linker::open`].
+    open: bool,
+    /// Listed in [`Linker::room`], heard in the room last at `room_last_ms`.
+    room_marked: bool,
+    room_last_ms: u64,
 }
 
 impl Cluster {
@@ -98,10 +103,20 @@ pub struct Linker {
     p: LinkParams,
     epoch: Option<u32>,
     next_id: u64,
-    clusters: HashMap<u64, Cluster>,
-    by_device: HashMap<u64, u64>,
-    /// Randomized clusters by IE signature, most recent last; pruned as they age out.
-    by_signature: HashMap<Option<u64>, Vec<u64>>,
+    /// The id of this epoch's first cluster: a cluster's id is `base` + its index in
+    /// `clusters`, so ids stay unique across epochs while a lookup is an index.
+    base: u64,
+    clusters: Vec<Cluster>,
+    /// Addresses to cluster indices.
+    by_device: FastMap<u64, u32>,
+    /// Randomized clusters by IE signature, oldest first; pruned as they age out.
+    by_signature: FastMap<Option<u64>, Vec<u32>>,
+    /// The clusters whose visit is open (heard in the room, not ended): what
+    /// [`Linker::take_ended`] looks at, rather than every cluster of the epoch.
+    open: Vec<u32>,
+    /// The clusters the counter marked heard in the room ([`Linker::mark_in_room`]), for the
+    /// stays it counts: kept beside the clusters so a sighting needs no lookup of its own.
+    room: Vec<u32>,
 }
 
 impl Linker {
@@ -110,9 +125,12 @@ impl Linker {
             p,
             epoch: None,
             next_id: 0,
-            clusters: HashMap::new(),
-            by_device: HashMap::new(),
-            by_signature: HashMap::new(),
+            base: 0,
+            clusters: Vec::new(),
+            by_device: FastMap::default(),
+            by_signature: FastMap::default(),
+            open: Vec::new(),
+            room: Vec::new(),
         }
     }
 
@@ -126,20 +144,70 @@ impl Linker {
     }
 
     pub fn cluster(&self, id: u64) -> Option<&Cluster> {
-        self.clusters.get(&id)
+        self.clusters.get(self.index(id)?)
     }
 
     /// Marks every cluster heard in the room and silent since `silent_since_ms` (or every one,
     /// with `None`) as ended, and returns their dwell times; each cluster ends once.
     pub fn take_ended(&mut self, silent_since_ms: Option<u64>) -> Vec<(bool, u64)> {
         let mut out = Vec::new();
-        for c in self.clusters.values_mut() {
-            if c.in_room && !c.ended && silent_since_ms.is_none_or(|t| c.last_ms <= t) {
+        let clusters = &mut self.clusters;
+        self.open.retain(|&i| {
+            let c = &mut clusters[i as usize];
+            debug_assert!(c.in_room && !c.ended && c.open);
+            if silent_since_ms.is_none_or(|t| c.last_ms <= t) {
                 c.ended = true;
+                c.open = false;
                 out.push((c.universal, c.last_ms.saturating_sub(c.visit_start_ms)));
+                false
+            } else {
+                true
             }
-        }
+        });
         out
+    }
+
+    /// Notes that cluster `id` was heard in the room at `time_ms`; the latest such time since
+    /// it was marked is kept.
+    pub(crate) fn mark_in_room(&mut self, id: u64, time_ms: u64) {
+        let Some(index) = self.index(id) else {
+            return;
+        };
+        let c = &mut self.clusters[index];
+        if c.room_marked {
+            c.room_last_ms = c.room_last_ms.max(time_ms);
+        } else {
+            c.room_marked = true;
+            c.room_last_ms = time_ms;
+            self.room.push(index as u32);
+        }
+    }
+
+    /// The marked clusters, each with when it was last heard in the room.
+    pub(crate) fn room_marks(&self) -> impl Iterator<Item = (&Cluster, u64)> {
+        self.room.iter().map(|&i| {
+            let c = &self.clusters[i as usize];
+            (c, c.room_last_ms)
+        })
+    }
+
+    /// Unmarks the clusters whose last time in the room fails `keep`.
+    pub(crate) fn retain_room_marks(&mut self, keep: impl Fn(u64) -> bool) {
+        let clusters = &mut self.clusters;
+        self.room.retain(|&i| {
+            let c = &mut clusters[i as usize];
+            c.room_marked = keep(c.room_last_ms);
+            c.room_marked
+        });
+    }
+
+    pub(crate) fn clear_room_marks(&mut self) {
+        self.retain_room_marks(|_| false);
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        (index < self.clusters.len()).then_some(index)
     }
 
     pub fn in_room(&self, signal_dbm: Option<i8>) -> bool {
@@ -149,9 +217,12 @@ impl Linker {
     /// Forgets every cluster and link: new keys, new pseudonyms, nothing to link them to.
     pub fn reset(&mut self, epoch: Option<u32>) {
         self.epoch = epoch;
+        self.base = self.next_id;
         self.clusters.clear();
         self.by_device.clear();
         self.by_signature.clear();
+        self.open.clear();
+        self.room.clear();
     }
 
     pub fn observe(&mut self, o: &Observation) -> Placed {
@@ -159,8 +230,8 @@ impl Linker {
             self.reset(Some(o.epoch));
         }
         let in_room = self.in_room(o.signal_dbm);
-        if let Some(&id) = self.by_device.get(&o.device) {
-            let c = self.clusters.get_mut(&id).expect("a mapped cluster exists");
+        if let Some(&index) = self.by_device.get(&o.device) {
+            let c = &mut self.clusters[index as usize];
             if c.ended {
                 // Back after its visit was counted: a new visit.
                 c.ended = false;
@@ -172,8 +243,9 @@ impl Linker {
             c.last_dbm = o.signal_dbm.or(c.last_dbm);
             c.last_seq = o.seq.or(c.last_seq);
             c.in_room |= in_room;
+            track_open(&mut self.open, c, index);
             return Placed {
-                cluster: Some(id),
+                cluster: Some(self.base + u64::from(index)),
                 in_room,
                 placement: Placement::Known,
             };
@@ -190,80 +262,82 @@ impl Linker {
         } else {
             None
         };
-        let (id, placement) = match linked {
-            Some((id, ambiguous)) => {
-                let c = self.clusters.get_mut(&id).expect("a candidate exists");
+        let (index, placement) = match linked {
+            Some((index, ambiguous)) => {
+                let c = &mut self.clusters[index as usize];
                 c.last_ms = c.last_ms.max(o.time_ms);
                 c.last_dbm = o.signal_dbm.or(c.last_dbm);
                 c.last_seq = o.seq.or(c.last_seq);
                 c.addresses += 1;
                 c.in_room |= in_room;
-                (id, Placement::Linked { ambiguous })
+                track_open(&mut self.open, c, index);
+                (index, Placement::Linked { ambiguous })
             }
             None => {
-                let id = self.next_id;
+                // At most MAX_TRACKED clusters an epoch: an index fits.
+                let index = self.clusters.len() as u32;
                 self.next_id += 1;
-                self.clusters.insert(
-                    id,
-                    Cluster {
-                        first_ms: o.time_ms,
-                        last_ms: o.time_ms,
-                        universal: !o.randomized,
-                        addresses: 1,
-                        in_room,
-                        ended: false,
-                        visit_start_ms: o.time_ms,
-                        signature: o.ie_signature,
-                        last_dbm: o.signal_dbm,
-                        last_seq: o.seq,
-                    },
-                );
+                self.clusters.push(Cluster {
+                    first_ms: o.time_ms,
+                    last_ms: o.time_ms,
+                    universal: !o.randomized,
+                    addresses: 1,
+                    in_room,
+                    ended: false,
+                    visit_start_ms: o.time_ms,
+                    signature: o.ie_signature,
+                    last_dbm: o.signal_dbm,
+                    last_seq: o.seq,
+                    open: false,
+                    room_marked: false,
+                    room_last_ms: 0,
+                });
+                track_open(&mut self.open, &mut self.clusters[index as usize], index);
                 if o.randomized {
                     self.by_signature
                         .entry(o.ie_signature)
                         .or_default()
-                        .push(id);
+                        .push(index);
                 }
-                (id, Placement::New)
+                (index, Placement::New)
             }
         };
-        self.by_device.insert(o.device, id);
+        self.by_device.insert(o.device, index);
         Placed {
-            cluster: Some(id),
+            cluster: Some(self.base + u64::from(index)),
             in_room,
             placement,
         }
     }
 
-    /// The cluster a new in-room randomized address continues, if any, and whether the choice
-    /// was ambiguous.
-    fn link(&mut self, o: &Observation) -> Option<(u64, bool)> {
+    /// The cluster (index) a new in-room randomized address continues, if any, and whether the
+    /// choice was ambiguous.
+    fn link(&mut self, o: &Observation) -> Option<(u32, bool)> {
         let p = &self.p;
         let clusters = &self.clusters;
         let ids = self.by_signature.get_mut(&o.ie_signature)?;
-        // Clusters silent past the linking horizon never qualify again: drop them here so the
-        // scan stays short however long the epoch.
-        ids.retain(|id| {
-            clusters
-                .get(id)
-                .is_some_and(|c| c.last_ms + p.max_gap_ms >= o.time_ms)
-        });
-        let mut best: Option<(u64, (bool, i32, u64))> = None;
+        let mut best: Option<(u32, (bool, i32, u64))> = None;
         let mut qualified = 0u32;
         let mut by_seq = 0u32;
-        for &id in ids.iter() {
-            let c = &clusters[&id];
+        // One pass: clusters silent past the linking horizon never qualify again and are
+        // dropped, so the scan stays short however long the epoch; the rest are ranked in
+        // order, the earliest winning a tie.
+        ids.retain(|&index| {
+            let c = &clusters[index as usize];
+            if c.last_ms + p.max_gap_ms < o.time_ms {
+                return false;
+            }
             debug_assert_eq!(c.signature, o.ie_signature);
             let gap = o.time_ms.saturating_sub(c.last_ms);
             if gap < p.min_gap_ms || gap > p.max_gap_ms {
-                continue;
+                return true;
             }
             let diff = match (o.signal_dbm, c.last_dbm) {
                 (Some(a), Some(b)) => (i32::from(a) - i32::from(b)).abs(),
                 _ => 0,
             };
             if diff > p.max_dbm_diff {
-                continue;
+                return true;
             }
             let seq_continues = match (o.seq, c.last_seq) {
                 (Some(new), Some(old)) => {
@@ -277,16 +351,26 @@ impl Linker {
             // Best: sequence continues, then closest signal, then most recent.
             let rank = (seq_continues, -diff, c.last_ms);
             if best.is_none_or(|(_, r)| rank > r) {
-                best = Some((id, rank));
+                best = Some((index, rank));
             }
-        }
-        let (id, (seq_continues, _, _)) = best?;
+            true
+        });
+        let (index, (seq_continues, _, _)) = best?;
         let ambiguous = if seq_continues {
             by_seq > 1
         } else {
             qualified > 1
         };
-        Some((id, ambiguous))
+        Some((index, ambiguous))
+    }
+}
+
+/// Lists a cluster whose visit just opened (heard in the room, not ended) for
+/// [`Linker::take_ended`].
+fn track_open(open: &mut Vec<u32>, c: &mut Cluster, index: u32) {
+    if c.in_room && !c.ended && !c.open {
+        c.open = true;
+        open.push(index);
     }
 }
 

@@ -24,10 +24,10 @@
 mod visits;
 mod window;
 
+use probegate_linking::hash::FastSet;
 use probegate_linking::{LinkParams, Linker, Observation, Placement};
 use probegate_sdk::{Plugin, Sighting, export_plugin, parse_config, publish};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use visits::{Rules, Tracker};
 use window::{Counts, Windows};
 
@@ -132,7 +132,7 @@ enum Mode {
 struct Linking {
     linker: Linker,
     /// Clusters that took a link with more than one candidate in this epoch.
-    ambiguous: HashSet<u64>,
+    ambiguous: FastSet<u64>,
 }
 
 struct VisitorCounter {
@@ -163,7 +163,7 @@ impl VisitorCounter {
                         room_dbm: self.link_dbm,
                         ..LinkParams::default()
                     }),
-                    ambiguous: HashSet::new(),
+                    ambiguous: FastSet::default(),
                 }))
             } else {
                 Mode::ByAddress

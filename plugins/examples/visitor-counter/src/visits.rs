@@ -12,8 +12,9 @@
 //! interval is final, and published, once pipeline time has passed its end by `max_gap`: from
 //! then on nothing can extend a stay or presence that ended inside it.
 
+use probegate_linking::hash::{FastMap, FastSet};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 /// What makes a visit; the plugin's `visits` config, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,10 +92,10 @@ type Pending = BTreeMap<u64, [Tally; 2]>;
 
 pub struct Tracker {
     rules: Rules,
-    present: HashMap<u64, Presence>,
+    present: FastMap<u64, Presence>,
     /// Devices with a completed visit: the plugin restarts empty at every key rotation, so
     /// this holds exactly the current epoch's visitors.
-    visited: HashSet<u64>,
+    visited: FastSet<u64>,
     pending: Pending,
     /// Start of the oldest interval not yet published; set by the first sighting.
     next_ms: Option<u64>,
@@ -105,8 +106,8 @@ impl Tracker {
     pub fn new(rules: Rules) -> Tracker {
         Tracker {
             rules,
-            present: HashMap::new(),
-            visited: HashSet::new(),
+            present: FastMap::default(),
+            visited: FastSet::default(),
             pending: BTreeMap::new(),
             next_ms: None,
             now_ms: 0,
@@ -263,7 +264,7 @@ fn close_if_stale(
     device: u64,
     now: u64,
     rules: &Rules,
-    visited: &mut HashSet<u64>,
+    visited: &mut FastSet<u64>,
     pending: &mut Pending,
     next_ms: Option<u64>,
 ) -> bool {
@@ -284,7 +285,7 @@ fn end_stay(
     p: &mut Presence,
     device: u64,
     rules: &Rules,
-    visited: &mut HashSet<u64>,
+    visited: &mut FastSet<u64>,
     pending: &mut Pending,
     next_ms: Option<u64>,
 ) {

@@ -1,7 +1,7 @@
 //! Fixed, epoch-aligned counting windows: a state machine with no I/O, tested on the host.
 
+use probegate_linking::hash::FastSet;
 use serde::Serialize;
-use std::collections::HashSet;
 
 /// What one interval saw; serialised as the `counts` stream's message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,14 +36,14 @@ const MAX_EMPTY_WINDOWS: u64 = 1_000;
 pub struct Windows {
     len_ms: u64,
     start_ms: Option<u64>,
-    universal: HashSet<u64>,
-    randomized: HashSet<u64>,
+    universal: FastSet<u64>,
+    randomized: FastSet<u64>,
     sightings: u32,
     /// With linking: the randomized clusters heard in the window, and those of them that
     /// took an ambiguous link.
     linking: bool,
-    clusters: HashSet<u64>,
-    ambiguous: HashSet<u64>,
+    clusters: FastSet<u64>,
+    ambiguous: FastSet<u64>,
 }
 
 impl Windows {
@@ -51,12 +51,12 @@ impl Windows {
         Windows {
             len_ms,
             start_ms: None,
-            universal: HashSet::new(),
-            randomized: HashSet::new(),
+            universal: FastSet::default(),
+            randomized: FastSet::default(),
             sightings: 0,
             linking: false,
-            clusters: HashSet::new(),
-            ambiguous: HashSet::new(),
+            clusters: FastSet::default(),
+            ambiguous: FastSet::default(),
         }
     }
 
