@@ -40,13 +40,27 @@ impl Default for LinkParams {
     }
 }
 
-/// Devices (addresses) followed per key epoch. Past it, new addresses are not placed in any
-/// cluster and never count: a flood of made-up addresses cannot exhaust the plugin's memory.
+/// Addresses followed at once. When it is reached, the clusters silent past the linking
+/// horizon, whose visits are counted, are forgotten (randomized ones first: a fixed device's
+/// universal address keeps its long dwell unless nothing else frees room). A busy store's day
+/// has far more addresses than this (Android phones take a new one every burst), and without
+/// forgetting, every phone after the cap's worth went uncounted. Only a flood of made-up
+/// addresses within one horizon leaves new addresses unfollowed: the plugin's memory stays
+/// bounded.
 pub const MAX_TRACKED: usize = 20_000;
+/// A cluster's id is a serial number above its slot's bits, so a slot used again gets an id
+/// never seen before (window sets hold ids) while a lookup stays an index.
+const SLOT_BITS: u32 = 15;
+const _: () = assert!(MAX_TRACKED < 1 << SLOT_BITS);
+/// A full linker looks for clusters to forget at most this often (pipeline time): under a flood
+/// of addresses it would find none at every sighting.
+const SWEEP_EVERY_MS: u64 = 10_000;
 
 /// What the linker knows of one cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
+    /// [`Placed::cluster`]; `u64::MAX` while the slot is free.
+    id: u64,
     pub first_ms: u64,
     pub last_ms: u64,
     pub universal: bool,
@@ -59,8 +73,6 @@ pub struct Cluster {
     /// When its current visit began: its first sighting, or the first after a visit ended.
     pub visit_start_ms: u64,
     signature: Option<u64>,
-    last_dbm: Option<i8>,
-    last_seq: Option<u16>,
     /// Listed in [`Linker::open`].
     open: bool,
     /// Listed in [`Linker::room`], heard in the room last at `room_last_ms`.
@@ -75,6 +87,25 @@ impl Cluster {
     }
 }
 
+/// What linking compares of a cluster, kept apart from the rest: a new address is compared
+/// with every recent cluster of its signature, and a scan over these small records stays in
+/// cache where one over whole clusters did not (on the generated store day, with every
+/// address followed, the scan was most of the linking's time).
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    last_ms: u64,
+    dbm: Option<i8>,
+    seq: Option<u16>,
+}
+
+impl Latest {
+    fn update(&mut self, o: &Observation) {
+        self.last_ms = self.last_ms.max(o.time_ms);
+        self.dbm = o.signal_dbm.or(self.dbm);
+        self.seq = o.seq.or(self.seq);
+    }
+}
+
 /// How a sighting was placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -85,7 +116,7 @@ pub enum Placement {
     /// A new randomized address linked to an earlier cluster; `ambiguous` when more than one
     /// cluster qualified and no sequence number told them apart.
     Linked { ambiguous: bool },
-    /// Past [`MAX_TRACKED`]: not followed.
+    /// Past [`MAX_TRACKED`] with nothing silent enough to forget: not followed.
     Untracked,
 }
 
@@ -102,11 +133,15 @@ pub struct Placed {
 pub struct Linker {
     p: LinkParams,
     epoch: Option<u32>,
-    next_id: u64,
-    /// The id of this epoch's first cluster: a cluster's id is `base` + its index in
-    /// `clusters`, so ids stay unique across epochs while a lookup is an index.
-    base: u64,
+    /// Serial numbers of clusters, across epochs (see [`SLOT_BITS`]).
+    next_serial: u64,
     clusters: Vec<Cluster>,
+    /// By slot, as `clusters`.
+    latest: Vec<Latest>,
+    /// Slots of forgotten clusters, to be used again.
+    free: Vec<u32>,
+    /// No look for clusters to forget before this (pipeline time).
+    next_sweep_ms: u64,
     /// Addresses to cluster indices.
     by_device: FastMap<u64, u32>,
     /// Randomized clusters by IE signature, oldest first; pruned as they age out.
@@ -124,9 +159,11 @@ impl Linker {
         Linker {
             p,
             epoch: None,
-            next_id: 0,
-            base: 0,
+            next_serial: 0,
             clusters: Vec::new(),
+            latest: Vec::new(),
+            free: Vec::new(),
+            next_sweep_ms: 0,
             by_device: FastMap::default(),
             by_signature: FastMap::default(),
             open: Vec::new(),
@@ -206,8 +243,8 @@ impl Linker {
     }
 
     fn index(&self, id: u64) -> Option<usize> {
-        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        (index < self.clusters.len()).then_some(index)
+        let index = (id & ((1 << SLOT_BITS) - 1)) as usize;
+        (self.clusters.get(index)?.id == id).then_some(index)
     }
 
     pub fn in_room(&self, signal_dbm: Option<i8>) -> bool {
@@ -217,8 +254,10 @@ impl Linker {
     /// Forgets every cluster and link: new keys, new pseudonyms, nothing to link them to.
     pub fn reset(&mut self, epoch: Option<u32>) {
         self.epoch = epoch;
-        self.base = self.next_id;
         self.clusters.clear();
+        self.latest.clear();
+        self.free.clear();
+        self.next_sweep_ms = 0;
         self.by_device.clear();
         self.by_signature.clear();
         self.open.clear();
@@ -240,15 +279,18 @@ impl Linker {
             }
             c.first_ms = c.first_ms.min(o.time_ms);
             c.last_ms = c.last_ms.max(o.time_ms);
-            c.last_dbm = o.signal_dbm.or(c.last_dbm);
-            c.last_seq = o.seq.or(c.last_seq);
+            self.latest[index as usize].update(o);
             c.in_room |= in_room;
             track_open(&mut self.open, c, index);
             return Placed {
-                cluster: Some(self.base + u64::from(index)),
+                cluster: Some(c.id),
                 in_room,
                 placement: Placement::Known,
             };
+        }
+        if self.by_device.len() >= MAX_TRACKED && o.time_ms >= self.next_sweep_ms {
+            self.forget_silent(o.time_ms);
+            self.next_sweep_ms = o.time_ms.saturating_add(SWEEP_EVERY_MS);
         }
         if self.by_device.len() >= MAX_TRACKED {
             return Placed {
@@ -266,18 +308,19 @@ impl Linker {
             Some((index, ambiguous)) => {
                 let c = &mut self.clusters[index as usize];
                 c.last_ms = c.last_ms.max(o.time_ms);
-                c.last_dbm = o.signal_dbm.or(c.last_dbm);
-                c.last_seq = o.seq.or(c.last_seq);
+                self.latest[index as usize].update(o);
                 c.addresses += 1;
                 c.in_room |= in_room;
                 track_open(&mut self.open, c, index);
                 (index, Placement::Linked { ambiguous })
             }
             None => {
-                // At most MAX_TRACKED clusters an epoch: an index fits.
-                let index = self.clusters.len() as u32;
-                self.next_id += 1;
-                self.clusters.push(Cluster {
+                // Every live cluster has an address followed: at most MAX_TRACKED slots.
+                let index = self.free.pop().unwrap_or(self.clusters.len() as u32);
+                let id = (self.next_serial << SLOT_BITS) | u64::from(index);
+                self.next_serial += 1;
+                let cluster = Cluster {
+                    id,
                     first_ms: o.time_ms,
                     last_ms: o.time_ms,
                     universal: !o.randomized,
@@ -286,12 +329,25 @@ impl Linker {
                     ended: false,
                     visit_start_ms: o.time_ms,
                     signature: o.ie_signature,
-                    last_dbm: o.signal_dbm,
-                    last_seq: o.seq,
                     open: false,
                     room_marked: false,
                     room_last_ms: 0,
-                });
+                };
+                let latest = Latest {
+                    last_ms: o.time_ms,
+                    dbm: o.signal_dbm,
+                    seq: o.seq,
+                };
+                match self.clusters.get_mut(index as usize) {
+                    Some(slot) => {
+                        *slot = cluster;
+                        self.latest[index as usize] = latest;
+                    }
+                    None => {
+                        self.clusters.push(cluster);
+                        self.latest.push(latest);
+                    }
+                }
                 track_open(&mut self.open, &mut self.clusters[index as usize], index);
                 if o.randomized {
                     self.by_signature
@@ -304,17 +360,53 @@ impl Linker {
         };
         self.by_device.insert(o.device, index);
         Placed {
-            cluster: Some(self.base + u64::from(index)),
+            cluster: Some(self.clusters[index as usize].id),
             in_room,
             placement,
         }
+    }
+
+    /// Forgets the clusters (and their addresses) that are silent past the linking horizon and
+    /// hold nothing the counter still needs (an open visit, a stay in the room): randomized
+    /// ones, and universal ones too if that freed less than a tenth of the room.
+    fn forget_silent(&mut self, now_ms: u64) {
+        let horizon = self.p.max_gap_ms;
+        let forgettable = |c: &Cluster, universal: bool| {
+            c.id != u64::MAX
+                && c.universal == universal
+                && !c.open
+                && !c.room_marked
+                && c.last_ms.saturating_add(horizon) < now_ms
+        };
+        let mut dead = vec![false; self.clusters.len()];
+        for universal in [false, true] {
+            if universal && self.by_device.len() < MAX_TRACKED - MAX_TRACKED / 10 {
+                break;
+            }
+            for (i, c) in self.clusters.iter_mut().enumerate() {
+                if forgettable(c, universal) {
+                    dead[i] = true;
+                    c.id = u64::MAX;
+                    self.free.push(i as u32);
+                }
+            }
+            self.by_device.retain(|_, &mut i| !dead[i as usize]);
+        }
+        self.by_signature.retain(|_, list| {
+            list.retain(|&i| !dead[i as usize]);
+            !list.is_empty()
+        });
     }
 
     /// The cluster (index) a new in-room randomized address continues, if any, and whether the
     /// choice was ambiguous.
     fn link(&mut self, o: &Observation) -> Option<(u32, bool)> {
         let p = &self.p;
-        let clusters = &self.clusters;
+        let latest = &self.latest;
+        debug_assert!(self.by_signature.get(&o.ie_signature).is_none_or(|ids| {
+            ids.iter()
+                .all(|&i| self.clusters[i as usize].signature == o.ie_signature)
+        }));
         let ids = self.by_signature.get_mut(&o.ie_signature)?;
         let mut best: Option<(u32, (bool, i32, u64))> = None;
         let mut qualified = 0u32;
@@ -323,23 +415,22 @@ impl Linker {
         // dropped, so the scan stays short however long the epoch; the rest are ranked in
         // order, the earliest winning a tie.
         ids.retain(|&index| {
-            let c = &clusters[index as usize];
+            let c = &latest[index as usize];
             if c.last_ms + p.max_gap_ms < o.time_ms {
                 return false;
             }
-            debug_assert_eq!(c.signature, o.ie_signature);
             let gap = o.time_ms.saturating_sub(c.last_ms);
             if gap < p.min_gap_ms || gap > p.max_gap_ms {
                 return true;
             }
-            let diff = match (o.signal_dbm, c.last_dbm) {
+            let diff = match (o.signal_dbm, c.dbm) {
                 (Some(a), Some(b)) => (i32::from(a) - i32::from(b)).abs(),
                 _ => 0,
             };
             if diff > p.max_dbm_diff {
                 return true;
             }
-            let seq_continues = match (o.seq, c.last_seq) {
+            let seq_continues = match (o.seq, c.seq) {
                 (Some(new), Some(old)) => {
                     let step = new.wrapping_sub(old) & 0x0fff;
                     (1..=p.max_seq_gap).contains(&step)
@@ -481,5 +572,41 @@ mod tests {
             l.observe(&phone(0, 10_000, -60, 1, 7)).placement,
             Placement::Known
         );
+    }
+
+    #[test]
+    fn a_full_linker_forgets_the_long_silent_randomized_clusters_and_keeps_counting() {
+        let mut l = Linker::new(LinkParams::default());
+        let fixed = l.observe(&Observation {
+            randomized: false,
+            ..phone(u64::MAX - 1, 0, -60, 0, 9)
+        });
+        // A day's worth of one-burst Android addresses, out of the room (never open, never
+        // marked), each with its own signature so none links to another.
+        for d in 1..MAX_TRACKED as u64 {
+            l.observe(&phone(d, d, -90, 0, 100 + d));
+        }
+        let gone = l.observe(&phone(1, 1, -90, 0, 101)).cluster;
+        let horizon = LinkParams::default().max_gap_ms;
+        let later = MAX_TRACKED as u64 + horizon + 1;
+        let new = l.observe(&phone(u64::MAX, later, -60, 1, 7));
+        assert_eq!(new.placement, Placement::New);
+        // Its slot may be used again, but never its id: window sets hold ids.
+        assert!(l.cluster(gone.unwrap()).is_none());
+        assert_ne!(new.cluster, gone);
+        let back = l.observe(&phone(1, later, -90, 0, 101));
+        assert_eq!(back.placement, Placement::New);
+        assert_ne!(back.cluster, gone);
+        // The universal address silent as long was not needed to make room: it keeps its
+        // cluster (and the dwell that marks it as a fixed device).
+        let again = l.observe(&Observation {
+            randomized: false,
+            ..phone(u64::MAX - 1, later, -60, 0, 9)
+        });
+        assert_eq!(
+            (again.placement, again.cluster),
+            (Placement::Known, fixed.cluster)
+        );
+        assert_eq!(l.cluster(fixed.cluster.unwrap()).unwrap().dwell_ms(), later);
     }
 }
