@@ -72,7 +72,9 @@ pub struct Cluster {
     pub ended: bool,
     /// When its current visit began: its first sighting, or the first after a visit ended.
     pub visit_start_ms: u64,
-    signature: Option<u64>,
+    /// Its place in [`Linker::lists`]: list and position.
+    list: u32,
+    pos: u32,
     /// Listed in [`Linker::open`].
     open: bool,
     /// Listed in [`Linker::room`], heard in the room last at `room_last_ms`.
@@ -87,24 +89,28 @@ impl Cluster {
     }
 }
 
-/// What linking compares of a cluster, kept apart from the rest: a new address is compared
-/// with every recent cluster of its signature, and a scan over these small records stays in
-/// cache where one over whole clusters did not (on the generated store day, with every
-/// address followed, the scan was most of the linking's time).
+/// A randomized cluster as linking compares it, in its signature's list: a new address is
+/// compared with every recent cluster of its signature, and a scan over these small records in
+/// a row is a fraction of one that looks each cluster up (on the generated store day, with
+/// every address followed, that scan was most of the linking's time).
 #[derive(Debug, Clone, Copy)]
-struct Latest {
+struct Candidate {
     last_ms: u64,
+    index: u32,
     dbm: Option<i8>,
     seq: Option<u16>,
 }
 
-impl Latest {
+impl Candidate {
     fn update(&mut self, o: &Observation) {
         self.last_ms = self.last_ms.max(o.time_ms);
         self.dbm = o.signal_dbm.or(self.dbm);
         self.seq = o.seq.or(self.seq);
     }
 }
+
+/// [`Cluster::list`] of a cluster in no list: universal, or past the linking horizon.
+const NO_LIST: u32 = u32::MAX;
 
 /// How a sighting was placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,8 +142,6 @@ pub struct Linker {
     /// Serial numbers of clusters, across epochs (see [`SLOT_BITS`]).
     next_serial: u64,
     clusters: Vec<Cluster>,
-    /// By slot, as `clusters`.
-    latest: Vec<Latest>,
     /// Slots of forgotten clusters, to be used again.
     free: Vec<u32>,
     /// No look for clusters to forget before this (pipeline time).
@@ -145,7 +149,10 @@ pub struct Linker {
     /// Addresses to cluster indices.
     by_device: FastMap<u64, u32>,
     /// Randomized clusters by IE signature, oldest first; pruned as they age out.
-    by_signature: FastMap<Option<u64>, Vec<u32>>,
+    by_signature: FastMap<Option<u64>, u32>,
+    /// The randomized clusters a new address of one signature may continue, in no order; a
+    /// cluster leaves its list once silent past the linking horizon.
+    lists: Vec<Vec<Candidate>>,
     /// The clusters whose visit is open (heard in the room, not ended): what
     /// [`Linker::take_ended`] looks at, rather than every cluster of the epoch.
     open: Vec<u32>,
@@ -161,11 +168,11 @@ impl Linker {
             epoch: None,
             next_serial: 0,
             clusters: Vec::new(),
-            latest: Vec::new(),
             free: Vec::new(),
             next_sweep_ms: 0,
             by_device: FastMap::default(),
             by_signature: FastMap::default(),
+            lists: Vec::new(),
             open: Vec::new(),
             room: Vec::new(),
         }
@@ -255,11 +262,11 @@ impl Linker {
     pub fn reset(&mut self, epoch: Option<u32>) {
         self.epoch = epoch;
         self.clusters.clear();
-        self.latest.clear();
         self.free.clear();
         self.next_sweep_ms = 0;
         self.by_device.clear();
         self.by_signature.clear();
+        self.lists.clear();
         self.open.clear();
         self.room.clear();
     }
@@ -279,7 +286,9 @@ impl Linker {
             }
             c.first_ms = c.first_ms.min(o.time_ms);
             c.last_ms = c.last_ms.max(o.time_ms);
-            self.latest[index as usize].update(o);
+            if c.list != NO_LIST {
+                self.lists[c.list as usize][c.pos as usize].update(o);
+            }
             c.in_room |= in_room;
             track_open(&mut self.open, c, index);
             return Placed {
@@ -308,7 +317,7 @@ impl Linker {
             Some((index, ambiguous)) => {
                 let c = &mut self.clusters[index as usize];
                 c.last_ms = c.last_ms.max(o.time_ms);
-                self.latest[index as usize].update(o);
+                self.lists[c.list as usize][c.pos as usize].update(o);
                 c.addresses += 1;
                 c.in_room |= in_room;
                 track_open(&mut self.open, c, index);
@@ -328,32 +337,32 @@ impl Linker {
                     in_room,
                     ended: false,
                     visit_start_ms: o.time_ms,
-                    signature: o.ie_signature,
+                    list: NO_LIST,
+                    pos: 0,
                     open: false,
                     room_marked: false,
                     room_last_ms: 0,
                 };
-                let latest = Latest {
-                    last_ms: o.time_ms,
-                    dbm: o.signal_dbm,
-                    seq: o.seq,
-                };
                 match self.clusters.get_mut(index as usize) {
-                    Some(slot) => {
-                        *slot = cluster;
-                        self.latest[index as usize] = latest;
-                    }
-                    None => {
-                        self.clusters.push(cluster);
-                        self.latest.push(latest);
-                    }
+                    Some(slot) => *slot = cluster,
+                    None => self.clusters.push(cluster),
                 }
-                track_open(&mut self.open, &mut self.clusters[index as usize], index);
+                let c = &mut self.clusters[index as usize];
+                track_open(&mut self.open, c, index);
                 if o.randomized {
-                    self.by_signature
-                        .entry(o.ie_signature)
-                        .or_default()
-                        .push(index);
+                    let lists = &mut self.lists;
+                    let list = *self.by_signature.entry(o.ie_signature).or_insert_with(|| {
+                        lists.push(Vec::new());
+                        (lists.len() - 1) as u32
+                    });
+                    let candidates = &mut lists[list as usize];
+                    (c.list, c.pos) = (list, candidates.len() as u32);
+                    candidates.push(Candidate {
+                        last_ms: o.time_ms,
+                        index,
+                        dbm: o.signal_dbm,
+                        seq: o.seq,
+                    });
                 }
                 (index, Placement::New)
             }
@@ -392,43 +401,60 @@ impl Linker {
             }
             self.by_device.retain(|_, &mut i| !dead[i as usize]);
         }
-        self.by_signature.retain(|_, list| {
-            list.retain(|&i| !dead[i as usize]);
-            !list.is_empty()
-        });
+        // Rare (a full linker, at most every SWEEP_EVERY_MS): the lists are rebuilt whole,
+        // the empty ones dropped, and every cluster told its new place.
+        let mut lists = std::mem::take(&mut self.lists);
+        for list in &mut lists {
+            list.retain(|c| !dead[c.index as usize]);
+        }
+        self.by_signature
+            .retain(|_, list| !lists[*list as usize].is_empty());
+        for list in self.by_signature.values_mut() {
+            let candidates = std::mem::take(&mut lists[*list as usize]);
+            *list = self.lists.len() as u32;
+            for (pos, c) in candidates.iter().enumerate() {
+                let cluster = &mut self.clusters[c.index as usize];
+                (cluster.list, cluster.pos) = (*list, pos as u32);
+            }
+            self.lists.push(candidates);
+        }
     }
 
     /// The cluster (index) a new in-room randomized address continues, if any, and whether the
     /// choice was ambiguous.
     fn link(&mut self, o: &Observation) -> Option<(u32, bool)> {
         let p = &self.p;
-        let latest = &self.latest;
-        debug_assert!(self.by_signature.get(&o.ie_signature).is_none_or(|ids| {
-            ids.iter()
-                .all(|&i| self.clusters[i as usize].signature == o.ie_signature)
-        }));
-        let ids = self.by_signature.get_mut(&o.ie_signature)?;
+        let list = *self.by_signature.get(&o.ie_signature)?;
+        let candidates = &mut self.lists[list as usize];
+        let clusters = &mut self.clusters;
         let mut best: Option<(u32, (bool, i32, u64))> = None;
         let mut qualified = 0u32;
         let mut by_seq = 0u32;
-        // One pass: clusters silent past the linking horizon never qualify again and are
-        // dropped, so the scan stays short however long the epoch; the rest are ranked in
-        // order, the earliest winning a tie.
-        ids.retain(|&index| {
-            let c = &latest[index as usize];
+        // One pass: clusters silent past the linking horizon never qualify again and leave the
+        // list, so the scan stays short however long the epoch; the rest are ranked, the
+        // earliest made winning a tie (the list has no order: swap_remove).
+        let mut i = 0;
+        while i < candidates.len() {
+            let c = candidates[i];
             if c.last_ms + p.max_gap_ms < o.time_ms {
-                return false;
+                candidates.swap_remove(i);
+                clusters[c.index as usize].list = NO_LIST;
+                if let Some(moved) = candidates.get(i) {
+                    clusters[moved.index as usize].pos = i as u32;
+                }
+                continue;
             }
+            i += 1;
             let gap = o.time_ms.saturating_sub(c.last_ms);
             if gap < p.min_gap_ms || gap > p.max_gap_ms {
-                return true;
+                continue;
             }
             let diff = match (o.signal_dbm, c.dbm) {
                 (Some(a), Some(b)) => (i32::from(a) - i32::from(b)).abs(),
                 _ => 0,
             };
             if diff > p.max_dbm_diff {
-                return true;
+                continue;
             }
             let seq_continues = match (o.seq, c.seq) {
                 (Some(new), Some(old)) => {
@@ -439,13 +465,16 @@ impl Linker {
             };
             qualified += 1;
             by_seq += u32::from(seq_continues);
-            // Best: sequence continues, then closest signal, then most recent.
+            // Best: sequence continues, then closest signal, then most recent, then the
+            // earliest made (ids grow with every cluster made).
             let rank = (seq_continues, -diff, c.last_ms);
-            if best.is_none_or(|(_, r)| rank > r) {
-                best = Some((index, rank));
+            let better = best.is_none_or(|(b, r)| {
+                rank > r || (rank == r && clusters[c.index as usize].id < clusters[b as usize].id)
+            });
+            if better {
+                best = Some((c.index, rank));
             }
-            true
-        });
+        }
         let (index, (seq_continues, _, _)) = best?;
         let ambiguous = if seq_continues {
             by_seq > 1
