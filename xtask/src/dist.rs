@@ -15,6 +15,9 @@
 //!   `$CARGO_TARGET_DIR/cross/libpcap/<triple>/`.
 //! - The daemon is built with the release profile (size-optimised, stripped) into
 //!   `$CARGO_TARGET_DIR/cross/<triple>/`, so host builds keep their own directory warm.
+//!   `--profile dist-check` builds with the `dist-check` profile instead (release without
+//!   fat LTO, for CI's cold builds; see Cargo.toml) and writes the packages to
+//!   `target/dist-check/`, so they are never mistaken for release packages.
 //! - `--check` unpacks the packages and checks their structure and fields, then runs the packaged
 //!   binary under qemu-user: it replays a real capture through the packaged visitor-counter
 //!   plugin to a mosquitto on 127.0.0.1, and a `mosquitto_sub` must receive the same counts as
@@ -65,6 +68,35 @@ struct Target {
     /// `--check` also runs the parser and privacy unit tests under qemu: worth it on one
     /// 32-bit target, where libc's struct layouts differ from the host's.
     unit_tests: bool,
+    /// The cargo profile the daemon is built with (`--profile`).
+    profile: Profile,
+}
+
+/// The cargo profile of a router build.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Profile {
+    /// What is shipped: size-optimised, fat LTO, one codegen unit (Cargo.toml).
+    Release,
+    /// Release without fat LTO's single-threaded whole-program pass: for CI's cold builds of
+    /// the targets that do not check the shipped configuration.
+    DistCheck,
+}
+
+impl Profile {
+    /// Cargo's name for it, which is also the output directory's.
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::DistCheck => "dist-check",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Profile> {
+        [Profile::Release, Profile::DistCheck]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| format!("--profile {name:?}: the profiles are release and dist-check"))
+    }
 }
 
 const TARGETS: &[Target] = &[
@@ -84,6 +116,7 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("aarch64-unknown-linux-musl"),
         unit_tests: false,
+        profile: Profile::Release,
     },
     Target {
         name: "mipsel",
@@ -101,6 +134,7 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("pulley32"),
         unit_tests: true,
+        profile: Profile::Release,
     },
     Target {
         name: "mips",
@@ -121,6 +155,7 @@ const TARGETS: &[Target] = &[
         // mipsel's run covers the 32-bit layouts; byte order is what this one adds, and the
         // replay (radiotap, 802.11, pcap headers, Pulley) exercises it end to end.
         unit_tests: false,
+        profile: Profile::Release,
     },
     Target {
         name: "armv7",
@@ -139,6 +174,7 @@ const TARGETS: &[Target] = &[
         precompile_for: Some("pulley32"),
         // mipsel's run covers the 32-bit layouts.
         unit_tests: false,
+        profile: Profile::Release,
     },
     Target {
         name: "x86_64",
@@ -155,6 +191,7 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("x86_64-unknown-linux-musl"),
         unit_tests: false,
+        profile: Profile::Release,
     },
 ];
 
@@ -283,8 +320,17 @@ fn built_binary(target: &Target) -> PathBuf {
     cross_dir()
         .join(target.triple)
         .join(target.triple)
-        .join("release")
+        .join(target.profile.name())
         .join(PACKAGE)
+}
+
+/// Where the packages go: release builds to `target/dist/`, the others beside it, so a
+/// package from CI's quicker profile is never taken for a release one.
+fn packages_dir(target: &Target) -> PathBuf {
+    match target.profile {
+        Profile::Release => root().join("target/dist"),
+        Profile::DistCheck => root().join("target/dist-check"),
+    }
 }
 
 /// What is made for `target` besides the binary: precompiled plugins, the config that
@@ -297,7 +343,7 @@ pub fn dist(args: &[String]) -> Result {
     let usage = || {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
         format!(
-            "usage: cargo xtask dist {} [--full] [--check] [--sizes]",
+            "usage: cargo xtask dist {} [--full] [--check] [--sizes] [--profile release | dist-check]",
             names.join(" | ")
         )
     };
@@ -305,11 +351,14 @@ pub fn dist(args: &[String]) -> Result {
     let mut check = false;
     let mut full = false;
     let mut sizes = false;
-    for arg in args {
+    let mut profile = Profile::Release;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--check" => check = true,
             "--sizes" => sizes = true,
             "--full" => full = true,
+            "--profile" => profile = Profile::parse(args.next().ok_or_else(usage)?)?,
             name => target = Some(*TARGETS.iter().find(|t| t.name == name).ok_or_else(usage)?),
         }
     }
@@ -317,6 +366,7 @@ pub fn dist(args: &[String]) -> Result {
     if full {
         target = full_variant(&target)?;
     }
+    target.profile = profile;
     let target = &target;
     let start = Instant::now();
     let mut times: Vec<(&str, Duration)> = Vec::new();
@@ -367,9 +417,10 @@ pub fn dist(args: &[String]) -> Result {
     let apk = apk_package(target, &binary)?;
     step("package", &mut since);
     println!(
-        "dist: {} ({}, release profile, stripped): {} bytes ({:.2} MB)",
+        "dist: {} ({}, {} profile, stripped): {} bytes ({:.2} MB)",
         binary.display(),
         target.triple,
+        target.profile.name(),
         size,
         size as f64 / 1e6
     );
@@ -391,11 +442,12 @@ pub fn dist(args: &[String]) -> Result {
         .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
         .collect();
     println!(
-        "dist {}: done in {:.1} s ({}); binary {} bytes",
+        "dist {}: done in {:.1} s ({}); binary {} bytes ({} profile)",
         target.name,
         start.elapsed().as_secs_f64(),
         steps.join(", "),
-        size
+        size,
+        target.profile.name()
     );
     Ok(())
 }
@@ -680,7 +732,8 @@ enum Strip {
     No,
 }
 
-/// `cargo zigbuild --release` for the target, linking the static libpcap. Returns the binary.
+/// `cargo zigbuild --profile <target.profile>` for the target, linking the static libpcap.
+/// Returns the binary.
 fn cross_build(
     target: &Target,
     zig: &Path,
@@ -693,9 +746,11 @@ fn cross_build(
     cross_env(&mut cmd, target, zig, pcap_dir, pcap_version);
     if strip == Strip::No {
         target_dir = cross_dir().join(format!("{}-unstripped", target.triple));
-        cmd.env("CARGO_PROFILE_RELEASE_STRIP", "false");
+        let profile = target.profile.name().to_uppercase().replace('-', "_");
+        cmd.env(format!("CARGO_PROFILE_{profile}_STRIP"), "false");
     }
-    cmd.args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
+    cmd.args(["zigbuild", "--locked", "-p", PACKAGE])
+        .args(["--profile", target.profile.name()])
         // Default features are back-office tools (`tail`, with JSON Schema validation): a
         // router has no use for them and the flash is small.
         .arg("--no-default-features")
@@ -703,11 +758,14 @@ fn cross_build(
         .arg(&target_dir);
     features(&mut cmd, target);
     if target.build_std {
-        // The release profile aborts on panic, so std needs no unwinder.
+        // Both profiles abort on panic, so std needs no unwinder.
         cmd.arg("-Zbuild-std=std,panic_abort");
     }
     run(&mut cmd)?;
-    let binary = target_dir.join(target.triple).join("release").join(PACKAGE);
+    let binary = target_dir
+        .join(target.triple)
+        .join(target.profile.name())
+        .join(PACKAGE);
     if !binary.is_file() {
         return Err(format!("{} was not built", binary.display()));
     }
@@ -934,7 +992,8 @@ fn members(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Builds `target/dist/probegate_<version>_<arch>.ipk`.
+/// Builds `target/dist/probegate_<version>_<arch>.ipk` (`target/dist-check/` for the
+/// dist-check profile).
 /// A directory name of its own for each package, for staging and checks.
 fn work_name(target: &Target) -> String {
     format!("{}_{}", target.package, target.opkg_arch)
@@ -1009,7 +1068,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     tar_gz(&control, &control_refs, &outer.join("control.tar.gz"))?;
     write_file(&outer.join("debian-binary"), b"2.0\n", 0o644)?;
 
-    let dist = root().join("target/dist");
+    let dist = packages_dir(target);
     io(&dist, fs::create_dir_all(&dist))?;
     let name = format!("{}_{version}_{}.ipk", target.package, target.opkg_arch);
     let tmp = dist.join(format!(".{name}.tmp"));
@@ -1045,7 +1104,7 @@ fn apk_package(target: &Target, binary: &Path) -> Result<PathBuf> {
     ));
     let scripts = apk::openwrt_scripts(target.package);
     let scripts: Vec<(&str, &str)> = scripts.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    let dir = root().join("target/dist").join(target.opkg_arch);
+    let dir = packages_dir(target).join(target.opkg_arch);
     io(&dir, fs::create_dir_all(&dir))?;
     let out = dir.join(format!("{}-{}.apk", target.package, apk_version()?));
     apk::write_apk(&apk_meta(target)?, &files, &scripts, &out)?;
@@ -1846,6 +1905,33 @@ mod tests {
         assert_eq!(json_value(data, "sightings"), Some("44"));
         assert_eq!(json_value(data, "partial"), Some("false"));
         assert_eq!(json_value(r#"{"a":"x,}\"y","b":2}"#, "b"), Some("2"));
+    }
+
+    #[test]
+    fn profiles_parse_by_cargo_name() {
+        assert_eq!(Profile::parse("release").unwrap(), Profile::Release);
+        assert_eq!(Profile::parse("dist-check").unwrap(), Profile::DistCheck);
+        assert!(Profile::parse("dev").is_err());
+    }
+
+    /// The dist-check profile may only trade link-time work for build time: `--check` relies
+    /// on release's stripping (check_elf), build-std on its `panic = "abort"`, and the sizes it
+    /// prints should stay comparable (opt-level).
+    #[test]
+    fn dist_check_profile_changes_only_lto_and_codegen_units() {
+        let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+        let section = manifest
+            .split("\n[")
+            .find(|s| s.starts_with("profile.dist-check]"))
+            .expect("Cargo.toml has [profile.dist-check]");
+        let keys: BTreeSet<&str> = section
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split('=').next().unwrap().trim())
+            .collect();
+        assert_eq!(keys, ["codegen-units", "inherits", "lto"].into());
+        assert!(section.contains("inherits = \"release\""));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
 //! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist <target>
-//!   --check` for every router target, and `dist aarch64 --full --check`.
+//!   --check` for every router target (mipsel with the release profile, the others with
+//!   `dist-check`), and `dist aarch64 --full --check`; then each step's time.
 //! - `evaluate [--data DIR] [--window-secs N] [--out FILE]`: the occupancy plugin against the
 //!   hand-counted Fryza days, leave one day out (`evaluate.rs`).
-//! - `dist <target> [--full] [--check] [--sizes]`: cross-builds and packages for OpenWrt (see
+//! - `dist <target> [--full] [--check] [--sizes] [--profile P]`: cross-builds and packages for OpenWrt (see
 //!   `dist.rs`); `--sizes` also prints where the binary's bytes go (`sizes.rs`).
 //! - `loadgen --probes N [--seed S] --out FILE|-`: a seeded store's day as a pcap (`loadgen.rs`).
 //! - `bench [--quick]`: measures and rewrites docs/performance.md (`bench.rs`).
@@ -384,56 +385,118 @@ fn cargo_target_dir() -> PathBuf {
 }
 
 /// What CI runs: every test with real mosquitto, libpcap and wasm plugins, then the linters.
+/// Ends with each step's time (also when a step fails), so a cold run shows where it went.
 fn test() -> Result {
-    deps()?;
-    build_plugins()?;
+    let mut times = StepTimes::default();
+    let result = test_steps(&mut times);
+    times.print();
+    result
+}
+
+/// Each step's name and seconds, in order.
+#[derive(Default)]
+struct StepTimes(Vec<(String, Duration)>);
+
+impl StepTimes {
+    fn time(&mut self, name: &str, step: impl FnOnce() -> Result) -> Result {
+        let start = Instant::now();
+        let result = step();
+        let name = if result.is_ok() {
+            name.to_owned()
+        } else {
+            format!("{name} (failed)")
+        };
+        self.0.push((name, start.elapsed()));
+        result
+    }
+
+    fn print(&self) {
+        let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
+        println!("xtask test: step times");
+        for (name, took) in &self.0 {
+            println!("{:>8.1} s  {name}", took.as_secs_f64());
+        }
+        println!("{:>8.1} s  total", total.as_secs_f64());
+    }
+}
+
+/// The router builds CI checks, and their profiles. mipsel, the weakest router (32-bit,
+/// Pulley), is built exactly as shipped (release: fat LTO, one codegen unit) and also runs the
+/// unit tests under qemu; the others build with `dist-check` (release without fat LTO, see
+/// Cargo.toml), which saves most of their cold build time. Packaging, package checks and the
+/// qemu replay are the same for both.
+const CI_DIST: &[(&str, &[&str])] = &[
+    ("aarch64", &["--profile", "dist-check"]),
+    ("mipsel", &["--profile", "release"]),
+    ("mips", &["--profile", "dist-check"]),
+    ("armv7", &["--profile", "dist-check"]),
+    ("x86_64", &["--profile", "dist-check"]),
+    ("aarch64", &["--full", "--profile", "dist-check"]),
+];
+
+fn test_steps(times: &mut StepTimes) -> Result {
+    times.time("deps and plugins", || {
+        deps()?;
+        build_plugins()
+    })?;
     let plugins = root().join("plugins");
     let host = host_triple()?;
     // Plugin logic is ordinary Rust: its unit tests run natively.
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["test", "--locked", "--target", &host, "--target-dir"])
-        .arg(plugin_target_dir().join("host"))
-        .args([
-            "-p",
-            "visitor-counter",
-            "-p",
-            "occupancy",
-            "-p",
-            "probegate-linking",
-        ])
-        .args(["-p", "coupon-trigger", "-p", "consent-filter"]))?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["test", "--locked", "--workspace"]))?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["fmt", "--all", "--check"]))?;
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["fmt", "--all", "--check"]))?;
-    run(Command::new("cargo").current_dir(root()).args([
-        "clippy",
-        "--locked",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["clippy", "--locked", "--all-targets", "--target-dir"])
-        .arg(plugin_target_dir())
-        .args(["--", "-D", "warnings"]))?;
+    times.time("plugin unit tests", || {
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["test", "--locked", "--target", &host, "--target-dir"])
+            .arg(plugin_target_dir().join("host"))
+            .args([
+                "-p",
+                "visitor-counter",
+                "-p",
+                "occupancy",
+                "-p",
+                "probegate-linking",
+            ])
+            .args(["-p", "coupon-trigger", "-p", "consent-filter"]))
+    })?;
+    times.time("workspace tests", || {
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "--locked", "--workspace"]))
+    })?;
+    times.time("fmt", || {
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["fmt", "--all", "--check"]))?;
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["fmt", "--all", "--check"]))
+    })?;
+    times.time("clippy", || {
+        run(Command::new("cargo").current_dir(root()).args([
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    times.time("clippy (plugins)", || {
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["clippy", "--locked", "--all-targets", "--target-dir"])
+            .arg(plugin_target_dir())
+            .args(["--", "-D", "warnings"]))
+    })?;
     // The router builds: cross-built, packaged (.ipk and .apk), the packages checked, and run
     // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
     // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
     // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
-    for target in ["aarch64", "mipsel", "mips", "armv7", "x86_64"] {
-        dist::dist(&[target.into(), "--check".into()])?;
+    for (target, flags) in CI_DIST {
+        let mut args = vec![(*target).to_owned(), "--check".to_owned()];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        times.time(&format!("dist {}", args.join(" ")), || dist::dist(&args))?;
     }
-    dist::dist(&["aarch64".into(), "--full".into(), "--check".into()])?;
     Ok(())
 }
 
