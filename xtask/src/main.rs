@@ -398,7 +398,7 @@ fn test() -> Result {
 struct StepTimes(Vec<(String, Duration)>);
 
 impl StepTimes {
-    fn time(&mut self, name: &str, step: impl FnOnce() -> Result) -> Result {
+    fn time<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = Instant::now();
         let result = step();
         let name = if result.is_ok() {
@@ -439,6 +439,32 @@ fn test_steps(times: &mut StepTimes) -> Result {
         deps()?;
         build_plugins()
     })?;
+    // The router builds' libpcaps, while the workspace compiles (see prebuild_libpcap).
+    let names: Vec<&str> = CI_DIST.iter().map(|(name, _)| *name).collect();
+    let libpcap = times.time("cross tools", || dist::prebuild_libpcap(&names))?;
+    let host_checks = host_checks(times);
+    // Joined even when a check failed, so no build is left running.
+    let libpcap = times.time("libpcap (rest of the background builds)", || {
+        libpcap
+            .join()
+            .unwrap_or_else(|_| Err("the libpcap build thread panicked".into()))
+    });
+    host_checks?;
+    libpcap?;
+    // The router builds: cross-built, packaged (.ipk and .apk), the packages checked, and run
+    // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
+    // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
+    // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
+    for (target, flags) in CI_DIST {
+        let mut args = vec![(*target).to_owned(), "--check".to_owned()];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        times.time(&format!("dist {}", args.join(" ")), || dist::dist(&args))?;
+    }
+    Ok(())
+}
+
+/// The tests of both workspaces, fmt and clippy.
+fn host_checks(times: &mut StepTimes) -> Result {
     let plugins = root().join("plugins");
     let host = host_triple()?;
     // Plugin logic is ordinary Rust: its unit tests run natively.
@@ -487,17 +513,7 @@ fn test_steps(times: &mut StepTimes) -> Result {
             .args(["clippy", "--locked", "--all-targets", "--target-dir"])
             .arg(plugin_target_dir())
             .args(["--", "-D", "warnings"]))
-    })?;
-    // The router builds: cross-built, packaged (.ipk and .apk), the packages checked, and run
-    // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
-    // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
-    // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
-    for (target, flags) in CI_DIST {
-        let mut args = vec![(*target).to_owned(), "--check".to_owned()];
-        args.extend(flags.iter().map(|f| (*f).to_owned()));
-        times.time(&format!("dist {}", args.join(" ")), || dist::dist(&args))?;
-    }
-    Ok(())
+    })
 }
 
 fn host_triple() -> Result<String> {
