@@ -3,7 +3,7 @@
 //! - `deps`: installs what the build and tests need from Debian and rustup, if missing.
 //! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
-//! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist <target>
+//! - `test`: everything CI checks: fmt and clippy, tests of both workspaces, then `dist <target>
 //!   --check` for every router target (mipsel with the release profile, the others with
 //!   `dist-check`), and `dist aarch64 --full --check`; then each step's time.
 //! - `evaluate [--data DIR] [--window-secs N] [--out FILE]`: the occupancy plugin against the
@@ -463,31 +463,12 @@ fn test_steps(times: &mut StepTimes) -> Result {
     Ok(())
 }
 
-/// The tests of both workspaces, fmt and clippy.
+/// fmt and clippy, then the tests of both workspaces.
 fn host_checks(times: &mut StepTimes) -> Result {
     let plugins = root().join("plugins");
     let host = host_triple()?;
-    // Plugin logic is ordinary Rust: its unit tests run natively.
-    times.time("plugin unit tests", || {
-        run(Command::new("cargo")
-            .current_dir(&plugins)
-            .args(["test", "--locked", "--target", &host, "--target-dir"])
-            .arg(plugin_target_dir().join("host"))
-            .args([
-                "-p",
-                "visitor-counter",
-                "-p",
-                "occupancy",
-                "-p",
-                "probegate-linking",
-            ])
-            .args(["-p", "coupon-trigger", "-p", "consent-filter"]))
-    })?;
-    times.time("workspace tests", || {
-        run(Command::new("cargo")
-            .current_dir(root())
-            .args(["test", "--locked", "--workspace"]))
-    })?;
+    // Lints first: they fail in minutes, and a clippy run after the tests made the next host
+    // build compile ring and its dependents again (its build script ran again).
     times.time("fmt", || {
         run(Command::new("cargo")
             .current_dir(root())
@@ -513,6 +494,27 @@ fn host_checks(times: &mut StepTimes) -> Result {
             .args(["clippy", "--locked", "--all-targets", "--target-dir"])
             .arg(plugin_target_dir())
             .args(["--", "-D", "warnings"]))
+    })?;
+    // Plugin logic is ordinary Rust: its unit tests run natively.
+    times.time("plugin unit tests", || {
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["test", "--locked", "--target", &host, "--target-dir"])
+            .arg(plugin_target_dir().join("host"))
+            .args([
+                "-p",
+                "visitor-counter",
+                "-p",
+                "occupancy",
+                "-p",
+                "probegate-linking",
+            ])
+            .args(["-p", "coupon-trigger", "-p", "consent-filter"]))
+    })?;
+    times.time("workspace tests", || {
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "--locked", "--workspace"]))
     })
 }
 
