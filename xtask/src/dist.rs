@@ -15,9 +15,6 @@
 //!   `$CARGO_TARGET_DIR/cross/libpcap/<triple>/`.
 //! - The daemon is built with the release profile (size-optimised, stripped) into
 //!   `$CARGO_TARGET_DIR/cross/<triple>/`, so host builds keep their own directory warm.
-//!   `--profile dist-check` builds with the `dist-check` profile instead (release without
-//!   fat LTO, for CI's cold builds; see Cargo.toml) and writes the packages to
-//!   `target/dist-check/`, so they are never mistaken for release packages.
 //! - `--check` unpacks the packages and checks their structure and fields, then runs the packaged
 //!   binary under qemu-user: it replays a real capture through the packaged visitor-counter
 //!   plugin to a mosquitto on 127.0.0.1, and a `mosquitto_sub` must receive the same counts as
@@ -68,35 +65,6 @@ struct Target {
     /// `--check` also runs the parser and privacy unit tests under qemu: worth it on one
     /// 32-bit target, where libc's struct layouts differ from the host's.
     unit_tests: bool,
-    /// The cargo profile the daemon is built with (`--profile`).
-    profile: Profile,
-}
-
-/// The cargo profile of a router build.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Profile {
-    /// What is shipped: size-optimised, fat LTO, one codegen unit (Cargo.toml).
-    Release,
-    /// Release without fat LTO's single-threaded whole-program pass: for CI's cold builds of
-    /// the targets that do not check the shipped configuration.
-    DistCheck,
-}
-
-impl Profile {
-    /// Cargo's name for it, which is also the output directory's.
-    fn name(self) -> &'static str {
-        match self {
-            Profile::Release => "release",
-            Profile::DistCheck => "dist-check",
-        }
-    }
-
-    fn parse(name: &str) -> Result<Profile> {
-        [Profile::Release, Profile::DistCheck]
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| format!("--profile {name:?}: the profiles are release and dist-check"))
-    }
 }
 
 const TARGETS: &[Target] = &[
@@ -116,7 +84,6 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("aarch64-unknown-linux-musl"),
         unit_tests: false,
-        profile: Profile::Release,
     },
     Target {
         name: "mipsel",
@@ -134,7 +101,6 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("pulley32"),
         unit_tests: true,
-        profile: Profile::Release,
     },
     Target {
         name: "mips",
@@ -155,7 +121,6 @@ const TARGETS: &[Target] = &[
         // mipsel's run covers the 32-bit layouts; byte order is what this one adds, and the
         // replay (radiotap, 802.11, pcap headers, Pulley) exercises it end to end.
         unit_tests: false,
-        profile: Profile::Release,
     },
     Target {
         name: "armv7",
@@ -174,7 +139,6 @@ const TARGETS: &[Target] = &[
         precompile_for: Some("pulley32"),
         // mipsel's run covers the 32-bit layouts.
         unit_tests: false,
-        profile: Profile::Release,
     },
     Target {
         name: "x86_64",
@@ -191,7 +155,6 @@ const TARGETS: &[Target] = &[
         features: "",
         precompile_for: Some("x86_64-unknown-linux-musl"),
         unit_tests: false,
-        profile: Profile::Release,
     },
 ];
 
@@ -320,17 +283,8 @@ fn built_binary(target: &Target) -> PathBuf {
     cross_dir()
         .join(target.triple)
         .join(target.triple)
-        .join(target.profile.name())
+        .join("release")
         .join(PACKAGE)
-}
-
-/// Where the packages go: release builds to `target/dist/`, the others beside it, so a
-/// package from CI's quicker profile is never taken for a release one.
-fn packages_dir(target: &Target) -> PathBuf {
-    match target.profile {
-        Profile::Release => root().join("target/dist"),
-        Profile::DistCheck => root().join("target/dist-check"),
-    }
 }
 
 /// What is made for `target` besides the binary: precompiled plugins, the config that
@@ -343,7 +297,7 @@ pub fn dist(args: &[String]) -> Result {
     let usage = || {
         let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
         format!(
-            "usage: cargo xtask dist {} [--full] [--check] [--sizes] [--profile release | dist-check]",
+            "usage: cargo xtask dist {} [--full] [--check] [--sizes]",
             names.join(" | ")
         )
     };
@@ -351,14 +305,11 @@ pub fn dist(args: &[String]) -> Result {
     let mut check = false;
     let mut full = false;
     let mut sizes = false;
-    let mut profile = Profile::Release;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
+    for arg in args {
         match arg.as_str() {
             "--check" => check = true,
             "--sizes" => sizes = true,
             "--full" => full = true,
-            "--profile" => profile = Profile::parse(args.next().ok_or_else(usage)?)?,
             name => target = Some(*TARGETS.iter().find(|t| t.name == name).ok_or_else(usage)?),
         }
     }
@@ -366,7 +317,6 @@ pub fn dist(args: &[String]) -> Result {
     if full {
         target = full_variant(&target)?;
     }
-    target.profile = profile;
     let target = &target;
     let start = Instant::now();
     let mut times: Vec<(&str, Duration)> = Vec::new();
@@ -417,10 +367,9 @@ pub fn dist(args: &[String]) -> Result {
     let apk = apk_package(target, &binary)?;
     step("package", &mut since);
     println!(
-        "dist: {} ({}, {} profile, stripped): {} bytes ({:.2} MB)",
+        "dist: {} ({}, release profile, stripped): {} bytes ({:.2} MB)",
         binary.display(),
         target.triple,
-        target.profile.name(),
         size,
         size as f64 / 1e6
     );
@@ -442,12 +391,11 @@ pub fn dist(args: &[String]) -> Result {
         .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
         .collect();
     println!(
-        "dist {}: done in {:.1} s ({}); binary {} bytes ({} profile)",
+        "dist {}: done in {:.1} s ({}); binary {} bytes",
         target.name,
         start.elapsed().as_secs_f64(),
         steps.join(", "),
-        size,
-        target.profile.name()
+        size
     );
     Ok(())
 }
@@ -772,8 +720,7 @@ enum Strip {
     No,
 }
 
-/// `cargo zigbuild --profile <target.profile>` for the target, linking the static libpcap.
-/// Returns the binary.
+/// `cargo zigbuild --release` for the target, linking the static libpcap. Returns the binary.
 fn cross_build(
     target: &Target,
     zig: &Path,
@@ -786,11 +733,9 @@ fn cross_build(
     cross_env(&mut cmd, target, zig, pcap_dir, pcap_version);
     if strip == Strip::No {
         target_dir = cross_dir().join(format!("{}-unstripped", target.triple));
-        let profile = target.profile.name().to_uppercase().replace('-', "_");
-        cmd.env(format!("CARGO_PROFILE_{profile}_STRIP"), "false");
+        cmd.env("CARGO_PROFILE_RELEASE_STRIP", "false");
     }
-    cmd.args(["zigbuild", "--locked", "-p", PACKAGE])
-        .args(["--profile", target.profile.name()])
+    cmd.args(["zigbuild", "--release", "--locked", "-p", PACKAGE])
         // Default features are back-office tools (`tail`, with JSON Schema validation): a
         // router has no use for them and the flash is small.
         .arg("--no-default-features")
@@ -798,14 +743,11 @@ fn cross_build(
         .arg(&target_dir);
     features(&mut cmd, target);
     if target.build_std {
-        // Both profiles abort on panic, so std needs no unwinder.
+        // The release profile aborts on panic, so std needs no unwinder.
         cmd.arg("-Zbuild-std=std,panic_abort");
     }
     run(&mut cmd)?;
-    let binary = target_dir
-        .join(target.triple)
-        .join(target.profile.name())
-        .join(PACKAGE);
+    let binary = target_dir.join(target.triple).join("release").join(PACKAGE);
     if !binary.is_file() {
         return Err(format!("{} was not built", binary.display()));
     }
@@ -1032,8 +974,7 @@ fn members(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Builds `target/dist/probegate_<version>_<arch>.ipk` (`target/dist-check/` for the
-/// dist-check profile).
+/// Builds `target/dist/probegate_<version>_<arch>.ipk`.
 /// A directory name of its own for each package, for staging and checks.
 fn work_name(target: &Target) -> String {
     format!("{}_{}", target.package, target.opkg_arch)
@@ -1108,7 +1049,7 @@ fn package(target: &Target, binary: &Path) -> Result<PathBuf> {
     tar_gz(&control, &control_refs, &outer.join("control.tar.gz"))?;
     write_file(&outer.join("debian-binary"), b"2.0\n", 0o644)?;
 
-    let dist = packages_dir(target);
+    let dist = root().join("target/dist");
     io(&dist, fs::create_dir_all(&dist))?;
     let name = format!("{}_{version}_{}.ipk", target.package, target.opkg_arch);
     let tmp = dist.join(format!(".{name}.tmp"));
@@ -1144,7 +1085,7 @@ fn apk_package(target: &Target, binary: &Path) -> Result<PathBuf> {
     ));
     let scripts = apk::openwrt_scripts(target.package);
     let scripts: Vec<(&str, &str)> = scripts.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    let dir = packages_dir(target).join(target.opkg_arch);
+    let dir = root().join("target/dist").join(target.opkg_arch);
     io(&dir, fs::create_dir_all(&dir))?;
     let out = dir.join(format!("{}-{}.apk", target.package, apk_version()?));
     apk::write_apk(&apk_meta(target)?, &files, &scripts, &out)?;
@@ -1945,33 +1886,6 @@ mod tests {
         assert_eq!(json_value(data, "sightings"), Some("44"));
         assert_eq!(json_value(data, "partial"), Some("false"));
         assert_eq!(json_value(r#"{"a":"x,}\"y","b":2}"#, "b"), Some("2"));
-    }
-
-    #[test]
-    fn profiles_parse_by_cargo_name() {
-        assert_eq!(Profile::parse("release").unwrap(), Profile::Release);
-        assert_eq!(Profile::parse("dist-check").unwrap(), Profile::DistCheck);
-        assert!(Profile::parse("dev").is_err());
-    }
-
-    /// The dist-check profile may only trade link-time work for build time: `--check` relies
-    /// on release's stripping (check_elf), build-std on its `panic = "abort"`, and the sizes it
-    /// prints should stay comparable (opt-level).
-    #[test]
-    fn dist_check_profile_changes_only_lto_and_codegen_units() {
-        let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
-        let section = manifest
-            .split("\n[")
-            .find(|s| s.starts_with("profile.dist-check]"))
-            .expect("Cargo.toml has [profile.dist-check]");
-        let keys: BTreeSet<&str> = section
-            .lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(|l| l.split('=').next().unwrap().trim())
-            .collect();
-        assert_eq!(keys, ["codegen-units", "inherits", "lto"].into());
-        assert!(section.contains("inherits = \"release\""));
     }
 
     #[test]
