@@ -554,9 +554,49 @@ fn cross_dir() -> PathBuf {
     cargo_target_dir().join("cross")
 }
 
+/// One libpcap build at a time: `cargo xtask test` builds them in the background
+/// ([`prebuild_libpcap`]) while a `dist` may ask for the same one.
+static LIBPCAP_BUILD: Mutex<()> = Mutex::new(());
+
+/// Installs the cross tools for the targets named, then builds libpcap for each in a thread
+/// of its own, so `cargo xtask test` can do it while it compiles the workspace: mostly one
+/// core's work (configure), ~25 s per triple, which the host build's serial stretches hide.
+pub fn prebuild_libpcap(names: &[&str]) -> Result<std::thread::JoinHandle<Result>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for name in names {
+        let target = *TARGETS
+            .iter()
+            .find(|t| t.name == *name)
+            .ok_or_else(|| format!("no router target {name}"))?;
+        if !targets.iter().any(|t| t.triple == target.triple) {
+            targets.push(target);
+        }
+    }
+    // Here, not in the thread: installs must not race the main thread's.
+    let mut zig = ensure_zig()?;
+    for target in &targets {
+        zig = tools(target, true)?;
+    }
+    Ok(std::thread::spawn(move || {
+        let start = Instant::now();
+        for target in &targets {
+            libpcap(target, &zig)?;
+        }
+        eprintln!(
+            "libpcap for {} triples ready after {:.1} s in the background",
+            targets.len(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }))
+}
+
 /// A static libpcap for the target, built once from Debian's source package with `zig cc`.
 /// Returns the directory holding `libpcap.a` and libpcap's version.
 fn libpcap(target: &Target, zig: &Path) -> Result<(PathBuf, String)> {
+    let _one_at_a_time = LIBPCAP_BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let base = cross_dir().join("libpcap");
     let src_parent = base.join("src");
     let source = match find_source(&src_parent)? {

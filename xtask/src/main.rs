@@ -3,8 +3,8 @@
 //! - `deps`: installs what the build and tests need from Debian and rustup, if missing.
 //! - `build-plugins`: builds every plugin in `plugins/` to a component in `target/wasm/`.
 //! - `demo`: replays a real capture through the visitor counter and shows the MQTT messages.
-//! - `test`: everything CI checks: tests of both workspaces, fmt and clippy, then `dist <target>
-//!   --check` for every router target, and `dist aarch64 --full --check`.
+//! - `test`: everything CI checks: fmt and clippy, tests of both workspaces, then `dist <target>
+//!   --check` for every router target, and `dist aarch64 --full --check`; then each step's time.
 //! - `evaluate [--data DIR] [--window-secs N] [--out FILE]`: the occupancy plugin against the
 //!   hand-counted Fryza days, leave one day out (`evaluate.rs`).
 //! - `dist <target> [--full] [--check] [--sizes]`: cross-builds and packages for OpenWrt (see
@@ -384,57 +384,135 @@ fn cargo_target_dir() -> PathBuf {
 }
 
 /// What CI runs: every test with real mosquitto, libpcap and wasm plugins, then the linters.
+/// Ends with each step's time (also when a step fails), so a cold run shows where it went.
 fn test() -> Result {
-    deps()?;
-    build_plugins()?;
-    let plugins = root().join("plugins");
-    let host = host_triple()?;
-    // Plugin logic is ordinary Rust: its unit tests run natively.
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["test", "--locked", "--target", &host, "--target-dir"])
-        .arg(plugin_target_dir().join("host"))
-        .args([
-            "-p",
-            "visitor-counter",
-            "-p",
-            "occupancy",
-            "-p",
-            "probegate-linking",
-        ])
-        .args(["-p", "coupon-trigger", "-p", "consent-filter"]))?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["test", "--locked", "--workspace"]))?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["fmt", "--all", "--check"]))?;
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["fmt", "--all", "--check"]))?;
-    run(Command::new("cargo").current_dir(root()).args([
-        "clippy",
-        "--locked",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(Command::new("cargo")
-        .current_dir(&plugins)
-        .args(["clippy", "--locked", "--all-targets", "--target-dir"])
-        .arg(plugin_target_dir())
-        .args(["--", "-D", "warnings"]))?;
+    let mut times = StepTimes::default();
+    let result = test_steps(&mut times);
+    times.print();
+    result
+}
+
+/// Each step's name and seconds, in order.
+#[derive(Default)]
+struct StepTimes(Vec<(String, Duration)>);
+
+impl StepTimes {
+    fn time<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let result = step();
+        let name = if result.is_ok() {
+            name.to_owned()
+        } else {
+            format!("{name} (failed)")
+        };
+        self.0.push((name, start.elapsed()));
+        result
+    }
+
+    fn print(&self) {
+        let total: Duration = self.0.iter().map(|(_, d)| *d).sum();
+        println!("xtask test: step times");
+        for (name, took) in &self.0 {
+            println!("{:>8.1} s  {name}", took.as_secs_f64());
+        }
+        println!("{:>8.1} s  total", total.as_secs_f64());
+    }
+}
+
+/// The router builds CI checks: every target's `--check`, then the full aarch64 variant's. All
+/// with the release profile, as shipped (a profile without fat LTO was measured and saved little
+/// on two cores; openwrt/README.md).
+const CI_DIST: &[&[&str]] = &[
+    &["aarch64"],
+    &["mipsel"],
+    &["mips"],
+    &["armv7"],
+    &["x86_64"],
+    &["aarch64", "--full"],
+];
+
+fn test_steps(times: &mut StepTimes) -> Result {
+    times.time("deps and plugins", || {
+        deps()?;
+        build_plugins()
+    })?;
+    // The router builds' libpcaps, while the workspace compiles (see prebuild_libpcap).
+    let names: Vec<&str> = CI_DIST.iter().map(|args| args[0]).collect();
+    let libpcap = times.time("cross tools", || dist::prebuild_libpcap(&names))?;
+    let host_checks = host_checks(times);
+    // Joined even when a check failed, so no build is left running.
+    let libpcap = times.time("libpcap (rest of the background builds)", || {
+        libpcap
+            .join()
+            .unwrap_or_else(|_| Err("the libpcap build thread panicked".into()))
+    });
+    host_checks?;
+    libpcap?;
     // The router builds: cross-built, packaged (.ipk and .apk), the packages checked, and run
     // under qemu. Each runs plugins precompiled off the router (native code on 64-bit CPUs,
     // Pulley bytecode on 32-bit ones); mipsel's unit tests run under qemu too (a 32-bit C
     // library with 64-bit time fields); the full aarch64 variant compiles plugins itself.
-    for target in ["aarch64", "mipsel", "mips", "armv7", "x86_64"] {
-        dist::dist(&[target.into(), "--check".into()])?;
+    for target in CI_DIST {
+        let mut args: Vec<String> = target.iter().map(|a| (*a).to_owned()).collect();
+        args.push("--check".to_owned());
+        times.time(&format!("dist {}", args.join(" ")), || dist::dist(&args))?;
     }
-    dist::dist(&["aarch64".into(), "--full".into(), "--check".into()])?;
     Ok(())
+}
+
+/// fmt and clippy, then the tests of both workspaces.
+fn host_checks(times: &mut StepTimes) -> Result {
+    let plugins = root().join("plugins");
+    let host = host_triple()?;
+    // Lints first: they fail in minutes, and a clippy run after the tests made the next host
+    // build compile ring and its dependents again (its build script ran again).
+    times.time("fmt", || {
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["fmt", "--all", "--check"]))?;
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["fmt", "--all", "--check"]))
+    })?;
+    times.time("clippy", || {
+        run(Command::new("cargo").current_dir(root()).args([
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    times.time("clippy (plugins)", || {
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["clippy", "--locked", "--all-targets", "--target-dir"])
+            .arg(plugin_target_dir())
+            .args(["--", "-D", "warnings"]))
+    })?;
+    // Plugin logic is ordinary Rust: its unit tests run natively.
+    times.time("plugin unit tests", || {
+        run(Command::new("cargo")
+            .current_dir(&plugins)
+            .args(["test", "--locked", "--target", &host, "--target-dir"])
+            .arg(plugin_target_dir().join("host"))
+            .args([
+                "-p",
+                "visitor-counter",
+                "-p",
+                "occupancy",
+                "-p",
+                "probegate-linking",
+            ])
+            .args(["-p", "coupon-trigger", "-p", "consent-filter"]))
+    })?;
+    times.time("workspace tests", || {
+        run(Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "--locked", "--workspace"]))
+    })
 }
 
 fn host_triple() -> Result<String> {
