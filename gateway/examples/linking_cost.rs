@@ -11,8 +11,8 @@ use probegate::capture::{Next, PcapSource};
 use probegate::config::Config;
 use probegate::plugins::manifest::Capability;
 use probegate::privacy::PseudonymSpace;
-use probegate::{daemon, dot11};
-use probegate_linking::{CountParams, Counter, LinkParams, Observation};
+use probegate::{calibrate, daemon, dot11};
+use probegate_linking::{CountParams, Counter, LinkParams};
 use std::time::Instant;
 
 fn main() -> Result<(), String> {
@@ -51,21 +51,9 @@ fn main() -> Result<(), String> {
         let Ok(s) = gate.admit(probe, frame.time_ms) else {
             continue;
         };
-        list.push(Observation {
-            device: space.pseudonym(&s),
-            epoch: s.epoch,
-            time_ms: s.time_ms,
-            randomized: s.randomized,
-            signal_dbm: s.signal_dbm.filter(|_| has(Capability::Signal)),
-            seq: has(Capability::Sequence).then_some(s.seq),
-            ie_signature: if has(Capability::IeSignature) {
-                space.signature(&s)
-            } else {
-                None
-            },
-        });
+        list.push(calibrate::observation(&mut space, &s, has));
     }
-    // Addresses per epoch past the linker's cap are not followed (and cost little).
+    // Past the linker's cap it forgets silent clusters: how much of the day comes after it.
     let mut first_seen = std::collections::HashMap::new();
     for (i, o) in list.iter().enumerate() {
         first_seen.entry((o.epoch, o.device)).or_insert(i);

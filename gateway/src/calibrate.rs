@@ -12,7 +12,7 @@ use crate::config::{Config, PluginConfig};
 use crate::daemon;
 use crate::dot11;
 use crate::plugins::manifest::Capability;
-use crate::privacy::PseudonymSpace;
+use crate::privacy::{PseudonymSpace, Sighting};
 use probegate_linking::model::weighted_quantile;
 use probegate_linking::{CountParams, Counter, LinkParams, Model, Observation, WindowCounts};
 use std::collections::BTreeMap;
@@ -184,23 +184,32 @@ fn observe(
             {
                 observed.walk.push(dbm);
             }
-            list.push(Observation {
-                device: space.pseudonym(&s),
-                epoch: s.epoch,
-                time_ms: s.time_ms,
-                randomized: s.randomized,
-                signal_dbm: s.signal_dbm.filter(|_| has(Capability::Signal)),
-                seq: has(Capability::Sequence).then_some(s.seq),
-                ie_signature: if has(Capability::IeSignature) {
-                    space.signature(&s)
-                } else {
-                    None
-                },
-            });
+            list.push(observation(&mut space, &s, has));
         }
         observed.captures.push(list);
     }
     Ok(observed)
+}
+
+/// A sighting as the linking plugin sees it, with what its grants (`has`) let it see.
+pub fn observation(
+    space: &mut PseudonymSpace,
+    s: &Sighting,
+    has: impl Fn(Capability) -> bool,
+) -> Observation {
+    Observation {
+        device: space.pseudonym(s),
+        epoch: s.epoch,
+        time_ms: s.time_ms,
+        randomized: s.randomized,
+        signal_dbm: s.signal_dbm.filter(|_| has(Capability::Signal)),
+        seq: has(Capability::Sequence).then_some(s.seq),
+        ie_signature: if has(Capability::IeSignature) {
+            space.signature(s)
+        } else {
+            None
+        },
+    }
 }
 
 /// The windows the plugin publishes for one capture. The host restarts a plugin empty at
