@@ -7,11 +7,8 @@
 //! The site's `occupancy` table sets the parameters and grants, as `probegate calibrate` reads
 //! them; the pseudonyms are this run's own (random keys), which the counts do not depend on.
 
-use probegate::capture::{Next, PcapSource};
+use probegate::calibrate;
 use probegate::config::Config;
-use probegate::plugins::manifest::Capability;
-use probegate::privacy::PseudonymSpace;
-use probegate::{calibrate, daemon, dot11};
 use probegate_linking::{CountParams, Counter, LinkParams};
 use std::time::Instant;
 
@@ -31,28 +28,7 @@ fn main() -> Result<(), String> {
         .find(|p| p.name.get_ref() == "occupancy")
         .ok_or("the site has no [[plugin]] named occupancy")?;
     let params = count_params(plugin.config.as_ref());
-    let granted = plugin.granted();
-    let has = |c: Capability| granted.contains(&c);
-    let mut gate = daemon::gate(&config);
-    let mut space = PseudonymSpace::default();
-    let mut source =
-        PcapSource::open_file(std::path::Path::new(capture)).map_err(|e| e.to_string())?;
-    let link = source.link_type();
-    let mut list = Vec::new();
-    loop {
-        let frame = match source.next_frame().map_err(|e| e.to_string())? {
-            Next::End => break,
-            Next::Idle => continue,
-            Next::Frame(f) => f,
-        };
-        let Ok(probe) = dot11::parse(link, frame.data) else {
-            continue;
-        };
-        let Ok(s) = gate.admit(probe, frame.time_ms) else {
-            continue;
-        };
-        list.push(calibrate::observation(&mut space, &s, has));
-    }
+    let list = calibrate::observations(&config, plugin, std::path::Path::new(capture))?;
     // Past the linker's cap it forgets silent clusters: how much of the day comes after it.
     let mut first_seen = std::collections::HashMap::new();
     for (i, o) in list.iter().enumerate() {

@@ -143,6 +143,17 @@ struct Observed {
     walk: Vec<i8>,
 }
 
+/// What `plugin` of `config` would see of one capture, in capture order (for measuring the
+/// linking natively: gateway/examples/linking_cost.rs).
+pub fn observations(
+    config: &Config,
+    plugin: &PluginConfig,
+    capture: &Path,
+) -> Result<Vec<Observation>, String> {
+    let mut observed = observe(config, plugin, &[capture.to_path_buf()], None)?;
+    Ok(observed.captures.pop().unwrap_or_default())
+}
+
 fn observe(
     config: &Config,
     plugin: &PluginConfig,
@@ -192,7 +203,7 @@ fn observe(
 }
 
 /// A sighting as the linking plugin sees it, with what its grants (`has`) let it see.
-pub fn observation(
+fn observation(
     space: &mut PseudonymSpace,
     s: &Sighting,
     has: impl Fn(Capability) -> bool,

@@ -290,12 +290,17 @@ fn built_binary(target: &Target) -> PathBuf {
 /// The runtime-only router binary for `name` (`x86_64`, `mipsel`, ...), built as
 /// `cargo xtask dist` builds it: the bench measures what routers run.
 pub fn router_binary(name: &str) -> Result<PathBuf> {
-    let target = TARGETS
+    let target = target_named(name)?;
+    dist(&[name.into()])?;
+    Ok(built_binary(&target))
+}
+
+fn target_named(name: &str) -> Result<Target> {
+    TARGETS
         .iter()
         .find(|t| t.name == name)
-        .ok_or_else(|| format!("no router target {name:?}"))?;
-    dist(&[name.into()])?;
-    Ok(built_binary(target))
+        .copied()
+        .ok_or_else(|| format!("no router target {name:?}"))
 }
 
 /// What is made for `target` besides the binary: precompiled plugins, the config that
@@ -564,10 +569,7 @@ static LIBPCAP_BUILD: Mutex<()> = Mutex::new(());
 pub fn prebuild_libpcap(names: &[&str]) -> Result<std::thread::JoinHandle<Result>> {
     let mut targets: Vec<Target> = Vec::new();
     for name in names {
-        let target = *TARGETS
-            .iter()
-            .find(|t| t.name == *name)
-            .ok_or_else(|| format!("no router target {name}"))?;
+        let target = target_named(name)?;
         if !targets.iter().any(|t| t.triple == target.triple) {
             targets.push(target);
         }

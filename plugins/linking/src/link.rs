@@ -1,6 +1,7 @@
 //! Groups the addresses of one device within one key epoch into a *cluster*.
 //!
-//! A universal (factory) address is a cluster of its own for the whole epoch. A randomized
+//! A universal (factory) address is a cluster of its own for the whole epoch (unless a full
+//! linker has to forget it, see [`MAX_TRACKED`]). A randomized
 //! address lasts one burst or a few minutes; a new one heard in the room is linked to a
 //! cluster that went quiet shortly before, carries the same keyed IE signature (the same model
 //! and software) and was heard at a similar signal: the phone that stopped probing under its
@@ -148,7 +149,7 @@ pub struct Linker {
     next_sweep_ms: u64,
     /// Addresses to cluster indices.
     by_device: FastMap<u64, u32>,
-    /// Randomized clusters by IE signature, oldest first; pruned as they age out.
+    /// Each IE signature's list in `lists`.
     by_signature: FastMap<Option<u64>, u32>,
     /// The randomized clusters a new address of one signature may continue, in no order; a
     /// cluster leaves its list once silent past the linking horizon.
