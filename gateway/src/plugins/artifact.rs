@@ -38,6 +38,10 @@ pub fn engine_config(target: Option<&str>) -> Result<Config, String> {
         .consume_fuel(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .wasm_component_model(true);
+    // For a developer's `perf`: plugin code is otherwise anonymous memory (plugins/README.md).
+    if std::env::var_os("PROBEGATE_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(target) = target {
         config
             .target(target)

@@ -12,9 +12,10 @@
 //! (the plugin's pseudonyms, a sighting's capture time to the millisecond) are refused, so two
 //! plugins' outputs cannot be joined on what they were handed ([`refuse_per_device_values`]).
 
+use crate::privacy::memo::Memo;
 use crate::untrusted;
 use serde_json::Value;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Why a message is not an aggregate: the text of the `not-json` refusal (the interface has
@@ -90,7 +91,7 @@ fn counts(v: &mut Value, at: &mut String, min_cell: u32) -> Result<(), NotCounts
 
 /// How many of a plugin's latest distinct pseudonyms (device and IE signature), and of its
 /// latest sighting times, the host remembers to refuse them on streams that are not
-/// per-device: many minutes of sightings in a busy store, for about 300 KiB per plugin.
+/// per-device: many minutes of sightings in a busy store, for about 400 KiB per plugin.
 const REMEMBER: usize = 8_192;
 
 /// What a plugin was lately handed that names one device or one sighting: its pseudonyms and
@@ -98,9 +99,16 @@ const REMEMBER: usize = 8_192;
 /// such a value would let the back office join two plugins' outputs device by device.
 #[derive(Default)]
 pub struct Recent {
-    pseudonyms: HashSet<u64, BuildHasherDefault<KeyedValues>>,
+    /// Each pseudonym with the serial number of its insertion.
+    pseudonyms: HashMap<u64, u64, BuildHasherDefault<KeyedValues>>,
     /// The same, oldest first, to forget the oldest.
     pseudonym_order: VecDeque<u64>,
+    /// Insertions so far: a pseudonym inserted as number `n` is still held while
+    /// `inserted - n <= REMEMBER`.
+    inserted: u64,
+    /// The latest pseudonyms' serial numbers: a burst's repeats of one device need no look
+    /// into the larger table (see `privacy::memo`).
+    memo: Memo,
     /// Sighting times, ascending (sightings come in capture order): searched by bisection,
     /// the oldest forgotten first.
     times: VecDeque<u64>,
@@ -134,16 +142,18 @@ impl Recent {
     /// Remembers one sighting as the plugin sees it.
     pub fn saw(&mut self, device: u64, signature: Option<u64>, time_ms: u64) {
         for p in std::iter::once(device).chain(signature) {
-            if self.pseudonyms.contains(&p) {
+            if self
+                .memo
+                .get(p)
+                .is_some_and(|n| self.inserted - n <= REMEMBER as u64)
+            {
                 continue;
             }
-            if self.pseudonym_order.len() == REMEMBER
-                && let Some(old) = self.pseudonym_order.pop_front()
-            {
-                self.pseudonyms.remove(&old);
-            }
-            self.pseudonyms.insert(p);
-            self.pseudonym_order.push_back(p);
+            let n = match self.pseudonyms.get(&p) {
+                Some(&n) => n,
+                None => self.insert(p),
+            };
+            self.memo.put(p, n);
         }
         // A time on a whole second is what window boundaries are made of: not remembered,
         // so a boundary that happens to equal a sighting's time is never refused.
@@ -166,8 +176,22 @@ impl Recent {
         }
     }
 
+    /// Inserts a pseudonym not held, forgetting the oldest if full; its serial number.
+    fn insert(&mut self, p: u64) -> u64 {
+        if self.pseudonym_order.len() == REMEMBER
+            && let Some(old) = self.pseudonym_order.pop_front()
+        {
+            self.pseudonyms.remove(&old);
+        }
+        let n = self.inserted;
+        self.inserted += 1;
+        self.pseudonyms.insert(p, n);
+        self.pseudonym_order.push_back(p);
+        n
+    }
+
     fn names(&self, x: u64) -> Option<&'static str> {
-        if self.pseudonyms.contains(&x) {
+        if self.pseudonyms.contains_key(&x) {
             Some("one of the plugin's pseudonyms")
         } else if self.times.binary_search(&x).is_ok() {
             Some("the capture time of a sighting, to the millisecond")
@@ -295,6 +319,65 @@ mod tests {
         assert_eq!(doc, json!({"a": 0.5}));
         let mut doc = json!({"a": 1, "b": -1});
         assert!(suppress_small_cells(&mut doc, &[], 1).is_err());
+    }
+
+    /// Holds exactly what a plain first-in-first-out set of the latest `REMEMBER` distinct
+    /// pseudonyms would, memo or not: checked against one, on a stream where bursts repeat
+    /// devices and old devices come back after being forgotten.
+    #[test]
+    fn recent_holds_the_latest_distinct_pseudonyms_exactly() {
+        let mut recent = Recent::default();
+        let (mut model, mut order) = (std::collections::HashSet::new(), VecDeque::new());
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let spread = |d: u64| d.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut device = 0;
+        for step in 0..(REMEMBER as u64 * 6) {
+            // Mostly a burst's repeat, else a device from a pool twice the memory's size.
+            if next() % 3 == 0 {
+                device = spread(next() % (REMEMBER as u64 * 2));
+            }
+            recent.saw(device, None, 1_000 * step);
+            if model.insert(device) {
+                order.push_back(device);
+                if order.len() > REMEMBER {
+                    model.remove(&order.pop_front().unwrap());
+                }
+            }
+            if step % 97 == 0 {
+                for d in 0..REMEMBER as u64 * 2 {
+                    let p = spread(d);
+                    assert_eq!(recent.names(p).is_some(), model.contains(&p), "step {step}");
+                }
+            }
+        }
+        assert_eq!(recent.pseudonyms.len(), REMEMBER);
+    }
+
+    /// The memo's answer is only trusted while the set still holds the pseudonym: with no
+    /// other key taking its memo slot, the pseudonym must be held for exactly `REMEMBER`
+    /// insertions and then, seen again, be inserted anew.
+    #[test]
+    fn a_remembered_pseudonym_is_forgotten_when_the_set_forgets_it() {
+        let mut recent = Recent::default();
+        let p = 0x5a5a_5a5a_5a5a_5a00; // memo slot 0
+        // Other pseudonyms, none in memo slot 0.
+        let other = |i: u64| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & !0xff) | 1;
+        recent.saw(p, None, 0);
+        for i in 0..REMEMBER as u64 - 1 {
+            recent.saw(other(i), None, 0);
+        }
+        recent.saw(p, None, 0);
+        assert!(recent.names(p).is_some(), "held for REMEMBER insertions");
+        recent.saw(other(u64::MAX), None, 0);
+        assert!(recent.names(p).is_none(), "forgotten at the next");
+        recent.saw(p, None, 0);
+        assert!(recent.names(p).is_some(), "seen again, held again");
     }
 
     #[test]

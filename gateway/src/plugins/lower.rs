@@ -121,8 +121,23 @@ unsafe impl Lower for SightingView<'_> {
             _ => bad_type_info(),
         };
         let (consent_ty, tags_ty) = (fields[8].ty, fields[9].ty);
-        for (i, s) in items.iter().enumerate() {
-            let at = offset + i * SIZE;
+        let plain = |s: &Self| s.consent_token.is_none() && s.tags.is_empty();
+        let mut i = 0;
+        while i < items.len() {
+            // A run of records with nothing nested, what almost every batch is: memory is
+            // looked up once for the run (a look costs more than writing a record).
+            let run = items[i..].iter().take_while(|s| plain(s)).count();
+            if run > 0 {
+                let start = offset + i * SIZE;
+                let memory = &mut cx.as_slice_mut()[start..start + run * SIZE];
+                for (s, at) in items[i..i + run].iter().zip(memory.chunks_exact_mut(SIZE)) {
+                    at.copy_from_slice(&s.record());
+                }
+                i += run;
+                continue;
+            }
+            let (s, at) = (&items[i], offset + i * SIZE);
+            i += 1;
             let record = s.record();
             // The nested data first, in field order: allocating in the plugin may grow (move)
             // its memory. wasmtime writes each one's place in the record itself.
@@ -135,10 +150,6 @@ unsafe impl Lower for SightingView<'_> {
                 s.tags.linear_lower_to_memory(cx, tags_ty, at + TAGS)?;
             }
             let memory = &mut cx.as_slice_mut()[at..at + SIZE];
-            if !consent && s.tags.is_empty() {
-                memory.copy_from_slice(&record);
-                continue;
-            }
             memory[..CONSENT].copy_from_slice(&record[..CONSENT]);
             if !consent {
                 memory[CONSENT] = 0;

@@ -7,6 +7,7 @@
 
 pub mod consent;
 mod keys;
+pub(crate) mod memo;
 mod space;
 
 pub use consent::{ConsentKey, Registry};

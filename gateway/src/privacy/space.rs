@@ -1,6 +1,7 @@
 //! Per-plugin pseudonym spaces: two plugins never see the same identifier for one device.
 
 use super::keys::{keyed_hash, random_key};
+use super::memo::Memo;
 use super::{DeviceId, Sighting};
 use zeroize::Zeroizing;
 
@@ -9,6 +10,9 @@ use zeroize::Zeroizing;
 pub struct PseudonymSpace {
     key: Zeroizing<[u8; 16]>,
     epoch: u32,
+    /// This epoch's latest answers, by the gate's pseudonym and by the gate's IE signature.
+    devices: Memo,
+    signatures: Memo,
 }
 
 impl Default for PseudonymSpace {
@@ -16,6 +20,8 @@ impl Default for PseudonymSpace {
         PseudonymSpace {
             key: random_key(),
             epoch: 0,
+            devices: Memo::default(),
+            signatures: Memo::default(),
         }
     }
 }
@@ -25,7 +31,12 @@ impl PseudonymSpace {
     pub fn pseudonym(&mut self, sighting: &Sighting) -> u64 {
         self.follow_epoch(sighting);
         let DeviceId(id) = sighting.device;
-        keyed_hash(&self.key, &id.to_le_bytes())
+        if let Some(pseudonym) = self.devices.get(id) {
+            return pseudonym;
+        }
+        let pseudonym = keyed_hash(&self.key, &id.to_le_bytes());
+        self.devices.put(id, pseudonym);
+        pseudonym
     }
 
     /// A new key for a new epoch.
@@ -33,6 +44,8 @@ impl PseudonymSpace {
         if sighting.epoch != self.epoch {
             self.key = random_key();
             self.epoch = sighting.epoch;
+            self.devices.clear();
+            self.signatures.clear();
         }
     }
 
@@ -42,10 +55,15 @@ impl PseudonymSpace {
         let signature = sighting.ie_signature?;
         // Same key as pseudonyms; the "ie" prefix keeps the two domains apart.
         self.follow_epoch(sighting);
+        if let Some(ours) = self.signatures.get(signature) {
+            return Some(ours);
+        }
         let mut input = [0u8; 10];
         input[..2].copy_from_slice(b"ie");
         input[2..].copy_from_slice(&signature.to_le_bytes());
-        Some(keyed_hash(&self.key, &input))
+        let ours = keyed_hash(&self.key, &input);
+        self.signatures.put(signature, ours);
+        Some(ours)
     }
 }
 
@@ -80,5 +98,28 @@ mod tests {
         let mut a = PseudonymSpace::default();
         let first = a.pseudonym(&sighting(42, 1));
         assert_ne!(a.pseudonym(&sighting(42, 2)), first);
+        let ie = a.signature(&sighting(42, 2));
+        assert_ne!(a.signature(&sighting(42, 3)), ie);
+    }
+
+    #[test]
+    fn remembered_answers_are_the_answers() {
+        // More devices than the memo has slots, so answers come both remembered and anew.
+        let mut a = PseudonymSpace::default();
+        let first: Vec<_> = (0..2_000u64)
+            .map(|d| {
+                let mut s = sighting(d.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1);
+                s.ie_signature = Some(d % 300);
+                (a.pseudonym(&s), a.signature(&s))
+            })
+            .collect();
+        for (d, answer) in first.iter().enumerate().rev() {
+            let d = d as u64;
+            let mut s = sighting(d.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1);
+            s.ie_signature = Some(d % 300);
+            assert_eq!((a.pseudonym(&s), a.signature(&s)), *answer);
+        }
+        let distinct: std::collections::HashSet<_> = first.iter().map(|(p, _)| p).collect();
+        assert_eq!(distinct.len(), first.len());
     }
 }

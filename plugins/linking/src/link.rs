@@ -98,20 +98,46 @@ impl Cluster {
 struct Candidate {
     last_ms: u64,
     index: u32,
-    dbm: Option<i8>,
-    seq: Option<u16>,
+    /// The latest signal and sequence number heard, if [`Candidate::has`] says so: options
+    /// made the record half as large again (24 bytes against 16) and its tests branchier.
+    dbm: i8,
+    seq: u16,
+    has: u8,
 }
 
+const HAS_DBM: u8 = 1;
+const HAS_SEQ: u8 = 2;
+
 impl Candidate {
+    fn new(index: u32, o: &Observation) -> Self {
+        let mut c = Candidate {
+            last_ms: o.time_ms,
+            index,
+            dbm: 0,
+            seq: 0,
+            has: 0,
+        };
+        c.update(o);
+        c
+    }
+
     fn update(&mut self, o: &Observation) {
         self.last_ms = self.last_ms.max(o.time_ms);
-        self.dbm = o.signal_dbm.or(self.dbm);
-        self.seq = o.seq.or(self.seq);
+        if let Some(dbm) = o.signal_dbm {
+            self.dbm = dbm;
+            self.has |= HAS_DBM;
+        }
+        if let Some(seq) = o.seq {
+            self.seq = seq;
+            self.has |= HAS_SEQ;
+        }
     }
 }
 
 /// [`Cluster::list`] of a cluster in no list: universal, or past the linking horizon.
 const NO_LIST: u32 = u32::MAX;
+
+const _: () = assert!(std::mem::size_of::<Candidate>() == 16);
 
 /// How a sighting was placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,12 +384,7 @@ impl Linker {
                     });
                     let candidates = &mut lists[list as usize];
                     (c.list, c.pos) = (list, candidates.len() as u32);
-                    candidates.push(Candidate {
-                        last_ms: o.time_ms,
-                        index,
-                        dbm: o.signal_dbm,
-                        seq: o.seq,
-                    });
+                    candidates.push(Candidate::new(index, o));
                 }
                 (index, Placement::New)
             }
@@ -446,20 +467,22 @@ impl Linker {
                 continue;
             }
             i += 1;
-            let gap = o.time_ms.saturating_sub(c.last_ms);
-            if gap < p.min_gap_ms || gap > p.max_gap_ms {
-                continue;
-            }
-            let diff = match (o.signal_dbm, c.dbm) {
-                (Some(a), Some(b)) => (i32::from(a) - i32::from(b)).abs(),
+            // The signal first: it turns away most candidates (57 % on the store day).
+            let diff = match o.signal_dbm {
+                Some(a) if c.has & HAS_DBM != 0 => (i32::from(a) - i32::from(c.dbm)).abs(),
                 _ => 0,
             };
             if diff > p.max_dbm_diff {
                 continue;
             }
-            let seq_continues = match (o.seq, c.seq) {
-                (Some(new), Some(old)) => {
-                    let step = new.wrapping_sub(old) & 0x0fff;
+            // Past the horizon it left the list above; heard after `o` (out of order), the gap
+            // is 0.
+            if o.time_ms.saturating_sub(c.last_ms) < p.min_gap_ms {
+                continue;
+            }
+            let seq_continues = match o.seq {
+                Some(new) if c.has & HAS_SEQ != 0 => {
+                    let step = new.wrapping_sub(c.seq) & 0x0fff;
                     (1..=p.max_seq_gap).contains(&step)
                 }
                 _ => false,
