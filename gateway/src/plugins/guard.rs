@@ -12,11 +12,11 @@
 //! (the plugin's pseudonyms, a sighting's capture time to the millisecond) are refused, so two
 //! plugins' outputs cannot be joined on what they were handed ([`refuse_per_device_values`]).
 
+use super::latest::{self, Latest};
 use crate::privacy::memo::Memo;
 use crate::untrusted;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 
 /// Why a message is not an aggregate: the text of the `not-json` refusal (the interface has
 /// no variant of its own for it), which starts with [`NOT_A_COUNT`].
@@ -91,21 +91,16 @@ fn counts(v: &mut Value, at: &mut String, min_cell: u32) -> Result<(), NotCounts
 
 /// How many of a plugin's latest distinct pseudonyms (device and IE signature), and of its
 /// latest sighting times, the host remembers to refuse them on streams that are not
-/// per-device: many minutes of sightings in a busy store, for about 400 KiB per plugin.
-const REMEMBER: usize = 8_192;
+/// per-device: many minutes of sightings in a busy store, for about 170 KiB per plugin.
+const REMEMBER: usize = latest::CAPACITY;
 
 /// What a plugin was lately handed that names one device or one sighting: its pseudonyms and
 /// the capture times of its sightings. Published verbatim on a stream that is not per-device,
 /// such a value would let the back office join two plugins' outputs device by device.
 #[derive(Default)]
 pub struct Recent {
-    /// Each pseudonym with the serial number of its insertion.
-    pseudonyms: HashMap<u64, u64, BuildHasherDefault<KeyedValues>>,
-    /// The same, oldest first, to forget the oldest.
-    pseudonym_order: VecDeque<u64>,
-    /// Insertions so far: a pseudonym inserted as number `n` is still held while
-    /// `inserted - n <= REMEMBER`.
-    inserted: u64,
+    /// The latest `REMEMBER` distinct pseudonyms, with their serial numbers of insertion.
+    pseudonyms: Latest,
     /// The latest pseudonyms' serial numbers: a burst's repeats of one device need no look
     /// into the larger table (see `privacy::memo`).
     memo: Memo,
@@ -114,44 +109,21 @@ pub struct Recent {
     times: VecDeque<u64>,
 }
 
-/// The hasher of [`Recent`]'s set. What it holds are keyed hashes already (pseudonyms and IE
-/// signatures under keys no plugin and no sender of frames knows), spread evenly over 64
-/// bits: hashing them again with SipHash, the default, was 3 % of a replay's time. No one
-/// can choose values that collide, and a plugin only looks values up, never inserts.
-#[derive(Default)]
-struct KeyedValues(u64);
-
-impl Hasher for KeyedValues {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64`s are hashed here; anything else still gets every byte mixed in.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x;
-    }
-}
-
 impl Recent {
     /// Remembers one sighting as the plugin sees it.
     pub fn saw(&mut self, device: u64, signature: Option<u64>, time_ms: u64) {
         for p in std::iter::once(device).chain(signature) {
+            let inserted = self.pseudonyms.inserted();
             if self
                 .memo
                 .get(p)
-                .is_some_and(|n| self.inserted - n <= REMEMBER as u64)
+                .is_some_and(|n| inserted - n <= REMEMBER as u64)
             {
                 continue;
             }
-            let n = match self.pseudonyms.get(&p) {
-                Some(&n) => n,
-                None => self.insert(p),
+            let n = match self.pseudonyms.serial(p) {
+                Some(n) => n,
+                None => self.pseudonyms.insert(p),
             };
             self.memo.put(p, n);
         }
@@ -176,22 +148,8 @@ impl Recent {
         }
     }
 
-    /// Inserts a pseudonym not held, forgetting the oldest if full; its serial number.
-    fn insert(&mut self, p: u64) -> u64 {
-        if self.pseudonym_order.len() == REMEMBER
-            && let Some(old) = self.pseudonym_order.pop_front()
-        {
-            self.pseudonyms.remove(&old);
-        }
-        let n = self.inserted;
-        self.inserted += 1;
-        self.pseudonyms.insert(p, n);
-        self.pseudonym_order.push_back(p);
-        n
-    }
-
     fn names(&self, x: u64) -> Option<&'static str> {
-        if self.pseudonyms.contains_key(&x) {
+        if self.pseudonyms.serial(x).is_some() {
             Some("one of the plugin's pseudonyms")
         } else if self.times.binary_search(&x).is_ok() {
             Some("the capture time of a sighting, to the millisecond")
@@ -412,7 +370,6 @@ mod tests {
         }
         refuse_per_device_values(&json!(0xdead_beef_0bad_f00d_u64), &recent).unwrap();
         assert!(recent.pseudonyms.len() <= REMEMBER && recent.times.len() <= REMEMBER);
-        assert_eq!(recent.pseudonym_order.len(), recent.pseudonyms.len());
         assert!(recent.times.iter().is_sorted());
     }
 

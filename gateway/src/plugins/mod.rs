@@ -8,6 +8,7 @@ pub mod artifact;
 mod bindings;
 mod guard;
 mod health;
+mod latest;
 mod lower;
 pub mod manifest;
 pub mod reload;
