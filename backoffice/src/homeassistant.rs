@@ -12,6 +12,11 @@ use std::collections::HashSet;
 pub const PLUGIN: &str = "occupancy";
 pub const STREAM: &str = "occupancy";
 
+/// Gateways remembered as announced. A fleet has thousands; anyone allowed to publish under
+/// `probegate/v1/` could name millions, so past this the memory starts again: announcing a
+/// gateway twice only republishes the same retained config.
+const MAX_ANNOUNCED: usize = 100_000;
+
 /// Announces each (site, gateway) once per broker connection.
 pub struct Discovery {
     prefix: String,
@@ -40,6 +45,9 @@ impl Discovery {
     }
 
     pub fn done(&mut self, site: &str, gateway: &str) {
+        if self.announced.len() >= MAX_ANNOUNCED {
+            self.announced.clear();
+        }
         self.announced.insert((site.to_owned(), gateway.to_owned()));
     }
 
@@ -124,6 +132,20 @@ mod tests {
             d.sensor("a_b", "c").1["unique_id"],
             d.sensor("a", "b_c").1["unique_id"]
         );
+    }
+
+    #[test]
+    fn the_memory_of_announced_gateways_is_bounded() {
+        let mut d = Discovery::new("homeassistant");
+        d.done("s", "gw-0");
+        assert!(!d.needs("s", "gw-0"));
+        for i in 1..MAX_ANNOUNCED + 10 {
+            d.done("s", &format!("gw-{i}"));
+            assert!(d.announced.len() <= MAX_ANNOUNCED);
+        }
+        // Forgotten, so announced again: harmless, the same retained config.
+        assert!(d.needs("s", "gw-0"));
+        assert!(!d.needs("s", &format!("gw-{}", MAX_ANNOUNCED + 9)));
     }
 
     #[test]
