@@ -9,7 +9,7 @@
 
 use probegate::calibrate;
 use probegate::config::Config;
-use probegate_linking::{CountParams, Counter, LinkParams};
+use probegate_linking::Counter;
 use std::time::Instant;
 
 fn main() -> Result<(), String> {
@@ -27,7 +27,7 @@ fn main() -> Result<(), String> {
         .iter()
         .find(|p| p.name.get_ref() == "occupancy")
         .ok_or("the site has no [[plugin]] named occupancy")?;
-    let params = count_params(plugin.config.as_ref());
+    let params = calibrate::count_params(plugin)?;
     let list = calibrate::observations(&config, plugin, std::path::Path::new(capture))?;
     // Past the linker's cap it forgets silent clusters: how much of the day comes after it.
     let mut first_seen = std::collections::HashMap::new();
@@ -74,24 +74,6 @@ fn main() -> Result<(), String> {
 
 /// The plugin's window, room threshold and dwell limits from its config table (defaults as the
 /// plugin's).
-fn count_params(table: Option<&toml::Table>) -> CountParams {
-    let get = |k: &str| {
-        table
-            .and_then(|t| t.get(k))
-            .and_then(toml::Value::as_integer)
-    };
-    let d = CountParams::default();
-    CountParams {
-        window_ms: get("window_secs").map_or(d.window_ms, |s| s as u64 * 1000),
-        link: LinkParams {
-            room_dbm: get("room_dbm").map_or(d.link.room_dbm, |v| v as i32),
-            ..LinkParams::default()
-        },
-        min_dwell_ms: get("min_dwell_secs").map_or(d.min_dwell_ms, |s| s as u64 * 1000),
-        fixed_after_ms: get("fixed_after_secs").map_or(d.fixed_after_ms, |s| s as u64 * 1000),
-    }
-}
-
 fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

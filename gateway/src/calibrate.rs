@@ -70,6 +70,22 @@ struct Settings {
 }
 
 fn settings(plugin: &PluginConfig) -> Result<Settings, String> {
+    let count = count_params(plugin)?;
+    let dwells = if plugin
+        .config
+        .as_ref()
+        .is_some_and(|t| t.contains_key("min_dwell_secs"))
+    {
+        vec![count.min_dwell_ms]
+    } else {
+        DWELL_CANDIDATES_SECS.iter().map(|s| s * 1000).collect()
+    };
+    Ok(Settings { count, dwells })
+}
+
+/// The counting parameters an occupancy plugin's config sets, the defaults for the rest, as
+/// the plugin reads them (calibration then searches the room threshold itself).
+pub fn count_params(plugin: &PluginConfig) -> Result<CountParams, String> {
     let mut count = CountParams::default();
     let table = plugin.config.clone().unwrap_or_default();
     let secs = |key: &str, default: u64| -> Result<u64, String> {
@@ -85,12 +101,14 @@ fn settings(plugin: &PluginConfig) -> Result<Settings, String> {
     count.window_ms = secs("window_secs", count.window_ms / 1000)? * 1000;
     count.min_dwell_ms = secs("min_dwell_secs", count.min_dwell_ms / 1000)? * 1000;
     count.fixed_after_ms = secs("fixed_after_secs", count.fixed_after_ms / 1000)? * 1000;
-    let dwells = if table.contains_key("min_dwell_secs") {
-        vec![count.min_dwell_ms]
-    } else {
-        DWELL_CANDIDATES_SECS.iter().map(|s| s * 1000).collect()
-    };
-    Ok(Settings { count, dwells })
+    if let Some(v) = table.get("room_dbm") {
+        count.link.room_dbm = v
+            .as_integer()
+            .and_then(|i| i32::try_from(i).ok())
+            .filter(|i| (-120..=0).contains(i))
+            .ok_or("plugin config: room_dbm must be an integer from -120 to 0")?;
+    }
+    Ok(count)
 }
 
 /// Hand counts per window start (ms): the mean of the counts in each window.
