@@ -29,17 +29,19 @@ const BATCH_LINGER: Duration = Duration::from_millis(200);
 /// backlog still fills whole batches. A recorded file has no one waiting and keeps the large
 /// batches.
 pub const LATENCY_BOUND: Duration = Duration::from_millis(10);
-/// Sightings a recorded file's capture thread hands over at once: handing them over one by
-/// one cost a futex wake-up each, a tenth of the replay's time (docs/performance.md).
-const CHUNK: usize = 64;
+/// Steps (sightings and clock marks) a recorded file's capture thread hands over at once:
+/// handing them over one by one cost a futex wake-up each, a tenth of the replay's time
+/// (docs/performance.md). Clock marks travel in the chunk: sent on their own, each also cut the
+/// chunk before it short, and on the store day chunks held ~40 sightings, not 64.
+const CHUNK: usize = 256;
 /// Events handled back to back between looks at the wall clock (the latency bound, the
 /// reloader, control messages): reading the clock per event was a tenth of the stage's time.
 const EVENTS_PER_LOOK: u32 = 64;
 const TICK_MS: u64 = 1000;
 
 /// The depth of the channel from the capture thread to the plugin thread. A recorded file's
-/// events are chunks of [`CHUNK`] sightings: it gets as many sightings in flight as a stream or
-/// a radio, not 64 times as many (16 MB of backlog while the plugins are the slower side,
+/// events are chunks of [`CHUNK`] steps: it gets as many sightings in flight as a stream or
+/// a radio, not 256 times as many (16 MB of backlog while the plugins are the slower side,
 /// which is most of a replay's peak RSS).
 pub fn channel_depth(recording: bool) -> usize {
     if recording {
@@ -52,11 +54,17 @@ pub fn channel_depth(recording: bool) -> usize {
 /// What the capture thread tells the plugin thread.
 pub enum Event {
     Sighting(Sighting),
-    /// Sightings in capture order, from a recorded file: one hand-over (and one wake-up of
-    /// the plugin thread) for many.
-    Sightings(Vec<Sighting>),
+    /// Sightings and clock marks in capture order, from a recorded file: one hand-over (and
+    /// one wake-up of the plugin thread) for many.
+    Steps(Vec<Step>),
     /// Pipeline time reached this instant without a sighting: a live source idled, or frames
     /// arrived that the parser or the gate dropped. Windows still close on time.
+    Clock(u64),
+}
+
+/// One step of a recorded file's chunk: [`Event::Sighting`] or [`Event::Clock`].
+pub enum Step {
+    Sighting(Sighting),
     Clock(u64),
 }
 
@@ -109,16 +117,14 @@ pub fn run_capture(
         })
     };
     let mut last_frame_ms = 0;
-    // A recorded file's sightings, not yet handed over; always empty for a stream or a radio.
-    let mut chunk = Vec::new();
+    // A recorded file's steps, not yet handed over; always empty for a stream or a radio.
+    let mut chunk = Vec::with_capacity(CHUNK);
     while !stop.load(Ordering::Relaxed) {
         let event = match source.next_frame()? {
             Next::End => {
-                if !chunk.is_empty() {
-                    let _ = tx.send(Event::Sightings(std::mem::take(&mut chunk)));
-                }
                 // The end of a recording is as late as its last frame, whatever that frame was.
-                let _ = tx.send(Event::Clock(last_frame_ms));
+                chunk.push(Step::Clock(last_frame_ms));
+                let _ = tx.send(Event::Steps(std::mem::take(&mut chunk)));
                 break;
             }
             Next::Idle => clock(&mut gate, wall_ms()),
@@ -154,24 +160,22 @@ pub fn run_capture(
         }
         let Some(event) = event else { continue };
         let event = match event {
-            Event::Sighting(s) if recording => {
-                chunk.push(s);
+            _ if !recording => event,
+            Event::Sighting(s) => {
+                chunk.push(Step::Sighting(s));
                 if chunk.len() < CHUNK {
                     continue;
                 }
-                Event::Sightings(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                Event::Steps(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
             }
-            // Time moves on only after the sightings before it.
-            Event::Clock(_) if !chunk.is_empty() => {
-                if tx
-                    .send(Event::Sightings(std::mem::take(&mut chunk)))
-                    .is_err()
-                {
-                    break;
+            Event::Clock(now) => {
+                chunk.push(Step::Clock(now));
+                if chunk.len() < CHUNK {
+                    continue;
                 }
-                event
+                Event::Steps(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
             }
-            event => event,
+            Event::Steps(_) => event,
         };
         if live {
             match tx.try_send(event) {
@@ -179,8 +183,9 @@ pub fn run_capture(
                 Err(TrySendError::Full(Event::Sighting(_))) => {
                     Counters::add(&counters.dropped_backpressure, 1)
                 }
-                Err(TrySendError::Full(Event::Sightings(lost))) => {
-                    Counters::add(&counters.dropped_backpressure, lost.len() as u64)
+                Err(TrySendError::Full(Event::Steps(lost))) => {
+                    let sightings = lost.iter().filter(|s| matches!(s, Step::Sighting(_)));
+                    Counters::add(&counters.dropped_backpressure, sightings.count() as u64)
                 }
                 Err(TrySendError::Full(Event::Clock(_))) => {}
                 Err(TrySendError::Disconnected(_)) => break,
@@ -191,7 +196,7 @@ pub fn run_capture(
     }
     // Stopped mid-file: what was read is still handed over.
     if !chunk.is_empty() {
-        let _ = tx.send(Event::Sightings(chunk));
+        let _ = tx.send(Event::Steps(chunk));
     }
     if let Some(loss) = source.loss() {
         tracing::info!(?loss, "capture closed");
@@ -271,9 +276,15 @@ impl PluginStage {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::Sighting(s) => self.sighting(s),
-            Event::Sightings(chunk) => {
-                Counters::add(&self.counters.sightings, chunk.len() as u64);
-                chunk.into_iter().for_each(|s| self.take(s));
+            Event::Steps(chunk) => {
+                let sightings = chunk.iter().filter(|s| matches!(s, Step::Sighting(_)));
+                Counters::add(&self.counters.sightings, sightings.count() as u64);
+                for step in chunk {
+                    match step {
+                        Step::Sighting(s) => self.take(s),
+                        Step::Clock(now) => self.clock(now),
+                    }
+                }
             }
             Event::Clock(now) => self.clock(now),
         }
