@@ -89,12 +89,23 @@ fn tags_from_a_filter_reach_the_analytics_plugins() {
     };
     let site = Site::new(&broker, &[filter, echo], "");
     replay(&site, &sub);
+    let admitted = admitted();
+    // Late messages arrive after "offline" (see each_plugin_sees_only_the_fields_...).
+    sub.wait_until(
+        |s| {
+            s.stream("echo", "fields")
+                .iter()
+                .filter_map(|m| m["data"]["sightings"].as_u64())
+                .sum::<u64>()
+                >= admitted.len() as u64
+        },
+        Duration::from_secs(10),
+    );
     let (mut sightings, mut tagged) = (0, 0);
     for m in sub.stream("echo", "fields") {
         sightings += m["data"]["sightings"].as_u64().unwrap();
         tagged += m["data"]["tagged"].as_u64().unwrap();
     }
-    let admitted = admitted();
     let randomized = admitted.iter().filter(|p| p.sa[0] & 2 != 0).count() as u64;
     assert_eq!(sightings, admitted.len() as u64);
     assert_eq!(tagged, randomized);
@@ -179,6 +190,19 @@ fn each_plugin_sees_only_the_fields_its_capabilities_name() {
     }
     std::fs::write(&site.config, config).unwrap();
     replay(&site, &sub);
+    let admitted = admitted();
+    let n = admitted.len() as u64;
+    // A stop slower than the daemon's first 300 ms (a loaded machine) queues "offline" before
+    // the last messages: they still arrive, after it.
+    for plugin in ["plain", "nosy"] {
+        let seen = |s: &Subscriber| -> u64 {
+            s.stream(plugin, "fields")
+                .iter()
+                .filter_map(|m| m["data"]["sightings"].as_u64())
+                .sum()
+        };
+        sub.wait_until(|s| seen(s) >= n, Duration::from_secs(10));
+    }
 
     let totals = |plugin: &str| {
         let mut t = std::collections::BTreeMap::<String, u64>::new();
@@ -189,9 +213,7 @@ fn each_plugin_sees_only_the_fields_its_capabilities_name() {
         }
         t
     };
-    let admitted = admitted();
     let with_signal = admitted.iter().filter(|p| p.dbm.is_some()).count() as u64;
-    let n = admitted.len() as u64;
 
     let plain = totals("plain");
     assert_eq!(plain["sightings"], n);
