@@ -144,6 +144,22 @@ mod tests {
         }
     }
 
+    /// The signature is SipHash of the domain and the pieces in a row, however they are cut.
+    #[test]
+    fn a_signature_hashes_its_pieces_as_one_input() {
+        let keys = EpochKeys::new(schedule(240, 24, 0));
+        let pieces: Vec<Vec<u8>> = [1usize, 2, 0, 200, 3, 60, 1, 300, 2, 255, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let mut whole = SipHasher24::new_with_key(&keys.key);
+        whole.write(b"probegate ie-signature\0");
+        whole.write(&pieces.concat());
+        let got = keys.signature(|feed| pieces.iter().for_each(|p| feed(p)));
+        assert_eq!(got, whole.finish());
+    }
+
     #[test]
     fn daily_rotation_happens_at_the_configured_local_time() {
         // 2024-03-22 10:00 UTC; zone UTC+1; rotate at 04:00 local = 03:00 UTC next day.
