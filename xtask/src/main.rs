@@ -427,8 +427,8 @@ impl StepTimes {
 /// to `cargo xtask bench` (which builds and runs it): each checks nothing the others do not
 /// but its name, its instruction set and qemu (armv7 is a 32-bit little-endian CPU running
 /// Pulley bytecode, as mipsel; x86_64 a 64-bit one running native code precompiled off the
-/// router, as aarch64). They left per-commit CI because a cold run took 34 (x86_64) and then
-/// 38 (armv7) minutes, against a budget of 28.
+/// router, as aarch64). They left per-commit CI when cold runs took 34 (x86_64) and then
+/// 38-49 minutes (armv7; two cores, at times shared), against a budget of 28.
 const CI_DIST: &[&[&str]] = &[&["aarch64"], &["mipsel"], &["mips"], &["aarch64", "--full"]];
 
 /// Every package a release ships, checked: `cargo xtask test --release`.
