@@ -15,7 +15,7 @@ use crate::telemetry::Counters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Sightings delivered to plugins in one call, at most.
 pub const MAX_BATCH: usize = 256;
@@ -596,8 +596,4 @@ pub fn run_plugins(
     send(&mut stage);
 }
 
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::wall_ms;

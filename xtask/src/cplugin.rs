@@ -46,8 +46,10 @@ pub fn deps() -> crate::Result {
     if !have {
         // Into a root of our own, so a developer's wit-bindgen of another version stays as
         // it is. Only the C generator, though that saves just ten of ~145 crates: most of
-        // the minutes go to the wasm-tools crates every generator needs.
+        // the minutes go to the wasm-tools crates every generator needs. Unoptimised: it
+        // reads a few small WIT files, and compiles in far less time than optimised.
         run(Command::new("cargo")
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
             .args(["install", "wit-bindgen-cli", "--version", WIT_BINDGEN])
             .args([
                 "--locked",

@@ -208,7 +208,7 @@ impl Registry {
                     })?;
                 registry.version = stored.version;
                 registry.sequence = stored.sequence;
-                registry.expire(crate::pipeline::wall_ms());
+                registry.expire(crate::clock::wall_ms());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -238,7 +238,7 @@ impl Registry {
     /// Applies a command and persists the result; a refused command changes nothing.
     pub fn apply(&mut self, command: Command) -> Result<Summary, ConsentError> {
         let before = self.entries.clone();
-        self.expire(crate::pipeline::wall_ms());
+        self.expire(crate::clock::wall_ms());
         let result = match command {
             Command::Add { entries } => self.insert_all(entries),
             Command::Remove { ids } => ids.iter().try_for_each(|hex| {
