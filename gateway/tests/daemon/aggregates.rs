@@ -8,7 +8,6 @@ use crate::harness::{
     Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, summary, text,
 };
 use serde_json::json;
-use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
 
@@ -26,10 +25,7 @@ fn negative_hidden_and_string_counts_do_not_leave_the_router() {
     let out = site.replay(&capture(CAPTURE), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     // Of five messages, the two made of counts (and the measure) went out, the small count
     // in the member the manifest does not name suppressed; the measure kept its 3.

@@ -5,7 +5,6 @@ use crate::expect;
 use crate::harness::{Broker, COUNTER, PluginEntry, Subscriber, capture, text};
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::time::Duration;
 
 /// The capture with the most distinct addresses.
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2022-10-19.pcap";
@@ -106,10 +105,7 @@ fn no_raw_mac_reaches_mqtt_the_trace_log_or_disk() {
          wasmtime_internal_cranelift=info,wasmtime_internal_unwinder=info",
     );
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let log = text(&out.stderr) + &text(&out.stdout);
     assert!(log.lines().count() > 100, "the trace log is substantial");

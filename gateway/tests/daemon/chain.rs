@@ -20,10 +20,7 @@ fn replay(site: &Site, sub: &Subscriber) -> String {
     let out = site.replay(&capture(CAPTURE), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "replay failed: {stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     stderr
 }
 

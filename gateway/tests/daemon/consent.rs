@@ -81,10 +81,7 @@ fn an_opted_out_device_reaches_no_plugin_and_no_output() {
     let out = site.replay(&capture(CAPTURE), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     assert_eq!(
         expect::rows_of(&sub.stream("visitor-counter", "counts")),
         without
@@ -174,10 +171,7 @@ fn an_opt_out_published_mid_run_takes_effect_for_the_rest_of_the_capture() {
         stderr.contains("new opt-out: plugin restarted empty"),
         "{stderr}"
     );
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let rows = expect::rows_of(&sub.stream("visitor-counter", "counts"));
     let expected =

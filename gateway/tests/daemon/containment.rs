@@ -3,7 +3,7 @@
 
 use crate::expect;
 use crate::harness::{Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, text};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-04-17.pcap";
 
@@ -40,10 +40,7 @@ fn run_beside(act: &str, on: &str, extra: &str) -> Run {
     let out = site.replay(&capture(CAPTURE), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "replay failed: {stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     eprintln!(
         "containment: {act} on {on}: whole replay {} ms",
         started.elapsed().as_millis()

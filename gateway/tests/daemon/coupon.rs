@@ -182,10 +182,7 @@ fn opted_in_devices_get_their_coupons_by_token_and_no_one_else_gets_any() {
     let out = stream.finish();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let mut got: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for m in sub.stream("coupon-trigger", "coupons") {
@@ -241,10 +238,7 @@ fn replay_counts(plugins: &[PluginEntry], staff: &[u8; 6]) -> Vec<expect::Row> {
     opt_in_at_start(&site, &[(&consent_id(&site, staff), "staff-0042")]);
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     expect::rows_of(&sub.stream("visitor-counter", "counts"))
 }
 
@@ -341,10 +335,7 @@ fn an_exclude_message_over_mqtt_takes_effect_mid_run() {
     assert!(applied, "the filter never confirmed: {:?}", sub.messages());
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     assert_eq!(
         expect::rows_of(&sub.stream("visitor-counter", "counts")),
         expected

@@ -59,10 +59,7 @@ fn the_c_plugin_counts_each_minute_exactly_beside_the_rust_counter() {
 
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let data: Vec<Value> = sub
         .stream("visit-tally", "tally")

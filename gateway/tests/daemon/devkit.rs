@@ -46,10 +46,7 @@ fn plugin_run_and_replay_print_print_exactly_what_a_daemon_replay_publishes() {
     let site = Site::new(&broker, &[COUNTER], "");
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     let published: Vec<(String, Value)> = sub
         .messages()
         .iter()

@@ -2,7 +2,6 @@
 
 use crate::harness::{Broker, COUNTER, Site, Subscriber, capture, text};
 use std::process::Command;
-use std::time::Duration;
 
 fn assert_no_panic(stderr: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -54,10 +53,7 @@ fn a_truncated_capture_fails_but_what_was_read_is_published() {
     );
     assert!(stderr.contains("cut.pcap: read failed after"), "{stderr}");
     assert_no_panic(&stderr);
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     let counts = sub.stream("visitor-counter", "counts");
     assert!(
         counts.len() > 3,
@@ -155,10 +151,7 @@ fn a_plugin_that_imports_wasi_is_refused_by_name_and_the_others_run() {
 
     let out = site.replay(&capture("fryza-sc6-61/sc6-61_2023-10-20.pcap"), "info");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     let refused = sub.plugin_statuses("wasi-user");
     assert!(
         refused

@@ -276,6 +276,30 @@ impl Subscriber {
         }
     }
 
+    /// Waits for a gateway's clean "offline" status and then for the messages still on their
+    /// way: a stop slower than the daemon's first 300 ms (a loaded machine) sends the status
+    /// before the broker has acknowledged the last messages, which then arrive after it. Done
+    /// when nothing new came for 300 ms (10 s at most).
+    pub fn wait_offline(&self) -> bool {
+        if !self.wait_for(
+            |m| m.payload.contains("\"offline\""),
+            Duration::from_secs(10),
+        ) {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = self.messages.lock().unwrap().len();
+        while Instant::now() < deadline {
+            sleep(Duration::from_millis(300));
+            let now = self.messages.lock().unwrap().len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        true
+    }
+
     /// Waits until `cond(self)` holds; for conditions over all messages (counts, states).
     pub fn wait_until(&self, cond: impl Fn(&Subscriber) -> bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -9,7 +9,6 @@ use crate::harness::{
     Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, summary, text,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
 const SPY: &str = "{ act = \"time-leak\", on = \"sightings\" }";
@@ -75,10 +74,7 @@ fn two_plugins_cannot_publish_what_joins_their_devices() {
     let out = site.replay(&capture(CAPTURE), "info");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let (a, b) = (leaked(&sub, "spy-a"), leaked(&sub, "spy-b"));
     let (one_to_one, devices) = joined(&a, &b);

@@ -38,10 +38,7 @@ fn replay_measured(
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     (stderr, hwm)
 }
 
@@ -119,10 +116,7 @@ fn a_component_over_its_instance_limit_is_failed_with_the_way_out_and_runs_when_
         let out = site.replay(&capture(CAPTURE), "info");
         let stderr = text(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(sub.wait_for(
-            |m| m.payload.contains("\"offline\""),
-            Duration::from_secs(10)
-        ));
+        assert!(sub.wait_offline());
         let statuses = sub.plugin_statuses("visitor-counter");
         if runs {
             assert!(

@@ -34,10 +34,7 @@ fn replay(hostile: Option<&str>) -> (String, Duration) {
         "{}",
         &stderr[..stderr.len().min(4000)]
     );
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     assert!(!sub.stream("visitor-counter", "counts").is_empty());
     (stderr, took)
 }

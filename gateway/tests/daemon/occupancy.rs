@@ -12,7 +12,6 @@ use crate::expect::{self, frame_times, mac};
 use crate::harness::{Broker, PluginEntry, Site, Subscriber, capture, text};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// The plugin as shipped: every parameter at its default (fitted on the seven days by
 /// `probegate calibrate`), granted what its manifest asks for.
@@ -170,10 +169,7 @@ fn replay(day: &str) -> Vec<Value> {
     if LECTURES.contains(&day) {
         assert!(!stderr.contains("dropped_opted_out=0 "), "{stderr}");
     }
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     let windows: Vec<Value> = sub
         .stream(OCCUPANCY.name, "occupancy")
         .into_iter()
@@ -365,10 +361,7 @@ fn occupancy_needs_its_capabilities_granted() {
         stderr.contains("plugin occupancy: not loaded: asks for capability \"sequence\""),
         "{stderr}"
     );
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     assert!(sub.stream(OCCUPANCY.name, "occupancy").is_empty());
 }
 

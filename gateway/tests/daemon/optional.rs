@@ -6,7 +6,6 @@
 use crate::expect;
 use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, capture, plugin, text};
 use serde_json::Value;
-use std::time::Duration;
 
 /// A lecture day: up to 17 people, many phones of one model.
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-03-08.pcap";
@@ -31,10 +30,7 @@ fn replay(entries: &[PluginEntry]) -> (Broker, Subscriber) {
     let site = Site::new(&broker, entries, "");
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     (broker, sub)
 }
 
@@ -192,10 +188,7 @@ fn visits_with_and_without_linking_on_every_day() {
             let site = Site::new(&broker, &[entry], "");
             let out = site.replay(&capture(&pcap), "info");
             assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-            assert!(sub.wait_for(
-                |m| m.payload.contains("\"offline\""),
-                Duration::from_secs(10)
-            ));
+            assert!(sub.wait_offline());
             let visits = sub.stream("visitor-counter", "visits");
             let universal: u64 = visits
                 .iter()

@@ -5,7 +5,6 @@
 use crate::expect;
 use crate::harness::{Broker, COUNTER, FLOOR, Site, Subscriber, capture, plugin, text};
 use std::path::Path;
-use std::time::Duration;
 
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-10-20.pcap";
 
@@ -71,10 +70,7 @@ fn a_trusted_precompiled_counter_counts_what_the_capture_holds() {
 
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     let messages = sub.stream("visitor-counter", "counts");
     assert_eq!(
         expect::rows_of(&messages),

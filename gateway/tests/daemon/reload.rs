@@ -111,10 +111,7 @@ fn plugins_are_swapped_refused_and_removed_while_the_others_carry_on() {
     assert!(sub.wait_for(status_is("\"removed\""), Duration::from_secs(10)));
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     // The other plugin saw every sighting: its counts are exactly those of a quiet run.
     assert_eq!(
@@ -174,10 +171,7 @@ fn the_plugin_directory_starts_what_is_dropped_in_and_stops_what_is_removed() {
     ));
     let out = stream.finish();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
     // The configured plugin saw every sighting throughout.
     assert_eq!(
         expect::rows_of(&sub.stream("counter", "counts")),

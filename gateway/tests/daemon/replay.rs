@@ -15,10 +15,7 @@ fn replayed_counts_arrive_over_mqtt_and_match_the_capture() {
 
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let messages = sub.stream("visitor-counter", "counts");
     let expected = expect::counts(CAPTURE, 300_000, FLOOR);

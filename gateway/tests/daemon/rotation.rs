@@ -4,7 +4,6 @@
 use crate::expect;
 use crate::harness::{Broker, COUNTER, FLOOR, PluginEntry, Site, Subscriber, capture, text};
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// An empty night in the lab: a few machines probing.
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-04-17.pcap";
@@ -40,10 +39,7 @@ fn crossing_the_rotation_time_gives_every_device_a_new_pseudonym() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("pseudonym keys rotated"), "{stderr}");
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     let mut by_epoch: [BTreeSet<u64>; 3] = Default::default();
     for m in sub.stream("echo", "seen") {

@@ -7,7 +7,6 @@ use crate::expect::{self, Probe, frame_times};
 use crate::harness::{Broker, FLOOR, PluginEntry, Site, Subscriber, capture, text};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 /// A lecture day: up to 17 people in the lab, 12 000 probes in an hour and a half.
 const CAPTURE: &str = "fryza-sc6-61/sc6-61_2023-03-08.pcap";
@@ -210,10 +209,7 @@ fn visits_match_the_capture_recomputed_from_the_oracle() {
     let site = Site::new(&broker, &[TUNED_PLUGIN, DEFAULT_PLUGIN], "");
     let out = site.replay(&capture(CAPTURE), "info");
     assert!(out.status.success(), "replay failed: {}", text(&out.stderr));
-    assert!(sub.wait_for(
-        |m| m.payload.contains("\"offline\""),
-        Duration::from_secs(10)
-    ));
+    assert!(sub.wait_offline());
 
     for (plugin, rules) in [("visitor-counter", TUNED), ("visits-defaults", DEFAULTS)] {
         let messages = sub.stream(plugin, "visits");
