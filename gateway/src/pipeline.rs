@@ -68,6 +68,13 @@ pub enum Step {
     Clock(u64),
 }
 
+fn sightings_in(steps: &[Step]) -> u64 {
+    steps
+        .iter()
+        .filter(|s| matches!(s, Step::Sighting(_)))
+        .count() as u64
+}
+
 /// A back-office control message for one plugin (`.../cmd/plugins/{plugin}/{topic}`).
 #[derive(Debug)]
 pub struct PluginMessage {
@@ -159,23 +166,18 @@ pub fn run_capture(
             }
         }
         let Some(event) = event else { continue };
-        let event = match event {
-            _ if !recording => event,
-            Event::Sighting(s) => {
-                chunk.push(Step::Sighting(s));
-                if chunk.len() < CHUNK {
-                    continue;
-                }
-                Event::Steps(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+        let event = if recording {
+            match event {
+                Event::Sighting(s) => chunk.push(Step::Sighting(s)),
+                Event::Clock(now) => chunk.push(Step::Clock(now)),
+                Event::Steps(steps) => chunk.extend(steps),
             }
-            Event::Clock(now) => {
-                chunk.push(Step::Clock(now));
-                if chunk.len() < CHUNK {
-                    continue;
-                }
-                Event::Steps(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+            if chunk.len() < CHUNK {
+                continue;
             }
-            Event::Steps(_) => event,
+            Event::Steps(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+        } else {
+            event
         };
         if live {
             match tx.try_send(event) {
@@ -184,8 +186,7 @@ pub fn run_capture(
                     Counters::add(&counters.dropped_backpressure, 1)
                 }
                 Err(TrySendError::Full(Event::Steps(lost))) => {
-                    let sightings = lost.iter().filter(|s| matches!(s, Step::Sighting(_)));
-                    Counters::add(&counters.dropped_backpressure, sightings.count() as u64)
+                    Counters::add(&counters.dropped_backpressure, sightings_in(&lost))
                 }
                 Err(TrySendError::Full(Event::Clock(_))) => {}
                 Err(TrySendError::Disconnected(_)) => break,
@@ -277,8 +278,7 @@ impl PluginStage {
         match event {
             Event::Sighting(s) => self.sighting(s),
             Event::Steps(chunk) => {
-                let sightings = chunk.iter().filter(|s| matches!(s, Step::Sighting(_)));
-                Counters::add(&self.counters.sightings, sightings.count() as u64);
+                Counters::add(&self.counters.sightings, sightings_in(&chunk));
                 for step in chunk {
                     match step {
                         Step::Sighting(s) => self.take(s),

@@ -113,12 +113,7 @@ impl Recent {
     /// Remembers one sighting as the plugin sees it.
     pub fn saw(&mut self, device: u64, signature: Option<u64>, time_ms: u64) {
         for p in std::iter::once(device).chain(signature) {
-            let inserted = self.pseudonyms.inserted();
-            if self
-                .memo
-                .get(p)
-                .is_some_and(|n| inserted - n <= REMEMBER as u64)
-            {
+            if self.memo.get(p).is_some_and(|n| self.pseudonyms.holds(n)) {
                 continue;
             }
             let n = match self.pseudonyms.serial(p) {

@@ -66,10 +66,15 @@ impl Latest {
         n
     }
 
-    /// Insertions so far: a key inserted as number `n` is held while `inserted() - n <=
-    /// CAPACITY`.
+    /// Insertions so far.
+    #[cfg(test)]
     pub fn inserted(&self) -> u64 {
         self.inserted
+    }
+
+    /// Whether the key inserted as number `n` is still held.
+    pub fn holds(&self, n: u64) -> bool {
+        self.inserted - n <= CAPACITY as u64
     }
 
     #[cfg(test)]

@@ -47,6 +47,15 @@ impl Memo {
         (self.slots.keys[i] == key).then(|| self.slots.values[i])
     }
 
+    /// The value remembered for `key`, or `make`'s, then remembered.
+    pub fn get_or_insert_with(&mut self, key: u64, make: impl FnOnce() -> u64) -> u64 {
+        self.get(key).unwrap_or_else(|| {
+            let value = make();
+            self.put(key, value);
+            value
+        })
+    }
+
     pub fn put(&mut self, key: u64, value: u64) {
         let i = slot(key);
         self.slots.keys[i] = key;

@@ -31,12 +31,9 @@ impl PseudonymSpace {
     pub fn pseudonym(&mut self, sighting: &Sighting) -> u64 {
         self.follow_epoch(sighting);
         let DeviceId(id) = sighting.device;
-        if let Some(pseudonym) = self.devices.get(id) {
-            return pseudonym;
-        }
-        let pseudonym = keyed_hash(&self.key, &id.to_le_bytes());
-        self.devices.put(id, pseudonym);
-        pseudonym
+        let key = &self.key;
+        self.devices
+            .get_or_insert_with(id, || keyed_hash(key, &id.to_le_bytes()))
     }
 
     /// A new key for a new epoch.
@@ -55,15 +52,13 @@ impl PseudonymSpace {
         let signature = sighting.ie_signature?;
         // Same key as pseudonyms; the "ie" prefix keeps the two domains apart.
         self.follow_epoch(sighting);
-        if let Some(ours) = self.signatures.get(signature) {
-            return Some(ours);
-        }
-        let mut input = [0u8; 10];
-        input[..2].copy_from_slice(b"ie");
-        input[2..].copy_from_slice(&signature.to_le_bytes());
-        let ours = keyed_hash(&self.key, &input);
-        self.signatures.put(signature, ours);
-        Some(ours)
+        let key = &self.key;
+        Some(self.signatures.get_or_insert_with(signature, || {
+            let mut input = [0u8; 10];
+            input[..2].copy_from_slice(b"ie");
+            input[2..].copy_from_slice(&signature.to_le_bytes());
+            keyed_hash(key, &input)
+        }))
     }
 }
 

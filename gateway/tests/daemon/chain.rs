@@ -24,6 +24,19 @@ fn replay(site: &Site, sub: &Subscriber) -> String {
     stderr
 }
 
+/// Waits (10 s at most) until an echo plugin's `fields` stream adds up to `n` sightings: under
+/// a full test run the last messages can come well after the offline status that
+/// `wait_offline` waits for.
+fn wait_for_sightings(sub: &Subscriber, plugin: &str, n: u64) {
+    let seen = |s: &Subscriber| -> u64 {
+        s.stream(plugin, "fields")
+            .iter()
+            .filter_map(|m| m["data"]["sightings"].as_u64())
+            .sum()
+    };
+    sub.wait_until(|s| seen(s) >= n, Duration::from_secs(10));
+}
+
 /// Probes the gate admits, as the oracle sees them.
 fn admitted() -> Vec<expect::Probe> {
     expect::probes(CAPTURE)
@@ -87,17 +100,7 @@ fn tags_from_a_filter_reach_the_analytics_plugins() {
     let site = Site::new(&broker, &[filter, echo], "");
     replay(&site, &sub);
     let admitted = admitted();
-    // Late messages arrive after "offline" (see each_plugin_sees_only_the_fields_...).
-    sub.wait_until(
-        |s| {
-            s.stream("echo", "fields")
-                .iter()
-                .filter_map(|m| m["data"]["sightings"].as_u64())
-                .sum::<u64>()
-                >= admitted.len() as u64
-        },
-        Duration::from_secs(10),
-    );
+    wait_for_sightings(&sub, "echo", admitted.len() as u64);
     let (mut sightings, mut tagged) = (0, 0);
     for m in sub.stream("echo", "fields") {
         sightings += m["data"]["sightings"].as_u64().unwrap();
@@ -189,16 +192,8 @@ fn each_plugin_sees_only_the_fields_its_capabilities_name() {
     replay(&site, &sub);
     let admitted = admitted();
     let n = admitted.len() as u64;
-    // A stop slower than the daemon's first 300 ms (a loaded machine) queues "offline" before
-    // the last messages: they still arrive, after it.
     for plugin in ["plain", "nosy"] {
-        let seen = |s: &Subscriber| -> u64 {
-            s.stream(plugin, "fields")
-                .iter()
-                .filter_map(|m| m["data"]["sightings"].as_u64())
-                .sum()
-        };
-        sub.wait_until(|s| seen(s) >= n, Duration::from_secs(10));
+        wait_for_sightings(&sub, plugin, n);
     }
 
     let totals = |plugin: &str| {

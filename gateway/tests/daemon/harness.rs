@@ -279,7 +279,9 @@ impl Subscriber {
     /// Waits for a gateway's clean "offline" status and then for the messages still on their
     /// way: a stop slower than the daemon's first 300 ms (a loaded machine) sends the status
     /// before the broker has acknowledged the last messages, which then arrive after it. Done
-    /// when nothing new came for 300 ms (10 s at most).
+    /// when nothing new came for 300 ms (10 s at most): a heuristic, which a full test run on
+    /// two cores can outlast; a test that needs every message waits for its count as well
+    /// (chain.rs, `wait_for_sightings`).
     pub fn wait_offline(&self) -> bool {
         if !self.wait_for(
             |m| m.payload.contains("\"offline\""),
